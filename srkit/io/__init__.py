@@ -1,0 +1,1 @@
+"""Reading and writing images, frame folders and videos; atomic file output."""

@@ -1,0 +1,22 @@
+"""Networks and their registry.
+
+Each network lives in one file (blocks -> model -> presets registered with ``@register_model``).
+Model files are imported here explicitly; nothing is discovered by scanning.
+"""
+
+from srkit.models._api import ModelSpec, SRModel, SROutput, as_sr_output
+from srkit.models._registry import create_model, list_models, model_entry, register_model
+
+# Model files (explicit imports; each registers its presets).
+# from srkit.models import edvr  # noqa: E402,F401  (added by the EDVR work)
+
+__all__ = [
+    "ModelSpec",
+    "SRModel",
+    "SROutput",
+    "as_sr_output",
+    "create_model",
+    "list_models",
+    "model_entry",
+    "register_model",
+]

@@ -1,0 +1,57 @@
+"""Device and precision selection shared by inference, evaluation and training."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch
+
+from srkit.errors import ConfigError
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an explicit device that is absent is an error."""
+    name = name.lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but CUDA is not available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' requested but MPS is not available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
+
+
+def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
+    """Autocast context for ``precision`` (``fp32`` is a no-op)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision == "fp16" and device.type == "cpu":
+        # CPU fp16 autocast exists but is slow and lossy on most CPUs; bf16 is the CPU choice.
+        return torch.autocast("cpu", dtype=torch.float16)
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Temporarily set the intra-op thread count (``None`` leaves it alone)."""
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
