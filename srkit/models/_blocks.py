@@ -1,0 +1,67 @@
+"""Building blocks shared by several networks (flat and documented, as in BasicSR's arch files).
+
+Parameter names (``conv1``, ``conv2``, ``upconv1`` ...) follow BasicSR's so that published checkpoints
+map onto srkit modules with few renames.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ResidualBlockNoBN(nn.Module):
+    """conv-act-conv with identity skip and no batch norm: ``x + res_scale * conv2(act(conv1(x)))``.
+
+    EDVR and MANA use ReLU with ``res_scale = 1``; EDSR (UDVD's body) uses ReLU with ``res_scale = 0.1``.
+    """
+
+    def __init__(self, num_feat: int = 64, res_scale: float = 1.0, act: nn.Module | None = None):
+        super().__init__()
+        self.res_scale = res_scale
+        self.conv1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1, bias=True)
+        self.conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1, bias=True)
+        self.act = act if act is not None else nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv2(self.act(self.conv1(x)))
+        return x + out * self.res_scale if self.res_scale != 1.0 else x + out
+
+
+def make_layer(block: type[nn.Module] | callable, num_blocks: int, **kwargs) -> nn.Sequential:
+    """``num_blocks`` fresh blocks in a Sequential (children named 0, 1, ... as BasicSR's make_layer)."""
+    return nn.Sequential(*[block(**kwargs) for _ in range(num_blocks)])
+
+
+def scaled_kaiming_init_(module: nn.Module, scale: float = 0.1) -> None:
+    """Kaiming-normal init scaled down for residual branches (BasicSR's ``default_init_weights``)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight)
+            m.weight.data.mul_(scale)
+            if m.bias is not None:
+                m.bias.data.zero_()
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad the last two dims on the bottom/right up to a multiple; returns the padded tensor and (H, W).
+
+    Reflection padding (replicate when the input is too small to reflect) keeps the content near the
+    border natural, so the cropped-back result is as if the model had seen an unpadded frame.
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return x, (h, w)
+    lead = x.shape[:-3]
+    flat = x.reshape(-1, *x.shape[-3:])
+    use = mode if (mode != "reflect" or (ph < h and pw < w)) else "replicate"
+    flat = F.pad(flat, (0, pw, 0, ph), mode=use)
+    return flat.reshape(*lead, *flat.shape[-3:]), (h, w)
+
+
+def crop_to(x: torch.Tensor, size: tuple[int, int], scale: int = 1) -> torch.Tensor:
+    """Crop the last two dims to ``size * scale`` (undoes :func:`pad_to_multiple` after upscaling)."""
+    h, w = size
+    return x[..., : h * scale, : w * scale]
