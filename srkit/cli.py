@@ -38,6 +38,8 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str]]]] = {
 
 def _add_command(subparsers, name: str, module: str, help_text: str, argv_has_it: bool) -> None:
     parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    # Accepted after the command name too (``srkit upscale ... --debug``).
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.set_defaults(_module=module)
     # Import the module only for the command being run; its arguments are then added.
     if argv_has_it:
