@@ -1,0 +1,315 @@
+"""Modulated deformable convolution (DCNv1 / DCNv2) in pure PyTorch.
+
+:func:`deform_conv2d` has exactly the signature, semantics and tensor layout of
+``torchvision.ops.deform_conv2d``, so checkpoints and offset-predicting convolutions written for
+torchvision, mmcv or BasicSR work unchanged, but it needs no compiled extension and runs on any device
+PyTorch supports (CPU, CUDA, MPS), under autocast, through autograd and through ONNX export.
+
+How it works (and why it is fast on CPU)
+----------------------------------------
+A deformable convolution is "sample the input at ``K = kh * kw`` shifted positions per output pixel,
+then apply an ordinary convolution to the samples".  The sampling is bilinear with zero padding
+outside the image, which is precisely ``F.grid_sample(mode="bilinear", padding_mode="zeros")``.
+So the whole op is:
+
+1. turn the offsets into a sampling grid for every (deformable group, tap, output pixel) -- one fused
+   elementwise pass, in float32 even under autocast because coordinates need the precision;
+2. one ``grid_sample`` call per batch that samples every channel of a deformable group at its group's
+   grid: the result, shaped ``(N * dg, C / dg, K * Ho, Wo)``, *is* the im2col column matrix
+   ``(N, Cin * K, Ho * Wo)`` in the weight's ``(Cin, kh, kw)`` order, with no copy;
+3. multiply by the modulation mask (DCNv2) and do ONE matmul ``(Cout, Cin*K) @ (Cin*K, Ho*Wo)``
+   (a batched matmul per convolution group).
+
+``grid_sample`` is a multithreaded, vectorised kernel with an analytic backward on every backend, so
+forward and backward are both fast without any custom autograd code, and ONNX has ``GridSample``
+since opset 16, so the same code exports.
+
+Border rule: torchvision's CPU kernel returns 0 for a sample with ``y <= -1 or y >= H`` (same for x)
+and otherwise blends the four neighbours, each neighbour outside the image counting as 0.  That is
+bilinear interpolation of the zero-padded image, which is what ``padding_mode="zeros"`` computes,
+including the gradients with respect to the sampling position.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+from torch.nn.modules.utils import _pair
+
+__all__ = ["deform_conv2d", "ModulatedDeformConv2d", "OffsetMonitor"]
+
+logger = logging.getLogger("srkit.ops.deform_conv")
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _base_grid(
+    kh: int,
+    kw: int,
+    out_h: int,
+    out_w: int,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    in_h: int,
+    in_w: int,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Tensor:
+    """Normalised ``grid_sample`` coordinates of the undeformed taps, shape ``(K, Ho, Wo, 2)`` (x, y).
+
+    With ``align_corners=False`` grid_sample maps a normalised coordinate ``g`` to the pixel coordinate
+    ``((g + 1) * size - 1) / 2``; the inverse is ``g = (2 * p + 1) / size - 1``.  Writing the sample
+    position as ``p = base + offset`` gives ``g = offset * (2 / size) + ((2 * base + 1) / size - 1)``:
+    the constant part is computed here once, so the per-call work is one multiply-add per coordinate.
+    """
+    sh, sw = stride
+    ph, pw = padding
+    dh, dw = dilation
+    # Integer-valued positions are exact in any float dtype; compute in float64 then cast once.
+    ys = torch.arange(out_h, device=device, dtype=torch.float64) * sh - ph
+    xs = torch.arange(out_w, device=device, dtype=torch.float64) * sw - pw
+    ty = torch.arange(kh, device=device, dtype=torch.float64) * dh
+    tx = torch.arange(kw, device=device, dtype=torch.float64) * dw
+    py = (ty[:, None] + ys[None, :])  # (kh, Ho)
+    px = (tx[:, None] + xs[None, :])  # (kw, Wo)
+    gy = (2.0 * py + 1.0) / in_h - 1.0
+    gx = (2.0 * px + 1.0) / in_w - 1.0
+    gy = gy[:, None, :, None].expand(kh, kw, out_h, out_w)
+    gx = gx[None, :, None, :].expand(kh, kw, out_h, out_w)
+    return torch.stack((gx, gy), dim=-1).reshape(kh * kw, out_h, out_w, 2).to(dtype)
+
+
+def _check_args(
+    input: Tensor, offset: Tensor, weight: Tensor, mask: Tensor | None, out_h: int, out_w: int
+) -> tuple[int, int]:
+    """Validate shapes as torchvision does; returns (deformable groups, conv groups)."""
+    if input.dim() != 4:
+        raise ValueError(f"deform_conv2d: input must be (N, C, H, W), got shape {tuple(input.shape)}")
+    if weight.dim() != 4:
+        raise ValueError(f"deform_conv2d: weight must be (Cout, Cin/groups, kh, kw), got {tuple(weight.shape)}")
+    n, c = input.shape[:2]
+    cout, cin_g, kh, kw = weight.shape
+    k = kh * kw
+    if out_h <= 0 or out_w <= 0:
+        raise ValueError(
+            f"deform_conv2d: output would be empty ({out_h}x{out_w}) for input {tuple(input.shape[2:])}"
+        )
+    if offset.dim() != 4 or offset.shape[0] != n or offset.shape[1] % (2 * k) != 0 or offset.shape[1] == 0:
+        raise ValueError(
+            f"deform_conv2d: offset must be (N, 2*dg*{kh}*{kw}, Ho, Wo) with N={n}, got {tuple(offset.shape)}"
+        )
+    if tuple(offset.shape[2:]) != (out_h, out_w):
+        raise ValueError(
+            f"deform_conv2d: offset spatial size {tuple(offset.shape[2:])} != output size {(out_h, out_w)}"
+        )
+    dg = offset.shape[1] // (2 * k)
+    if c % dg != 0:
+        raise ValueError(f"deform_conv2d: input channels {c} not divisible by {dg} deformable groups")
+    if cin_g == 0 or c % cin_g != 0:
+        raise ValueError(f"deform_conv2d: input channels {c} not divisible by weight's Cin/groups={cin_g}")
+    groups = c // cin_g
+    if cout % groups != 0:
+        raise ValueError(f"deform_conv2d: out channels {cout} not divisible by {groups} groups")
+    if mask is not None and (mask.dim() != 4 or tuple(mask.shape) != (n, dg * k, out_h, out_w)):
+        raise ValueError(
+            f"deform_conv2d: mask must be {(n, dg * k, out_h, out_w)} for {dg} deformable groups, "
+            f"got {tuple(mask.shape)}"
+        )
+    return dg, groups
+
+
+def deform_conv2d(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | tuple[int, int] = (1, 1),
+    padding: int | tuple[int, int] = (0, 0),
+    dilation: int | tuple[int, int] = (1, 1),
+    mask: Tensor | None = None,
+) -> Tensor:
+    """Deformable convolution v1 (``mask=None``) or v2 (modulated), torchvision-compatible.
+
+    Args:
+        input: ``(N, Cin, H, W)``.
+        offset: ``(N, 2 * dg * kh * kw, Ho, Wo)``; for deformable group ``g`` and tap ``k = i * kw + j``
+            channels ``2 * (g * K + k)`` and ``+ 1`` hold the (dy, dx) displacement in pixels.
+            The number of deformable groups ``dg`` is inferred from the channel count.
+        weight: ``(Cout, Cin / groups, kh, kw)``; convolution groups are inferred from ``Cin``.
+        bias: ``(Cout,)`` or None.
+        stride, padding, dilation: as in ``nn.Conv2d`` (int or pair).
+        mask: ``(N, dg * kh * kw, Ho, Wo)`` modulation scalars, or None for DCNv1.
+
+    Returns:
+        ``(N, Cout, Ho, Wo)`` in the input's dtype (or autocast's dtype for the matmul under autocast).
+    """
+    stride = _pair(stride)
+    padding = _pair(padding)
+    dilation = _pair(dilation)
+    n, c, h, w = input.shape if input.dim() == 4 else (0, 0, 0, 0)
+    cout, cin_g, kh, kw = weight.shape if weight.dim() == 4 else (0, 0, 0, 0)
+    out_h = (h + 2 * padding[0] - (dilation[0] * (kh - 1) + 1)) // stride[0] + 1
+    out_w = (w + 2 * padding[1] - (dilation[1] * (kw - 1) + 1)) // stride[1] + 1
+    dg, groups = _check_args(input, offset, weight, mask, out_h, out_w)
+    k = kh * kw
+    cg = c // dg
+    p = out_h * out_w
+
+    # Sampling runs outside autocast and in at least float32: coordinates of a 1000-pixel-wide image
+    # need ~1e-4 pixel resolution, which bfloat16 (8 bits of mantissa) cannot give.
+    device_type = input.device.type
+    with torch.autocast(device_type=device_type, enabled=False):
+        sample_dtype = torch.promote_types(input.dtype, torch.float32)
+        if offset.dtype not in _LOW_PRECISION:
+            sample_dtype = torch.promote_types(sample_dtype, offset.dtype)
+        x = input.to(sample_dtype)
+        off = offset.to(sample_dtype).view(n, dg, k, 2, out_h, out_w)
+        base = _base_grid(kh, kw, out_h, out_w, stride, padding, dilation, h, w, input.device, sample_dtype)
+        # grid[..., 0] is x (width), grid[..., 1] is y: grid_sample's convention, the reverse of the
+        # (dy, dx) offset layout.
+        gx = off[:, :, :, 1] * (2.0 / w) + base[..., 0]
+        gy = off[:, :, :, 0] * (2.0 / h) + base[..., 1]
+        grid = torch.stack((gx, gy), dim=-1).view(n * dg, k * out_h, out_w, 2)
+        cols = F.grid_sample(
+            x.reshape(n * dg, cg, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )  # (N*dg, Cg, K*Ho, Wo)
+        if mask is not None:
+            cols = cols * mask.to(sample_dtype).view(n * dg, 1, k * out_h, out_w)
+        if input.dtype in _LOW_PRECISION:
+            cols = cols.to(input.dtype)
+    # (N*dg, Cg, K*Ho, Wo) is contiguous as (N, dg*Cg, K, Ho*Wo) = (N, Cin*K, P): the im2col matrix in
+    # the weight's (Cin, kh, kw) flattening order.  Split it by convolution group for one batched matmul.
+    cols = cols.view(n, groups, (c // groups) * k, p)
+    wmat = weight.reshape(groups, cout // groups, cin_g * k)
+    out = torch.matmul(wmat, cols)  # autocast (if on) runs this in low precision
+    out = out.view(n, cout, out_h, out_w)
+    if bias is not None:
+        out = out + bias.to(out.dtype).view(1, cout, 1, 1)
+    return out
+
+
+class OffsetMonitor:
+    """Watch the magnitude of predicted offsets and warn, without flooding the log, when it explodes.
+
+    Each :meth:`update` records ``last_abs_mean`` (mean absolute offset, a float) and ``calls``.  When
+    the value exceeds ``threshold`` (50 pixels by default, BasicSR's warning level) one warning is
+    logged on logger ``srkit.ops.deform_conv`` with the value, then further warnings are suppressed
+    until ``interval`` seconds have passed (or, with ``every_n_calls``, that many calls); the next
+    warning says how many were suppressed.  Training code reads ``last_abs_mean`` to detect divergence.
+    """
+
+    def __init__(
+        self,
+        threshold: float = 50.0,
+        interval: float | None = 60.0,
+        every_n_calls: int | None = None,
+        name: str = "deformable conv",
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if every_n_calls is not None and every_n_calls < 1:
+            raise ValueError("OffsetMonitor: every_n_calls must be >= 1")
+        self.threshold = float(threshold)
+        self.interval = interval
+        self.every_n_calls = every_n_calls
+        self.name = name
+        self.clock = clock
+        self.last_abs_mean: float | None = None
+        self.calls = 0
+        self.warnings_emitted = 0
+        self.suppressed = 0
+        self._last_warn_time: float | None = None
+        self._last_warn_call: int | None = None
+
+    def _may_warn(self) -> bool:
+        if self._last_warn_call is None:
+            return True
+        if self.every_n_calls is not None:
+            return self.calls - self._last_warn_call >= self.every_n_calls
+        if self.interval is None:
+            return True
+        return self.clock() - self._last_warn_time >= self.interval
+
+    @torch.no_grad()
+    def update(self, offset: Tensor) -> float:
+        """Record ``mean(|offset|)`` and warn (rate-limited) when it exceeds the threshold."""
+        value = float(offset.detach().abs().float().mean())
+        self.last_abs_mean = value
+        self.calls += 1
+        if not (value > self.threshold):  # NaN counts as exploded too
+            if not math.isnan(value):
+                return value
+        if self._may_warn():
+            extra = f" ({self.suppressed} similar warnings suppressed)" if self.suppressed else ""
+            logger.warning(
+                "%s: mean |offset| = %.2f px exceeds %.1f; offsets may be diverging%s",
+                self.name, value, self.threshold, extra,
+            )
+            self.warnings_emitted += 1
+            self.suppressed = 0
+            self._last_warn_time = self.clock()
+            self._last_warn_call = self.calls
+        else:
+            self.suppressed += 1
+        return value
+
+
+class ModulatedDeformConv2d(nn.Module):
+    """DCNv2 layer with mmcv/BasicSR parameter names (``weight``, ``bias``).
+
+    ``forward(x, offset, mask)`` takes externally predicted offsets and mask (BasicSR's ``DCNv2Pack``
+    predicts them from a separate feature); pass ``mask=None`` for DCNv1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        deformable_groups: int = 1,
+        bias: bool = True,
+    ):
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"channels ({in_channels}, {out_channels}) not divisible by groups={groups}")
+        if in_channels % deformable_groups:
+            raise ValueError(f"in_channels={in_channels} not divisible by deformable_groups={deformable_groups}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = _pair(padding)
+        self.dilation = _pair(dilation)
+        self.groups = groups
+        self.deformable_groups = deformable_groups
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, *self.kernel_size))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """mmcv's init: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in)) weights, zero bias."""
+        fan_in = self.in_channels // self.groups * self.kernel_size[0] * self.kernel_size[1]
+        stdv = 1.0 / math.sqrt(fan_in)
+        nn.init.uniform_(self.weight, -stdv, stdv)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor, offset: Tensor, mask: Tensor | None = None) -> Tensor:
+        return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, "
+            f"deformable_groups={self.deformable_groups}, bias={self.bias is not None}"
+        )
