@@ -1,0 +1,541 @@
+"""Degradation models: how low-resolution inputs are made from high-resolution frames.
+
+Three families, as the literature names them:
+
+* **BI** — MATLAB bicubic downsampling (:func:`bicubic_downsample`), the default of EDVR/BasicVSR on
+  REDS and Vimeo-90K.
+* **BD** — Gaussian blur (13x13, sigma 1.6) followed by taking every ``scale``-th pixel
+  (:func:`bd_downsample`), the DUF / Vid4-BD / Vimeo-BD protocol. Borders are reflected (``dcb|abcd|cba``,
+  OpenCV's BORDER_REFLECT_101) and the samples kept are rows/columns ``0, s, 2s, ...``, the same grid as
+  the DUF evaluation code that produced the published BD inputs.
+* **SRMD** — the general model of SRMD (Zhang et al., CVPR 2018) used by UDVD (Xu et al., CVPR 2020):
+  ``y = bicubic_down(x (*) k) + n`` with a random isotropic or anisotropic Gaussian ``k`` and AWGN ``n``
+  (optionally JPEG after). Non-blind models are told the degradation through 16 maps: the 15-D PCA code
+  of ``k`` and the noise level, stretched over the LR image (:func:`degradation_maps`).
+
+Frames are float32 HxWxC in [0, 1] unless a function says otherwise. A :class:`Degradation` applies the
+SAME random degradation (kernel, noise level, JPEG quality) to every frame of a clip — a video has one
+camera — while the noise realisation differs per frame, as sensor noise does.
+
+PCA codes: ``code = P @ vec(k)`` with ``P`` the shipped ``(15, 225)`` basis (rows orthonormal), computed
+by ``scripts/compute_pca_basis.py`` without mean-centring, as SRMD's ``get_pca_matrix``: the first
+component then carries the kernel's mean shape and ``P.T @ code`` reconstructs ``k`` directly.
+Noise map value: ``sigma / 255`` (so sigma 75 -> 0.294), SRMD's normalisation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import lru_cache
+from importlib import resources
+from typing import Callable, NamedTuple, Protocol, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from srkit.data.imresize import imresize, imresize_torch
+from srkit.errors import ConfigError
+
+__all__ = [
+    "PCA_DIM",
+    "KERNEL_SIZE",
+    "SRMD_BLUR_RANGES",
+    "bicubic_downsample",
+    "bicubic_downsample_torch",
+    "bd_downsample",
+    "bd_downsample_torch",
+    "gaussian_kernel",
+    "random_srmd_kernel",
+    "blur",
+    "add_gaussian_noise",
+    "jpeg_compress",
+    "load_pca_basis",
+    "kernel_to_code",
+    "code_to_kernel",
+    "degradation_maps",
+    "srmd_degrade",
+    "spatially_variant_degrade",
+    "DegradedSample",
+    "Degradation",
+    "BIDegradation",
+    "BDDegradation",
+    "SRMDDegradation",
+    "make_degradation",
+    "DEGRADATIONS",
+]
+
+PCA_DIM = 15
+KERNEL_SIZE = 15
+# SRMD's isotropic kernel width (sigma) ranges per scale factor.
+SRMD_BLUR_RANGES: dict[int, tuple[float, float]] = {2: (0.2, 2.0), 3: (0.2, 3.0), 4: (0.2, 4.0)}
+# SRMD: anisotropic covariance eigenvalues lambda1, lambda2 ~ U(0.5, 6), rotation ~ U(0, pi).
+SRMD_ANISO_EIGEN_RANGE = (0.5, 6.0)
+SRMD_NOISE_RANGE = (0.0, 75.0)
+
+
+# ----------------------------------------------------------------------------------------------------
+# BI / BD
+# ----------------------------------------------------------------------------------------------------
+def bicubic_downsample(img: np.ndarray, scale: int) -> np.ndarray:
+    """BI: MATLAB ``imresize(img, 1/scale, 'bicubic')`` (antialiased). dtype is preserved."""
+    return imresize(img, 1.0 / scale)
+
+
+def bicubic_downsample_torch(x: torch.Tensor, scale: int) -> torch.Tensor:
+    """BI for a batch ``(..., H, W)`` on any device (equal to :func:`bicubic_downsample` within 1e-5)."""
+    return imresize_torch(x, 1.0 / scale)
+
+
+@lru_cache(maxsize=16)
+def _gaussian_1d(size: int, sigma: float) -> np.ndarray:
+    r = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    g = np.exp(-(r * r) / (2.0 * sigma * sigma))
+    g = g / g.sum()
+    g.setflags(write=False)
+    return g
+
+
+def bd_kernel(kernel_size: int = 13, sigma: float = 1.6) -> np.ndarray:
+    """The BD blur: a sampled 2-D Gaussian, normalised to sum 1 (``kernel_size`` x ``kernel_size``)."""
+    g = _gaussian_1d(int(kernel_size), float(sigma))
+    return np.outer(g, g)
+
+
+def _check_bd(scale: int, sigma: float, kernel_size: int) -> None:
+    if scale < 1 or int(scale) != scale:
+        raise ValueError(f"BD scale must be a positive integer, got {scale}")
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"BD kernel_size must be odd, got {kernel_size}")
+    if sigma <= 0:
+        raise ValueError(f"BD sigma must be positive, got {sigma}")
+
+
+def bd_downsample(img: np.ndarray, scale: int = 4, sigma: float = 1.6, kernel_size: int = 13) -> np.ndarray:
+    """BD: Gaussian blur (reflect-101 borders), then keep pixels ``[0::scale, 0::scale]``.
+
+    Output size ``ceil(H/scale) x ceil(W/scale)``. uint8 in -> uint8 out (rounded half up), float in ->
+    float32 out.
+    """
+    _check_bd(scale, sigma, kernel_size)
+    img = np.asarray(img)
+    g = _gaussian_1d(int(kernel_size), float(sigma)).astype(np.float32)
+    x = img.astype(np.float32)
+    # Separable filter: two 1-D passes (the 2-D Gaussian is their outer product).
+    blurred = cv2.sepFilter2D(x, -1, g, g, borderType=cv2.BORDER_REFLECT_101)
+    if blurred.ndim == 2 and img.ndim == 3:
+        blurred = blurred[:, :, None]
+    out = blurred[::scale, ::scale]
+    if np.issubdtype(img.dtype, np.integer):
+        peak = float(np.iinfo(img.dtype).max)
+        return np.floor(np.clip(out, 0, peak) + 0.5).astype(img.dtype)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def bd_downsample_torch(x: torch.Tensor, scale: int = 4, sigma: float = 1.6, kernel_size: int = 13) -> torch.Tensor:
+    """BD for a float batch ``(..., H, W)`` on any device; equals :func:`bd_downsample` (float32)."""
+    _check_bd(scale, sigma, kernel_size)
+    shape = x.shape
+    h, w = shape[-2:]
+    pad = kernel_size // 2
+    if pad >= h or pad >= w:
+        raise ValueError(f"BD: image {h}x{w} too small for kernel {kernel_size} (reflect padding)")
+    g = torch.tensor(_gaussian_1d(int(kernel_size), float(sigma)), dtype=x.dtype, device=x.device)
+    y = x.reshape(-1, 1, h, w)
+    y = F.pad(y, (pad, pad, pad, pad), mode="reflect")  # torch "reflect" == OpenCV BORDER_REFLECT_101
+    # Subsample inside the convolutions (stride): only the kept pixels are computed.
+    y = F.conv2d(y, g.view(1, 1, -1, 1), stride=(scale, 1))
+    y = F.conv2d(y, g.view(1, 1, 1, -1), stride=(1, scale))
+    return y.reshape(*shape[:-2], y.shape[-2], y.shape[-1])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Kernels
+# ----------------------------------------------------------------------------------------------------
+def gaussian_kernel(size: int = 15, sigma_x: float = 2.0, sigma_y: float | None = None, theta: float = 0.0) -> np.ndarray:
+    """A (possibly anisotropic, rotated) Gaussian blur kernel, ``size x size`` float32 summing to 1.
+
+    ``sigma_x``/``sigma_y`` are the standard deviations (pixels) along the kernel's own axes;
+    ``theta`` (radians) rotates the ``x`` axis counter-clockwise (image rows grow downwards, so the
+    rotation is in (column, -row) coordinates). ``sigma_y=None`` gives an isotropic kernel. The centre is
+    the middle pixel (``size`` should be odd).
+    """
+    if size < 1:
+        raise ValueError(f"kernel size must be positive, got {size}")
+    sigma_y = sigma_x if sigma_y is None else sigma_y
+    if sigma_x <= 0 or sigma_y <= 0:
+        raise ValueError(f"kernel widths must be positive, got {sigma_x}, {sigma_y}")
+    c, s = math.cos(theta), math.sin(theta)
+    rot = np.array([[c, -s], [s, c]])
+    cov = rot @ np.diag([sigma_x**2, sigma_y**2]) @ rot.T
+    inv = np.linalg.inv(cov)
+    r = np.arange(size, dtype=np.float64) - (size - 1) / 2.0
+    xx, yy = np.meshgrid(r, -r)  # x to the right, y up
+    pts = np.stack([xx, yy], axis=-1)
+    expo = -0.5 * np.einsum("...i,ij,...j->...", pts, inv, pts)
+    k = np.exp(expo)
+    return (k / k.sum()).astype(np.float32)
+
+
+def random_srmd_kernel(rng: np.random.Generator, scale: int, *, anisotropic: bool = False, size: int = KERNEL_SIZE) -> np.ndarray:
+    """Draw a blur kernel from SRMD's training distribution for ``scale``.
+
+    Isotropic: sigma ~ U(SRMD_BLUR_RANGES[scale]) (x2: [0.2, 2], x3: [0.2, 3], x4: [0.2, 4]).
+    Anisotropic: covariance eigenvalues ~ U(0.5, 6) each (widths sqrt(.) in [0.71, 2.45]) and rotation
+    theta ~ U(0, pi), as SRMD's paper describes.
+    """
+    if anisotropic:
+        lo, hi = SRMD_ANISO_EIGEN_RANGE
+        l1, l2 = rng.uniform(lo, hi, size=2)
+        theta = rng.uniform(0.0, math.pi)
+        return gaussian_kernel(size, math.sqrt(l1), math.sqrt(l2), theta)
+    lo, hi = _blur_range(scale)
+    return gaussian_kernel(size, float(rng.uniform(lo, hi)))
+
+
+def _blur_range(scale: int) -> tuple[float, float]:
+    if scale in SRMD_BLUR_RANGES:
+        return SRMD_BLUR_RANGES[scale]
+    # Other scales: SRMD's rule is [0.2, scale] (it lists x2..x4); keep it, capped so 15x15 still holds it.
+    return (0.2, float(min(max(scale, 1), 4)))
+
+
+def blur(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolve every channel of float ``img`` with ``kernel`` (replicated borders, as SRMD's imfilter)."""
+    k = np.asarray(kernel, dtype=np.float32)
+    # cv2.filter2D correlates; flipping makes it a true convolution (same for symmetric Gaussians).
+    out = cv2.filter2D(np.asarray(img, dtype=np.float32), -1, k[::-1, ::-1].copy(), borderType=cv2.BORDER_REPLICATE)
+    if out.ndim == 2 and np.ndim(img) == 3:
+        out = out[:, :, None]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Noise and compression
+# ----------------------------------------------------------------------------------------------------
+def add_gaussian_noise(img: np.ndarray, sigma_255: float | np.ndarray, rng: np.random.Generator, *, clip: bool = False) -> np.ndarray:
+    """Additive white Gaussian noise of standard deviation ``sigma_255 / 255`` on a float [0, 1] image.
+
+    ``sigma_255`` may be an ``HxW`` map (spatially variant noise). Values are not clipped by default:
+    SRMD/UDVD train on unclipped AWGN, which is what the noise-level map describes.
+    """
+    img = np.asarray(img, dtype=np.float32)
+    sigma = np.asarray(sigma_255, dtype=np.float32) / 255.0
+    if sigma.ndim == 2 and img.ndim == 3:
+        sigma = sigma[:, :, None]
+    out = img + rng.standard_normal(img.shape, dtype=np.float32) * sigma
+    return np.clip(out, 0.0, 1.0) if clip else out
+
+
+def jpeg_compress(img: np.ndarray, quality: int) -> np.ndarray:
+    """Round-trip through a baseline JPEG at ``quality`` (1-100). dtype is preserved (float -> [0, 1]).
+
+    The image is clipped and quantised to 8 bits first, as a real encoder sees it.
+    """
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
+    img = np.asarray(img)
+    is_float = np.issubdtype(img.dtype, np.floating)
+    u8 = np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8) if is_float else img.astype(np.uint8)
+    squeeze = u8.ndim == 3 and u8.shape[2] == 1
+    src = u8[:, :, 0] if squeeze else u8
+    if src.ndim == 3:
+        src = cv2.cvtColor(src, cv2.COLOR_RGB2BGR)  # JPEG's YCbCr transform is not channel-symmetric
+    ok, buf = cv2.imencode(".jpg", src, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover - OpenCV always encodes uint8 images
+        raise RuntimeError("JPEG encoding failed")
+    dec = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if dec.ndim == 3:
+        dec = cv2.cvtColor(dec, cv2.COLOR_BGR2RGB)
+    elif squeeze or img.ndim == 3:
+        dec = dec[:, :, None]
+    return dec.astype(np.float32) / 255.0 if is_float else dec.astype(img.dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# PCA codes and degradation maps
+# ----------------------------------------------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _basis() -> np.ndarray:
+    ref = resources.files("srkit") / "assets" / "srmd_pca_15.npy"
+    with resources.as_file(ref) as path:
+        basis = np.load(path, allow_pickle=False).astype(np.float32)
+    if basis.shape != (PCA_DIM, KERNEL_SIZE * KERNEL_SIZE):
+        raise RuntimeError(f"srkit/assets/srmd_pca_15.npy has shape {basis.shape}, expected (15, 225)")
+    basis.setflags(write=False)
+    return basis
+
+
+def load_pca_basis() -> np.ndarray:
+    """The shipped ``(15, 225)`` PCA projection (orthonormal rows) for 15x15 kernels."""
+    return _basis()
+
+
+def _as_15x15(kernel: np.ndarray) -> np.ndarray:
+    k = np.asarray(kernel, dtype=np.float32)
+    if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] % 2 == 0:
+        raise ValueError(f"kernel must be square with odd size, got shape {k.shape}")
+    n = k.shape[0]
+    if n > KERNEL_SIZE:
+        # Larger support: the outer ring must be negligible to be representable.
+        m = (n - KERNEL_SIZE) // 2
+        inner = k[m : m + KERNEL_SIZE, m : m + KERNEL_SIZE]
+        if float(np.abs(k).sum() - np.abs(inner).sum()) > 1e-3 * float(np.abs(k).sum()):
+            raise ValueError(f"kernel of size {n} has significant mass outside the central 15x15")
+        return inner / inner.sum()
+    if n < KERNEL_SIZE:
+        m = (KERNEL_SIZE - n) // 2
+        k = np.pad(k, m)
+    return k
+
+
+def kernel_to_code(kernel: np.ndarray) -> np.ndarray:
+    """The 15-D PCA code of a blur kernel (odd size <= 15, or larger with negligible outer mass)."""
+    return (load_pca_basis() @ _as_15x15(kernel).reshape(-1)).astype(np.float32)
+
+
+def code_to_kernel(code: np.ndarray) -> np.ndarray:
+    """Approximate 15x15 kernel from its code (``P.T @ code``); not renormalised, not clipped."""
+    code = np.asarray(code, dtype=np.float32).reshape(PCA_DIM)
+    return (load_pca_basis().T @ code).reshape(KERNEL_SIZE, KERNEL_SIZE)
+
+
+def degradation_maps(code: np.ndarray, noise_sigma_255: float | np.ndarray, height: int, width: int) -> np.ndarray:
+    """``(16, height, width)`` float32 condition maps: 15 PCA codes, then ``sigma / 255``.
+
+    ``code`` is ``(15,)`` (one kernel for the image) or ``(15, height, width)`` (per pixel);
+    ``noise_sigma_255`` a scalar or an ``(height, width)`` map, in 0-255 units.
+    """
+    code = np.asarray(code, dtype=np.float32)
+    noise = np.asarray(noise_sigma_255, dtype=np.float32) / 255.0
+    maps = np.empty((PCA_DIM + 1, height, width), dtype=np.float32)
+    if code.shape == (PCA_DIM,):
+        maps[:PCA_DIM] = code[:, None, None]
+    elif code.shape == (PCA_DIM, height, width):
+        maps[:PCA_DIM] = code
+    else:
+        raise ValueError(f"code must be (15,) or (15, {height}, {width}), got {code.shape}")
+    if noise.ndim == 0 or noise.shape == (height, width):
+        maps[PCA_DIM] = noise
+    else:
+        raise ValueError(f"noise must be a scalar or ({height}, {width}), got {noise.shape}")
+    return maps
+
+
+# ----------------------------------------------------------------------------------------------------
+# SRMD general degradation
+# ----------------------------------------------------------------------------------------------------
+def srmd_degrade(
+    hr: np.ndarray,
+    kernel: np.ndarray,
+    noise_sigma_255: float,
+    scale: int,
+    rng: np.random.Generator,
+    *,
+    jpeg_quality: int | None = None,
+) -> np.ndarray:
+    """SRMD's ``y = bicubic_down(x (*) k) + n`` on a float [0, 1] HxWxC image, then optional JPEG.
+
+    Blur with replicated borders then MATLAB bicubic ``1/scale``, as SRMD's MATLAB data generation.
+    With ``jpeg_quality`` the noisy image is clipped, quantised and JPEG round-tripped.
+    """
+    x = np.asarray(hr, dtype=np.float32)
+    lr = bicubic_downsample(blur(x, kernel), scale).astype(np.float32)
+    if noise_sigma_255 > 0:
+        lr = add_gaussian_noise(lr, noise_sigma_255, rng)
+    if jpeg_quality is not None:
+        lr = jpeg_compress(lr, jpeg_quality)
+    return lr
+
+
+KernelField = Callable[[float, float], np.ndarray]
+
+
+def spatially_variant_degrade(
+    hr: np.ndarray,
+    kernels: np.ndarray | KernelField,
+    noise_sigma_255: float | np.ndarray,
+    scale: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Spatially variant SRMD degradation; returns ``(lr, maps)`` with ``maps`` ``(16, h, w)``.
+
+    ``kernels`` is given on the LR grid, ``h = ceil(H/scale)``, ``w = ceil(W/scale)``: either an array
+    ``(h, w, k, k)`` or a function ``field(v, u) -> (k, k)`` of the LR pixel centre's relative position
+    ``v, u`` in [0, 1] (top-left 0, bottom-right 1). HR pixel ``(Y, X)`` is blurred by the kernel of
+    LR pixel ``(Y // scale, X // scale)`` — ``out(Y,X) = sum_ij k[i,j] x(Y - i + r, X - j + r)``
+    with replicated borders — then the image is bicubic-downsampled and noise of per-LR-pixel level
+    ``noise_sigma_255`` (scalar or ``(h, w)``) is added. ``maps`` holds each LR pixel's kernel code and
+    noise level, exactly what a non-blind model (UDVD) needs to undo it.
+    """
+    x = np.asarray(hr, dtype=np.float32)
+    if x.ndim == 2:
+        x = x[:, :, None]
+    H, W = x.shape[:2]
+    h, w = math.ceil(H / scale), math.ceil(W / scale)
+    if callable(kernels):
+        vs = np.linspace(0.0, 1.0, h) if h > 1 else np.zeros(1)
+        us = np.linspace(0.0, 1.0, w) if w > 1 else np.zeros(1)
+        field = np.stack([np.stack([np.asarray(kernels(float(v), float(u)), dtype=np.float32) for u in us]) for v in vs])
+    else:
+        field = np.asarray(kernels, dtype=np.float32)
+    if field.ndim != 4 or field.shape[:2] != (h, w) or field.shape[2] != field.shape[3] or field.shape[2] % 2 == 0:
+        raise ValueError(f"kernel field must be ({h}, {w}, k, k) with odd k for a {H}x{W} image at x{scale}, got {field.shape}")
+    k = field.shape[2]
+    r = k // 2
+    # Each HR pixel takes the kernel of its LR cell (nearest): index maps instead of a repeated copy.
+    ry = np.minimum(np.arange(H) // scale, h - 1)
+    rx = np.minimum(np.arange(W) // scale, w - 1)
+    padded = np.pad(x, ((r, r), (r, r), (0, 0)), mode="edge")
+    out = np.zeros_like(x)
+    for i in range(k):
+        for j in range(k):
+            weight = field[:, :, i, j][ry][:, rx]  # (H, W)
+            # Convolution: tap (i, j) reads x at offset (r - i, r - j).
+            shifted = padded[2 * r - i : 2 * r - i + H, 2 * r - j : 2 * r - j + W]
+            out += weight[:, :, None] * shifted
+    lr = bicubic_downsample(out, scale).astype(np.float32)
+    noise = np.asarray(noise_sigma_255, dtype=np.float32)
+    if np.any(noise > 0):
+        lr = add_gaussian_noise(lr, noise, rng)
+    codes = np.stack([kernel_to_code(field[a, b]) for a in range(h) for b in range(w)]).reshape(h, w, PCA_DIM)
+    maps = degradation_maps(np.ascontiguousarray(codes.transpose(2, 0, 1)), noise, h, w)
+    return (lr[:, :, 0:1] if np.ndim(hr) == 2 else lr), maps
+
+
+# ----------------------------------------------------------------------------------------------------
+# Clip-level degradations
+# ----------------------------------------------------------------------------------------------------
+class DegradedSample(NamedTuple):
+    """LR frames (float32 HxWxC) and, for non-blind degradations, their ``(16, h, w)`` maps."""
+
+    lr: list[np.ndarray]
+    maps: np.ndarray | None
+    params: dict = {}
+
+
+class Degradation(Protocol):
+    """``deg(frames, rng) -> DegradedSample``; one random draw per call, shared by all frames."""
+
+    scale: int
+
+    def __call__(self, frames: Sequence[np.ndarray], rng: np.random.Generator) -> DegradedSample: ...
+
+
+def _as_float_frames(frames: Sequence[np.ndarray]) -> list[np.ndarray]:
+    out = []
+    for f in frames:
+        f = np.asarray(f)
+        if np.issubdtype(f.dtype, np.integer):
+            f = f.astype(np.float32) / float(np.iinfo(f.dtype).max)
+        out.append(f.astype(np.float32, copy=False))
+    return out
+
+
+def _draw(value: float | tuple[float, float] | None, rng: np.random.Generator) -> float | None:
+    if value is None or np.isscalar(value):
+        return value  # type: ignore[return-value]
+    lo, hi = value  # type: ignore[misc]
+    return float(rng.uniform(lo, hi))
+
+
+def _draw_quality(q: int | tuple[int, int] | None, rng: np.random.Generator) -> int | None:
+    if q is None or np.isscalar(q):
+        return None if q is None else int(q)  # type: ignore[arg-type]
+    lo, hi = q  # type: ignore[misc]
+    return int(rng.integers(int(lo), int(hi) + 1))
+
+
+@dataclasses.dataclass
+class BIDegradation:
+    """MATLAB bicubic ``1/scale`` (+ optional AWGN ``noise`` and JPEG ``jpeg_quality``, fixed or ranges)."""
+
+    scale: int = 4
+    noise: float | tuple[float, float] | None = None
+    jpeg_quality: int | tuple[int, int] | None = None
+
+    def _down(self, f: np.ndarray) -> np.ndarray:
+        return bicubic_downsample(f, self.scale)
+
+    def __call__(self, frames: Sequence[np.ndarray], rng: np.random.Generator) -> DegradedSample:
+        sigma = _draw(self.noise, rng)
+        q = _draw_quality(self.jpeg_quality, rng)
+        lr = []
+        for f in _as_float_frames(frames):
+            y = self._down(f).astype(np.float32)
+            if sigma:
+                y = add_gaussian_noise(y, sigma, rng, clip=True)
+            if q is not None:
+                y = jpeg_compress(y, q)
+            lr.append(y)
+        return DegradedSample(lr, None, {"noise": sigma, "jpeg_quality": q})
+
+
+@dataclasses.dataclass
+class BDDegradation(BIDegradation):
+    """Gaussian blur (``sigma``, ``kernel_size``) then ``[0::scale]`` subsampling (+ optional noise/JPEG)."""
+
+    sigma: float = 1.6
+    kernel_size: int = 13
+
+    def _down(self, f: np.ndarray) -> np.ndarray:
+        return bd_downsample(f, self.scale, self.sigma, self.kernel_size)
+
+
+@dataclasses.dataclass
+class SRMDDegradation:
+    """SRMD/UDVD general degradation with its 16 condition maps.
+
+    ``blur``: fixed isotropic sigma, a ``(lo, hi)`` range, or None for SRMD's range for ``scale``.
+    ``anisotropic_prob``: probability of an anisotropic kernel instead (ignored when ``blur`` is fixed).
+    ``noise``: fixed sigma (0-255) or range (SRMD: [0, 75]). ``jpeg_quality``: None, fixed, or range.
+    """
+
+    scale: int = 4
+    blur: float | tuple[float, float] | None = None
+    anisotropic_prob: float = 0.0
+    noise: float | tuple[float, float] = SRMD_NOISE_RANGE
+    jpeg_quality: int | tuple[int, int] | None = None
+    kernel_size: int = KERNEL_SIZE
+
+    def draw_kernel(self, rng: np.random.Generator) -> np.ndarray:
+        if self.blur is not None and np.isscalar(self.blur):
+            return gaussian_kernel(self.kernel_size, float(self.blur))  # type: ignore[arg-type]
+        if self.anisotropic_prob > 0 and rng.random() < self.anisotropic_prob:
+            return random_srmd_kernel(rng, self.scale, anisotropic=True, size=self.kernel_size)
+        lo, hi = self.blur if self.blur is not None else _blur_range(self.scale)  # type: ignore[misc]
+        return gaussian_kernel(self.kernel_size, float(rng.uniform(lo, hi)))
+
+    def __call__(self, frames: Sequence[np.ndarray], rng: np.random.Generator) -> DegradedSample:
+        kernel = self.draw_kernel(rng)
+        sigma = float(_draw(self.noise, rng) or 0.0)
+        q = _draw_quality(self.jpeg_quality, rng)
+        lr = [srmd_degrade(f, kernel, sigma, self.scale, rng, jpeg_quality=q) for f in _as_float_frames(frames)]
+        h, w = lr[0].shape[:2]
+        maps = degradation_maps(kernel_to_code(kernel), sigma, h, w)
+        return DegradedSample(lr, maps, {"kernel": kernel, "noise": sigma, "jpeg_quality": q})
+
+
+DEGRADATIONS = {"BI": BIDegradation, "BD": BDDegradation, "SRMD": SRMDDegradation}
+
+
+def make_degradation(name: str, scale: int, **params) -> Degradation:
+    """Build a clip degradation by name: ``"BI"``, ``"BD"`` or ``"SRMD"`` (case-insensitive).
+
+    ``params`` are the fields of :class:`BIDegradation`, :class:`BDDegradation` or
+    :class:`SRMDDegradation` (e.g. ``make_degradation("SRMD", 4, blur=1.6, noise=15)``).
+    Unknown names or parameters raise :class:`~srkit.errors.ConfigError`.
+    """
+    key = str(name).upper()
+    if key not in DEGRADATIONS:
+        raise ConfigError(f"unknown degradation {name!r} (use {', '.join(DEGRADATIONS)})")
+    cls = DEGRADATIONS[key]
+    known = {f.name for f in dataclasses.fields(cls)} - {"scale"}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise ConfigError(f"degradation {key}: unknown parameter(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    if int(scale) != scale or scale < 1:
+        raise ConfigError(f"degradation scale must be a positive integer, got {scale}")
+    return cls(scale=int(scale), **params)
