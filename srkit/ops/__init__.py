@@ -3,3 +3,4 @@
 from srkit.ops.deform_conv import ModulatedDeformConv2d, OffsetMonitor, deform_conv2d
 
 __all__ = ["ModulatedDeformConv2d", "OffsetMonitor", "deform_conv2d"]
+from srkit.ops.dynamic_conv import dynamic_conv2d, dynamic_upsample_conv2d, identity_kernels  # noqa: E402,F401
