@@ -1,0 +1,406 @@
+"""Streaming inference engine: frames in, restored frames out, in order, in bounded memory.
+
+:func:`upscale_frames` pulls decoded frames from any iterable, keeps only the frames the next
+windows need (a ring of at most ``2 * num_frames - 1`` frames: ``num_frames - 1`` of look-ahead
+and, for the reflection paddings at the end of a clip, ``num_frames - 1`` of look-back), restores
+each frame from its temporal window (clip borders padded with the same rule as training,
+:func:`srkit.data.windows.window_indices`) and yields it before reading much further. Memory does not
+grow with the video's length.
+
+Models exposing the feature-cache API (EDVR: ``encode(frames) -> pyramid`` and
+``decode(pyramids, center)``) get each frame's pyramid computed once and reused by all the windows
+that contain it, instead of ``num_frames`` times; the result is the model's ``forward`` on the same
+window. Any model works through ``forward`` otherwise (video models get ``(N, T, C, H, W)``, image
+models ``(N, C, H, W)``, conditioned image models also their degradation maps).
+
+Large frames are cut into overlapping tiles (:mod:`srkit.infer.tiling`) whose outputs are blended;
+the tile size can be chosen from a memory budget.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from srkit.errors import ConfigError, InputError
+from srkit.infer import tiling
+from srkit.models._api import ModelSpec, as_sr_output
+from srkit.models._blocks import crop_to, pad_to_multiple
+from srkit.utils.device import PRECISIONS, autocast, select_device
+
+__all__ = ["upscale_frames", "load_model", "FrameRestorer", "frame_to_tensor", "tensor_to_frame", "window_for"]
+
+# Condition maps may be given per frame size: an array (C, H, W), a vector (C,) broadcast over the
+# frame, or a function (height, width) -> (C, H, W) array.
+Condition = np.ndarray | Callable[[int, int], np.ndarray]
+
+
+def load_model(model: nn.Module | str, weights: str | None = None, **overrides) -> nn.Module:
+    """A model instance from a preset name (with optional weights) or the module itself."""
+    if isinstance(model, str):
+        from srkit.models import create_model
+
+        return create_model(model, weights=weights, **overrides)
+    if weights is not None:
+        from srkit.models.checkpoint import load_weights
+
+        load_weights(model, weights)
+    return model
+
+
+def model_spec(model: nn.Module) -> ModelSpec:
+    spec = getattr(model, "spec", None)
+    if not isinstance(spec, ModelSpec):
+        raise ConfigError(f"{type(model).__name__} has no srkit ModelSpec (not an srkit model?)")
+    return spec
+
+
+def frame_to_tensor(frame: np.ndarray) -> torch.Tensor:
+    """HxWx3 (or HxW / HxWx1 gray) uint8/uint16/float -> (1, 3, H, W) float32 in [0, 1], channels_last.
+
+    The HWC array viewed as CHW already has channels_last strides, so no copy of the layout is made.
+    """
+    a = np.asarray(frame)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise InputError(f"frame must be HxWx3 (or gray HxW), got shape {a.shape}")
+    if a.shape[2] == 4:
+        a = a[:, :, :3]
+    if a.dtype == np.uint8:
+        t = torch.from_numpy(np.ascontiguousarray(a)).float().div_(255.0)
+    elif a.dtype == np.uint16:
+        t = torch.from_numpy(a.astype(np.float32)).div_(65535.0)
+    else:
+        t = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+    if t.shape[2] == 1:
+        t = t.expand(-1, -1, 3)
+    return t.permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=torch.channels_last)
+
+
+def tensor_to_frame(t: torch.Tensor) -> np.ndarray:
+    """(3, H, W) or (1, 3, H, W) tensor -> HxWx3 float32 numpy array clipped to [0, 1]."""
+    if t.dim() == 4:
+        t = t[0]
+    return t.detach().float().clamp_(0.0, 1.0).permute(1, 2, 0).cpu().numpy().copy()
+
+
+def window_for(center: int, spec: ModelSpec, length: int, padding: str) -> list[int]:
+    """Frame indices of the model's window around ``center`` (centre frame at ``spec.center_index``).
+
+    A model whose centre is not the middle of its window (e.g. 5 frames restoring the 2nd) gets the
+    matching slice of the symmetric window that is wide enough on both sides, so the border padding
+    rule is the one used in training.
+    """
+    from srkit.data.windows import window_indices
+
+    t, c = spec.num_frames, spec.center_index
+    if t == 1:
+        return [center]
+    m = max(c, t - 1 - c)
+    full = window_indices(center, 2 * m + 1, length, padding)
+    return full[m - c: m - c + t]
+
+
+def _reach(spec: ModelSpec) -> int:
+    """How far (in frames) a window can reach from its centre, in either direction, with padding."""
+    if spec.num_frames == 1:
+        return 0
+    m = max(spec.center_index, spec.num_frames - 1 - spec.center_index)
+    return 2 * m
+
+
+@dataclass
+class _Frame:
+    """One decoded frame held by the ring buffer, with its cached features per tile."""
+
+    tensor: torch.Tensor  # (1, 3, H, W) float32 on the device
+    feats: dict[int, list[torch.Tensor]]
+
+
+class FrameRestorer:
+    """Restores frames from their windows with a fixed model, device, precision and tile plan.
+
+    The plan (tiles, cache use) is set up from the first frame's size by :meth:`setup`.
+    """
+
+    def __init__(self, model: nn.Module, *, device: torch.device, precision: str = "fp32",
+                 tile: int | None = None, tile_overlap: int = 16, max_memory: int | None = None,
+                 channels_last: bool = True, use_cache: bool = True, condition: Condition | None = None):
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
+        self.model = model
+        self.spec = model_spec(model)
+        self.device = device
+        self.precision = precision
+        self.tile = tile
+        self.overlap = int(tile_overlap)
+        self.max_memory = max_memory
+        self.channels_last = channels_last
+        self.has_cache_api = callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
+        self.use_cache = bool(use_cache) and self.has_cache_api
+        self.condition = condition
+        if self.spec.condition is not None and condition is None:
+            raise ConfigError(f"model {getattr(model, 'preset', None) or type(model).__name__} needs degradation "
+                              f"maps (--blur/--noise or --kernel)")
+        self.plan: tiling.TilePlan | None = None
+        self._maps: torch.Tensor | None = None
+        self.out_scale = 1 if self.spec.hr_input else self.spec.scale
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, height: int, width: int) -> None:
+        """Choose tiles (explicit, from the memory budget, or none) for frames of this size."""
+        align = max(1, self.spec.pad_multiple)
+        tile = self.tile
+        if tile is None and self.max_memory is not None:
+            tile = self._tile_from_budget(height, width, align)
+        self.plan = tiling.plan_tiles(height, width, tile, self.overlap if tile else 0,
+                                      scale=self.out_scale, align=align)
+        if self.spec.condition is not None:
+            self._maps = self._condition_maps(height, width)
+
+    def _condition_maps(self, height: int, width: int) -> torch.Tensor:
+        cond = self.condition
+        maps = cond(height, width) if callable(cond) else np.asarray(cond, dtype=np.float32)
+        maps = np.asarray(maps, dtype=np.float32)
+        if maps.ndim == 1:
+            maps = np.broadcast_to(maps[:, None, None], (maps.shape[0], height, width))
+        if maps.ndim != 3 or maps.shape[1:] != (height, width):
+            raise ConfigError(f"degradation maps have shape {maps.shape}; expected (C, {height}, {width})")
+        t = torch.from_numpy(np.ascontiguousarray(maps)).unsqueeze(0).to(self.device)
+        return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
+
+    def _probe(self, size: int) -> tuple[float, float]:
+        """Peak bytes of one restoration per input pixel and cached-feature bytes per pixel."""
+        spec = self.spec
+        frames = [torch.rand(1, 3, size, size, device=self.device) for _ in range(spec.num_frames)]
+        if self.channels_last:
+            frames = [f.contiguous(memory_format=torch.channels_last) for f in frames]
+        maps = None
+        if spec.condition is not None:
+            maps = self._condition_maps(size, size)
+        feat_bytes = 0.0
+        with torch.inference_mode():
+            if self.use_cache:
+                with autocast(self.device, self.precision):
+                    pyr = self.model.encode(frames[0])
+                feat_bytes = sum(t.numel() * t.element_size() for t in pyr) / (size * size)
+                feats = [pyr] * spec.num_frames
+                peak = tiling.measure_peak_bytes(lambda: self._decode([feats], frames[spec.center_index]),
+                                                 self.device)
+            else:
+                peak = tiling.measure_peak_bytes(lambda: self._forward([frames], maps), self.device)
+        return peak / (size * size), feat_bytes
+
+    def _tile_from_budget(self, height: int, width: int, align: int) -> int | None:
+        budget = int(self.max_memory)
+        probe = max(64, align * math.ceil(64 / align))
+        per_px, feat_px = self._probe(probe)
+        s2 = self.out_scale ** 2
+        ring = 2 * self.spec.num_frames - 1
+        frame_px = height * width
+        # Always resident: the ring of input frames, the output accumulator and one output frame.
+        base = frame_px * (ring * 3 * 4 + 2 * 3 * 4 * s2)
+        cache = frame_px * feat_px * ring * 1.2  # +20%: tile inputs overlap
+        if self.use_cache and base + cache > budget / 2:
+            # The cache would eat most of the budget: recomputing features per window is the better deal.
+            self.use_cache = False
+            per_px, _ = self._probe(probe)
+            cache = 0
+        if base + cache + per_px * frame_px <= budget:
+            return None  # the whole frame fits
+        return tiling.tile_size_for_budget(budget, per_px, int(base + cache), self.overlap, align=align)
+
+    # ------------------------------------------------------------------ model calls
+    def _pad(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        padded, size = pad_to_multiple(x, max(1, self.spec.pad_multiple))
+        if self.channels_last and padded.dim() == 4:
+            padded = padded.contiguous(memory_format=torch.channels_last)
+        return padded, size
+
+    def _encode(self, crops: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+        """Pyramids of several frame crops (same size), computed in one batch."""
+        x = crops[0] if len(crops) == 1 else torch.cat(crops, 0)
+        x, _ = self._pad(x)
+        with autocast(self.device, self.precision):
+            pyr = self.model.encode(x)
+        if len(crops) == 1:
+            return [list(pyr)]
+        return [[level[i:i + 1] for level in pyr] for i in range(len(crops))]
+
+    def _decode(self, windows: list[list[list[torch.Tensor]]], centers: torch.Tensor) -> torch.Tensor:
+        """Decode B windows (each a list of T pyramids) with centre crops (B, 3, h, w) (unpadded)."""
+        x, size = self._pad(centers)
+        if len(windows) == 1:
+            feats = windows[0]
+        else:  # stack the windows' pyramids along the batch
+            feats = [[torch.cat([w[t][lvl] for w in windows], 0) for lvl in range(len(windows[0][t]))]
+                     for t in range(len(windows[0]))]
+        with autocast(self.device, self.precision):
+            out = self.model.decode(feats, x)
+        return crop_to(as_sr_output(out).image, size, self.out_scale)
+
+    def _forward(self, windows: list[list[torch.Tensor]], maps: torch.Tensor | None) -> torch.Tensor:
+        """The model's own forward on B windows of crops (each a list of T (1, 3, h, w) tensors)."""
+        if self.spec.input_kind == "image":
+            x = torch.cat([w[0] for w in windows], 0) if len(windows) > 1 else windows[0][0]
+        else:
+            x = torch.stack([torch.cat(w, 0) for w in windows], 0)  # (B, T, 3, h, w)
+        with autocast(self.device, self.precision):
+            if maps is not None:
+                out = self.model(x, maps.expand(x.shape[0], -1, -1, -1) if maps.shape[0] != x.shape[0] else maps)
+            else:
+                out = self.model(x)
+        return as_sr_output(out).image
+
+    # ------------------------------------------------------------------ restoration
+    def encode_frame(self, frames: Sequence[_Frame]) -> None:
+        """Compute and cache the tile pyramids of frames that have none yet (one batch per tile)."""
+        if not self.use_cache:
+            return
+        todo = [f for f in frames if not f.feats]
+        if not todo:
+            return
+        assert self.plan is not None
+        for k, tl in enumerate(self.plan.tiles):
+            crops = [f.tensor[:, :, tl.y.start:tl.y.stop, tl.x.start:tl.x.stop] for f in todo]
+            for f, pyr in zip(todo, self._encode(crops)):
+                f.feats[k] = pyr
+
+    def restore(self, windows: list[list[_Frame]]) -> list[torch.Tensor]:
+        """Restore the centre frames of B windows; returns B tensors (3, H*s, W*s) float32 on the CPU."""
+        assert self.plan is not None, "setup() first"
+        plan, s, c = self.plan, self.out_scale, self.spec.center_index
+        with torch.inference_mode():
+            if self.use_cache:
+                uniq = list({id(f): f for w in windows for f in w}.values())
+                self.encode_frame(uniq)
+            results: list[torch.Tensor] | None = None
+            single = len(plan.tiles) == 1
+            for k, tl in enumerate(plan.tiles):
+                ys, xs = slice(tl.y.start, tl.y.stop), slice(tl.x.start, tl.x.stop)
+                if self.use_cache:
+                    centers = torch.cat([w[c].tensor[:, :, ys, xs] for w in windows], 0)
+                    out = self._decode([[f.feats[k] for f in w] for w in windows], centers)
+                else:
+                    crops = [[f.tensor[:, :, ys, xs] for f in w] for w in windows]
+                    maps = self._maps[:, :, ys, xs] if self._maps is not None else None
+                    out = self._forward(crops, maps)
+                out = out.float()
+                if single:
+                    return [o.to("cpu") for o in out]
+                if results is None:
+                    results = [torch.zeros(3, plan.height * s, plan.width * s) for _ in windows]
+                wy = torch.from_numpy(tl.y.weight).view(-1, 1)
+                wx = torch.from_numpy(tl.x.weight).view(1, -1)
+                weight = (wy * wx).to(out.device)
+                for r, o in zip(results, out):
+                    r[:, tl.y.start * s:tl.y.stop * s, tl.x.start * s:tl.x.stop * s].add_((o * weight).cpu())
+            assert results is not None
+            return results
+
+
+def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    model = model.to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def upscale_frames(frames: Iterable[np.ndarray], model: nn.Module | str, *, device: str | torch.device = "auto",
+                   precision: str = "fp32", tile: int | None = None, tile_overlap: int = 16,
+                   max_memory: str | int | None = None, channels_last: bool = True,
+                   padding: str = "reflection_circle", use_cache: bool = True,
+                   condition: Condition | None = None, batch_size: int = 1,
+                   start_frame: int = 0, weights: str | None = None) -> Iterator[np.ndarray]:
+    """Restore a stream of frames; yields one HxWx3 float32 RGB frame in [0, 1] per input frame, in order.
+
+    Args:
+        frames: HxWx3 (or gray HxW / HxWx1, replicated to RGB) uint8, uint16 or float [0, 1] arrays,
+            all the same size. Consumed lazily: at most ``2 * num_frames - 1 + batch_size`` are held.
+        model: an srkit model or a preset name (``weights`` then loads a checkpoint).
+        device / precision: ``auto|cpu|cuda|mps`` and ``fp32|bf16|fp16`` (autocast).
+        tile / tile_overlap: restore in tiles of ``tile`` input pixels (plus ``tile_overlap`` of context on
+            each side, blended); ``max_memory`` (e.g. ``"4GB"``) picks the tile size when ``tile`` is None.
+        channels_last: run convolutions in NHWC layout (faster on CPU).
+        padding: temporal border padding (``reflection_circle`` as EDVR's training, ``reflection``,
+            ``replicate``, ``circle``).
+        use_cache: reuse per-frame features across windows (models with ``encode``/``decode``).
+        condition: degradation maps for conditioned models (UDVD): (C, H, W), (C,) or ``f(h, w)``.
+        batch_size: number of windows restored together.
+        start_frame: skip the outputs before this index (resuming); its context frames are still read.
+    """
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    dev = select_device(device) if not isinstance(device, torch.device) else device
+    net = _prepare(load_model(model, weights), dev, channels_last)
+    restorer = FrameRestorer(net, device=dev, precision=precision, tile=tile, tile_overlap=tile_overlap,
+                             max_memory=tiling.parse_memory(max_memory), channels_last=channels_last,
+                             use_cache=use_cache, condition=condition)
+    spec = restorer.spec
+    if spec.num_frames > 1:
+        from srkit.data.windows import check_window
+
+        check_window(2 * max(spec.center_index, spec.num_frames - 1 - spec.center_index) + 1, padding)
+    reach = _reach(spec)
+    return _stream(iter(frames), restorer, dev, channels_last, padding, reach, batch_size, max(0, start_frame))
+
+
+def _stream(it: Iterator[np.ndarray], restorer: FrameRestorer, dev: torch.device, channels_last: bool,
+            padding: str, reach: int, batch_size: int, start: int) -> Iterator[np.ndarray]:
+    spec = restorer.spec
+    buf: dict[int, _Frame] = {}
+    n_read = 0
+    exhausted = False
+    size: tuple[int, int] | None = None
+    next_out = start
+    while True:
+        # Read until the next batch of windows is fully known: `reach` frames past its last centre.
+        while not exhausted and n_read < next_out + batch_size + reach:
+            try:
+                arr = next(it)
+            except StopIteration:
+                exhausted = True
+                break
+            idx = n_read
+            n_read += 1
+            if idx < start - reach:
+                continue  # resuming: frames before the first window are only decoded, never used
+            t = frame_to_tensor(arr)
+            hw = (t.shape[2], t.shape[3])
+            if size is None:
+                size = hw
+                restorer.setup(*hw)
+            elif hw != size:
+                raise InputError(f"frame {idx} is {hw[1]}x{hw[0]} but the first frame is {size[1]}x{size[0]}")
+            t = t.to(dev, non_blocking=True)
+            if not channels_last:
+                t = t.contiguous()
+            buf[idx] = _Frame(t, {})
+        if n_read == 0:
+            raise InputError("no frames to restore (zero frames)")
+        if next_out >= n_read:
+            if exhausted:
+                return
+            continue
+        # Windows of these centres cannot change any more (their reach is read, or the clip ended).
+        last = n_read if exhausted else n_read - reach
+        centres = list(range(next_out, min(next_out + batch_size, last)))
+        length = n_read  # when not exhausted, every window index is < n_read and independent of the length
+        windows = []
+        for ci in centres:
+            idxs = window_for(ci, spec, length, padding)
+            try:
+                windows.append([buf[j] for j in idxs])
+            except KeyError as exc:  # pragma: no cover - a bug, not a user error
+                raise RuntimeError(f"frame {exc} left the buffer before window {ci} used it") from None
+        for out in restorer.restore(windows):
+            yield tensor_to_frame(out)
+        next_out += len(centres)
+        for j in [j for j in buf if j < next_out - reach]:
+            del buf[j]
