@@ -1,0 +1,565 @@
+"""Typed training configuration: dataclasses, strict YAML loading, ``--set`` overrides.
+
+A config is ONE YAML file (no inheritance chains: what you read is what runs). It is parsed into the
+dataclasses below and validated before anything starts, so a typo costs a second, not a night:
+each unknown key or bad value is a :class:`~srkit.errors.ConfigError` that names the key path
+(``train.optim.lr: expected a positive float, got 'abc'``) and, for unknown keys, suggests the closest
+known one.
+
+Shipped configs live in ``srkit/configs/*.yaml`` (package data, also reachable as ``configs/`` at the
+repository root) and can be given by name: ``srkit train edvr-m-reds-wotsa``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from srkit.errors import ConfigError
+
+# --------------------------------------------------------------------------------------------------
+# Field helpers: a check function per field gives the "expected ..." wording of the error.
+
+
+def _f(default: Any = dataclasses.MISSING, *, check: str | None = None, help: str = "", factory: Any = None) -> Any:  # noqa: A002
+    meta = {"check": check, "help": help}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_CHECKS: dict[str, tuple[str, Any]] = {
+    "positive": ("a positive", lambda v: v > 0),
+    "non_negative": ("a non-negative", lambda v: v >= 0),
+    "unit": ("a", lambda v: 0.0 <= v <= 1.0),  # "a float in [0, 1]"
+    "unit_open": ("a", lambda v: 0.0 <= v < 1.0),
+    "ge1": ("a", lambda v: v >= 1),
+}
+_CHECK_SUFFIX = {"unit": " in [0, 1]", "unit_open": " in [0, 1)", "ge1": " >= 1"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+
+
+@dataclass
+class ModelConfig:
+    """Which network to train and how to initialise it."""
+
+    name: str = _f("edvr-m", help="registered preset name (see `srkit models`)")
+    overrides: dict[str, Any] = _f(factory=dict, help="preset config overrides, e.g. {num_feat: 16}")
+    init_from: str | None = _f(None, help="weights to start from (srkit/BasicSR checkpoint or safetensors)")
+    init_key: Literal["auto", "params", "params_ema"] = _f("params", help="which weights of a checkpoint to use")
+    init_allow_missing: list[str] = _f(
+        factory=list, help="glob patterns of parameter names allowed to be absent from init_from (e.g. 'fusion.*')"
+    )
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset (training or validation)."""
+
+    kind: Literal["synthetic", "video", "image"] = _f("synthetic", help="synthetic (tests), video or image")
+    root: str | None = _f(None, help="dataset folder (relative paths are relative to the config file)")
+    layout: str = _f("folders", help="folder layout: folders, reds, vimeo, vid4, images")
+    partition: str | None = _f(None, help="layout partition/split, e.g. train, reds4, test")
+    subset: list[str] | None = _f(None, help="only these clip names")
+    lmdb: str | None = _f(None, help="LMDB of GT frames (read instead of the folders)")
+    lmdb_lq: str | None = _f(None, help="LMDB of LQ frames (optional)")
+    degradation: str = _f("BI", help="how LQ is synthesised when absent: BI, BD, SRMD")
+    degradation_params: dict[str, Any] = _f(factory=dict, help="keyword arguments of the degradation")
+    gt_size: int = _f(256, check="positive", help="GT crop size for training (LQ crop = gt_size / scale)")
+    interval_list: list[int] = _f(factory=lambda: [1], help="temporal frame intervals to sample from")
+    random_reverse: bool = _f(False, help="reverse the frame order at random")
+    use_flip: bool = _f(True, help="random horizontal/vertical flips")
+    use_rot: bool = _f(True, help="random 90-degree rotations")
+    padding: str = _f("reflection_circle", help="frame padding at clip borders")
+    enlarge_ratio: int = _f(1, check="positive", help="repeat the sample list this many times per epoch")
+    max_frames: int | None = _f(None, check="positive", help="validation: use only the first N frames per clip")
+    length: int = _f(64, check="positive", help="synthetic: number of samples")
+    height: int = _f(64, check="positive", help="synthetic: GT height")
+    width: int = _f(64, check="positive", help="synthetic: GT width")
+
+
+@dataclass
+class DataConfig:
+    train: DatasetConfig = _f(factory=DatasetConfig)
+    val: DatasetConfig | None = _f(None)
+    batch_size: int = _f(4, check="positive", help="samples per process and iteration")
+    num_workers: int = _f(2, check="non_negative", help="DataLoader worker processes per process")
+    persistent_workers: bool = _f(True, help="keep workers alive between epochs")
+    prefetch_factor: int = _f(2, check="positive", help="batches prefetched per worker")
+    pin_memory: Literal["auto", "on", "off"] = _f("auto", help="pinned memory (auto: on with CUDA)")
+
+
+@dataclass
+class ParamGroupConfig:
+    pattern: str = _f("*", help="glob over parameter names (e.g. '*dcn*')")
+    lr_mul: float = _f(1.0, check="non_negative", help="learning-rate multiplier of matching parameters")
+    weight_decay: float | None = _f(None, check="non_negative", help="weight decay of matching parameters")
+
+
+@dataclass
+class OptimConfig:
+    type: Literal["adam", "adamw"] = _f("adam")
+    lr: float = _f(4e-4, check="positive", help="base learning rate")
+    betas: list[float] = _f(factory=lambda: [0.9, 0.99], help="Adam betas")
+    eps: float = _f(1e-8, check="positive")
+    weight_decay: float = _f(0.0, check="non_negative")
+    param_groups: list[ParamGroupConfig] = _f(
+        factory=list, help="per-parameter-group LR multipliers; the first matching pattern wins"
+    )
+
+
+@dataclass
+class ScheduleConfig:
+    type: Literal["cosine_restart", "constant", "multistep"] = _f("cosine_restart")
+    periods: list[int] = _f(factory=lambda: [600000], help="cosine: length of each restart period")
+    restart_weights: list[float] = _f(factory=lambda: [1.0], help="cosine: peak LR factor of each period")
+    eta_min: float = _f(1e-7, check="non_negative", help="cosine: LR floor")
+    milestones: list[int] = _f(factory=list, help="multistep: iterations where the LR is multiplied by gamma")
+    gamma: float = _f(0.5, check="positive", help="multistep: factor")
+    warmup_iters: int = _f(0, check="non_negative", help="linear warm-up length (0: none)")
+
+
+@dataclass
+class StageConfig:
+    """A training stage, active from ``start_iter`` (1-based) until the next stage starts."""
+
+    name: str = _f("all")
+    start_iter: int = _f(1, check="ge1")
+    trainable: list[str] = _f(factory=lambda: ["*"], help="glob patterns of trained parameters")
+    frozen: list[str] = _f(factory=list, help="glob patterns excluded from training (wins over trainable)")
+    loss_weights: dict[str, float] = _f(factory=dict, help="per-loss-term weight overrides in this stage")
+
+
+@dataclass
+class LossConfig:
+    """One term of the training loss."""
+
+    name: str = _f("pixel", help="term name (used by stage loss_weights and in the logs)")
+    type: Literal["charbonnier", "l1", "mse", "aux"] = _f("charbonnier")
+    weight: float = _f(1.0, check="non_negative")
+    reduction: Literal["mean", "sum"] = _f("mean")
+    eps: float = _f(1e-12, check="positive", help="Charbonnier: sqrt(diff^2 + eps)")
+    target: Literal["image", "stages"] = _f("image", help="compare the final image or every stage output")
+    stage_weights: list[float] | None = _f(None, help="weights of the stage outputs (target: stages)")
+    key: str | None = _f(None, help="aux: name of the model-returned loss (e.g. quantization)")
+
+
+@dataclass
+class EMAConfig:
+    enabled: bool = _f(False)
+    decay: float = _f(0.999, check="unit_open")
+    start_iter: int = _f(0, check="non_negative", help="copy raw weights until this iteration")
+
+
+@dataclass
+class TrainConfig:
+    total_iters: int = _f(600000, check="positive")
+    optim: OptimConfig = _f(factory=OptimConfig)
+    schedule: ScheduleConfig = _f(factory=ScheduleConfig)
+    stages: list[StageConfig] = _f(factory=lambda: [StageConfig()])
+    losses: list[LossConfig] = _f(factory=lambda: [LossConfig()])
+    grad_clip: float | None = _f(None, check="positive", help="max global gradient norm (none: no clipping)")
+    ema: EMAConfig = _f(factory=EMAConfig)
+
+
+@dataclass
+class ValConfig:
+    every: int = _f(5000, check="positive", help="validate every N iterations")
+    y_channel: bool = _f(False, help="PSNR/SSIM on the Y channel (else RGB)")
+    crop_border: int = _f(0, check="non_negative")
+    ssim: bool = _f(True, help="also compute SSIM")
+    use_ema: bool = _f(True, help="validate the EMA weights when EMA is enabled")
+    best_metric: Literal["psnr", "ssim"] = _f("psnr")
+    num_images: int = _f(2, check="non_negative", help="sample images (LR | output | GT) sent to TensorBoard")
+
+
+@dataclass
+class CheckpointConfig:
+    every: int = _f(5000, check="positive", help="save every N iterations")
+    keep_last: int = _f(3, check="positive", help="keep the last K checkpoints (the best is kept apart)")
+
+
+@dataclass
+class GuardConfig:
+    enabled: bool = _f(True)
+    spike_factor: float = _f(20.0, check="positive", help="loss > factor x running median is a spike")
+    window: int = _f(100, check="positive", help="running-median window (iterations)")
+    min_history: int = _f(20, check="positive", help="iterations seen before spikes are judged")
+    offset_threshold: float | None = _f(
+        100.0, check="positive", help="mean |offset| of deformable convs above this is divergence (None: off)"
+    )
+    lr_factor: float = _f(0.5, check="unit", help="LR multiplier applied at each rollback")
+    max_rollbacks: int = _f(3, check="non_negative", help="stop after this many rollbacks")
+
+
+@dataclass
+class LogConfig:
+    every: int = _f(100, check="positive", help="log scalars every N iterations")
+    tensorboard: bool = _f(True)
+    progress: Literal["auto", "on", "off"] = _f("auto", help="progress bar (auto: when stderr is a terminal)")
+
+
+@dataclass
+class DebugConfig:
+    inject_nan_at_iter: int | None = _f(None, check="positive", help="make the loss NaN once at this iteration")
+    kill_at_iter: int | None = _f(None, check="positive", help="SIGKILL the process after this iteration")
+    deterministic: bool = _f(False, help="torch.use_deterministic_algorithms (slower)")
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole training run."""
+
+    name: str = _f("experiment", help="run name (the run folder is output_dir/name)")
+    output_dir: str = _f("runs", help="parent folder of run folders (relative: to the working directory)")
+    seed: int = _f(0, check="non_negative")
+    device: str = _f("auto", help="auto, cpu, cuda, cuda:N, mps (torchrun: one GPU per process)")
+    precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", help="autocast precision of forward passes")
+    threads: int | None = _f(None, check="positive", help="torch intra-op threads per process")
+    model: ModelConfig = _f(factory=ModelConfig)
+    data: DataConfig = _f(factory=DataConfig)
+    train: TrainConfig = _f(factory=TrainConfig)
+    val: ValConfig = _f(factory=ValConfig)
+    checkpoint: CheckpointConfig = _f(factory=CheckpointConfig)
+    guard: GuardConfig = _f(factory=GuardConfig)
+    log: LogConfig = _f(factory=LogConfig)
+    debug: DebugConfig = _f(factory=DebugConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_dir) / self.name
+
+
+# --------------------------------------------------------------------------------------------------
+# Conversion from plain YAML data to the dataclasses
+
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "a boolean"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a float"
+    if tp is str:
+        return "a string"
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (list, tuple):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    return str(tp)
+
+
+def _convert(value: Any, tp: Any, path: str, check: str | None = None) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, path, check)
+            except ConfigError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}{hint}")
+        return value
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{path}[{i}]", check) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): _convert(v, args[1], f"{path}.{k}", check) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected a boolean (true/false), got {value!r}")
+        return value
+    if tp in (int, float):
+        out = _number(value, tp, path, check)
+        return out
+    if tp is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+def _number(value: Any, tp: type, path: str, check: str | None) -> int | float:
+    words = _CHECKS[check][0] if check else ("an" if tp is int else "a")
+    want = f"{words} {'integer' if tp is int else 'float'}{_CHECK_SUFFIX.get(check or '', '')}"
+    if isinstance(value, bool):
+        raise ConfigError(f"{path}: expected {want}, got {value!r}")
+    num: Any = value
+    # PyYAML reads 4e-4 (no dot) as a string; accept numeric strings so BasicSR-style values work.
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        num = float(value)
+    if not isinstance(num, (int, float)) or (isinstance(num, float) and not math.isfinite(num)):
+        raise ConfigError(f"{path}: expected {want}, got {value!r}")
+    if tp is int:
+        if isinstance(num, float):
+            if not num.is_integer():
+                raise ConfigError(f"{path}: expected {want}, got {value!r}")
+            num = int(num)
+    else:
+        num = float(num)
+    if check and not _CHECKS[check][1](num):
+        raise ConfigError(f"{path}: expected {want}, got {value!r}")
+    return num
+
+
+def from_dict(cls: type, data: Any, path: str = "") -> Any:
+    """Build dataclass ``cls`` from plain ``data``, rejecting unknown keys and bad values."""
+    where = path or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
+            raise ConfigError(f"{_join(path, key)}: unknown key{hint}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(data[name], hints[name], _join(path, name), f.metadata.get("check"))
+    return cls(**kwargs)
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain data (for YAML dumps and checkpoint metadata)."""
+    return dataclasses.asdict(cfg)
+
+
+# --------------------------------------------------------------------------------------------------
+# Cross-field validation
+
+
+def validate(cfg: ExperimentConfig) -> ExperimentConfig:
+    """Checks that involve several fields; raises :class:`ConfigError`."""
+    t = cfg.train
+    if len(t.optim.betas) != 2 or not all(0.0 <= b < 1.0 for b in t.optim.betas):
+        raise ConfigError(f"train.optim.betas: expected two floats in [0, 1), got {t.optim.betas!r}")
+    s = t.schedule
+    if s.type == "cosine_restart":
+        if not s.periods or any(p <= 0 for p in s.periods):
+            raise ConfigError(f"train.schedule.periods: expected a non-empty list of positive integers, got {s.periods!r}")
+        if len(s.restart_weights) != len(s.periods):
+            raise ConfigError(
+                f"train.schedule.restart_weights: expected {len(s.periods)} values (one per period), "
+                f"got {len(s.restart_weights)}"
+            )
+        if sum(s.periods) < t.total_iters:
+            raise ConfigError(
+                f"train.schedule.periods: they cover {sum(s.periods)} iterations but train.total_iters is {t.total_iters}"
+            )
+    if s.type == "multistep" and sorted(s.milestones) != s.milestones:
+        raise ConfigError(f"train.schedule.milestones: expected increasing iterations, got {s.milestones!r}")
+    if not t.stages:
+        raise ConfigError("train.stages: expected at least one stage")
+    if t.stages[0].start_iter != 1:
+        raise ConfigError(f"train.stages[0].start_iter: the first stage must start at iteration 1, got {t.stages[0].start_iter}")
+    for i in range(1, len(t.stages)):
+        if t.stages[i].start_iter <= t.stages[i - 1].start_iter:
+            raise ConfigError(f"train.stages[{i}].start_iter: stages must start at increasing iterations")
+    names = [loss.name for loss in t.losses]
+    if not names:
+        raise ConfigError("train.losses: expected at least one loss term")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"train.losses: loss names must be unique, got {names}")
+    for i, loss in enumerate(t.losses):
+        if loss.type == "aux" and not loss.key:
+            raise ConfigError(f"train.losses[{i}].key: an 'aux' loss needs the key of the model's loss (e.g. quantization)")
+        if loss.stage_weights is not None and loss.target != "stages":
+            raise ConfigError(f"train.losses[{i}].stage_weights: only valid with target: stages")
+    for i, st in enumerate(t.stages):
+        for k in st.loss_weights:
+            if k not in names:
+                close = difflib.get_close_matches(k, names, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; loss terms: {', '.join(names)}"
+                raise ConfigError(f"train.stages[{i}].loss_weights.{k}: unknown loss term{hint}")
+            if st.loss_weights[k] < 0:
+                raise ConfigError(f"train.stages[{i}].loss_weights.{k}: expected a non-negative float")
+    if cfg.model.init_from is not None and not cfg.model.init_from:
+        raise ConfigError("model.init_from: expected a path or null, got an empty string")
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, overrides, shipped configs
+
+
+def shipped_config_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "configs"
+
+
+def list_shipped_configs() -> list[str]:
+    return sorted(p.stem for p in shipped_config_dir().glob("*.yaml"))
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A YAML path, or the name of a shipped config (``edvr-m-reds-wotsa``)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    if p.suffix in (".yaml", ".yml") or "/" in str(name_or_path):
+        raise ConfigError("config file not found", p)
+    shipped = shipped_config_dir() / f"{name_or_path}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = list_shipped_configs()
+    close = difflib.get_close_matches(str(name_or_path), names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; shipped configs: {', '.join(names)}"
+    raise ConfigError(f"no config file or shipped config named {str(name_or_path)!r}{hint}")
+
+
+def parse_set(items: list[str] | None) -> list[tuple[list[str], Any]]:
+    """``["a.b=1", "c=[1, 2]"]`` -> ``[(["a", "b"], 1), (["c"], [1, 2])]`` (values parsed as YAML)."""
+    out = []
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (e.g. train.optim.lr=1e-4)")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key or any(not part for part in key.split(".")):
+            raise ConfigError(f"--set {item!r}: bad key {key!r}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: value is not valid YAML ({str(exc).splitlines()[0]})") from None
+        out.append((key.split("."), value))
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[tuple[list[str], Any]]) -> dict[str, Any]:
+    """Set nested keys in plain ``data``; list items are addressed by index (``train.stages.1.start_iter``)."""
+    for keys, value in overrides:
+        node: Any = data
+        for i, k in enumerate(keys[:-1]):
+            nxt = _child(node, k, keys[: i + 1])
+            if nxt is None:
+                nxt = {}
+                _set(node, k, nxt, keys[: i + 1])
+            node = nxt
+        _set(node, keys[-1], value, keys)
+    return data
+
+
+def _child(node: Any, k: str, keys: list[str]) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, k, keys)]
+    if isinstance(node, dict):
+        return node.get(k)
+    raise ConfigError(f"{'.'.join(keys[:-1])}: is a value, cannot set {'.'.join(keys)}")
+
+
+def _set(node: Any, k: str, value: Any, keys: list[str]) -> None:
+    if isinstance(node, list):
+        node[_index(node, k, keys)] = value
+    elif isinstance(node, dict):
+        node[k] = value
+    else:
+        raise ConfigError(f"{'.'.join(keys[:-1])}: is a value, cannot set {'.'.join(keys)}")
+
+
+def _index(node: list, k: str, keys: list[str]) -> int:
+    if not k.lstrip("-").isdigit() or not -len(node) <= int(k) < len(node):
+        raise ConfigError(f"{'.'.join(keys)}: expected a list index below {len(node)}")
+    return int(k)
+
+
+def load_config(
+    path: str | Path, overrides: list[str] | None = None, *, base_dir_for_paths: Path | None = None
+) -> ExperimentConfig:
+    """Read ``path`` (or a shipped config name), apply ``--set`` overrides, parse and validate."""
+    p = resolve_config_path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML ({str(exc).splitlines()[0]})", p) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read ({exc.strerror})", p) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping at the top level", p)
+    data = apply_overrides(data, parse_set(overrides))
+    cfg = validate(from_dict(ExperimentConfig, data))
+    _resolve_paths(cfg, base_dir_for_paths if base_dir_for_paths is not None else p.parent)
+    return cfg
+
+
+def config_from_data(data: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
+    """Parse and validate plain data (used by tests and the Python API)."""
+    data = apply_overrides(dict(data), parse_set(overrides))
+    return validate(from_dict(ExperimentConfig, data))
+
+
+def _resolve_paths(cfg: ExperimentConfig, base: Path) -> None:
+    """Dataset paths in a config are relative to the config file, so configs are portable."""
+
+    def fix(p: str | None) -> str | None:
+        if p is None:
+            return None
+        q = Path(p).expanduser()
+        return str(q if q.is_absolute() else (base / q).resolve())
+
+    for ds in (cfg.data.train, cfg.data.val):
+        if ds is not None:
+            ds.root, ds.lmdb, ds.lmdb_lq = fix(ds.root), fix(ds.lmdb), fix(ds.lmdb_lq)
+    # init_from is relative to the working directory (it usually points into runs/), unless absent there.
+    if cfg.model.init_from and not Path(cfg.model.init_from).exists():
+        alt = base / cfg.model.init_from
+        if alt.exists():
+            cfg.model.init_from = str(alt.resolve())
+
+
+def dump_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)

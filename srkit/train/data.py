@@ -1,0 +1,157 @@
+"""Datasets and loaders for training: what the config's ``data`` section turns into.
+
+Real data comes from engineer D's :mod:`srkit.data` datasets (folders, video files, LMDB, on-the-fly
+degradations); ``kind: synthetic`` builds a small deterministic dataset in memory (used by the tests
+and to smoke-test a config without any data on disk).
+
+Every training sample is addressed by ``(epoch, index)`` (see
+:class:`~srkit.train.distributed.ResumableBatchSampler`); its randomness (crop position, flips, the
+degradation) derives from ``(seed, epoch, index)`` only, so a resumed run sees the same samples as an
+uninterrupted one, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from srkit.errors import ConfigError
+from srkit.models._api import ModelSpec
+from srkit.train.config import DataConfig, DatasetConfig
+from srkit.train.distributed import DistInfo, ResumableBatchSampler
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """Independent stream per (seed, epoch, index): Philox-free, order-free, worker-count-free."""
+    return np.random.default_rng(np.random.SeedSequence([seed, epoch, index]))
+
+
+class SyntheticSRDataset(Dataset):
+    """Smooth random images (or short clips of a moving smooth image) and their area-downsampled LQ.
+
+    Content depends on ``(seed, epoch, index)`` in training mode, on ``index`` alone for validation.
+    Video samples are a window of ``num_frames`` shifted views (a little camera motion), so alignment
+    modules have something to align.
+    """
+
+    def __init__(self, cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool):
+        self.cfg, self.spec, self.seed, self.train = cfg, spec, seed, train
+        self.epoch = 0
+        s = 1 if spec.hr_input else spec.scale
+        h, w = (cfg.gt_size, cfg.gt_size) if train else (cfg.height, cfg.width)
+        if h % max(spec.scale, 1) or w % max(spec.scale, 1):
+            raise ConfigError(f"synthetic data: GT size {h}x{w} is not a multiple of the model scale {spec.scale}")
+        self.h, self.w, self.lq_div = h, w, s
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.cfg.length
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = sample_rng(self.seed, self.epoch if self.train else 0, index)
+        t = self.spec.num_frames if self.spec.input_kind == "video" else 1
+        base = torch.from_numpy(rng.random((1, 3, 6, 6), dtype=np.float32))
+        big = F.interpolate(base, size=(self.h + 2 * t, self.w + 2 * t), mode="bicubic", align_corners=False).clamp(0, 1)
+        dy, dx = (int(v) for v in rng.integers(-1, 2, size=2))
+        c = t // 2
+        frames = []
+        for i in range(t):
+            oy, ox = t + (i - c) * dy, t + (i - c) * dx
+            frames.append(big[0, :, oy : oy + self.h, ox : ox + self.w])
+        hr = torch.stack(frames)  # (T, 3, H, W)
+        lq = F.avg_pool2d(hr, self.lq_div) if self.lq_div > 1 else hr.clone()
+        out: dict[str, Any] = {"gt": hr[c].contiguous(), "key": f"synthetic/{index:05d}"}
+        out["lq"] = lq.contiguous() if self.spec.input_kind == "video" else lq[0].contiguous()
+        if self.spec.condition == "degradation":
+            # Maps of a "no blur, no noise" degradation: zero PCA code and zero noise level.
+            out["maps"] = torch.zeros(16, lq.shape[-2], lq.shape[-1])
+        return out
+
+
+class EpochIndexed(Dataset):
+    """Adapter: ``dataset[(epoch, index)]`` sets the epoch (inside the worker) and fetches ``index``."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self._has_epoch = callable(getattr(dataset, "set_epoch", None))
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        epoch, index = item
+        if self._has_epoch:
+            self.dataset.set_epoch(epoch)
+        return self.dataset[index]
+
+
+def _call_with_supported(cls: Any, kwargs: dict[str, Any]) -> Any:
+    """Call ``cls`` with the keyword arguments it accepts (datasets grow options over time)."""
+    params = inspect.signature(cls).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return cls(**kwargs)
+    return cls(**{k: v for k, v in kwargs.items() if k in params})
+
+
+def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool, where: str) -> Dataset:
+    """The dataset a config section describes (``where`` names it in errors: ``data.train``)."""
+    if cfg.kind == "synthetic":
+        return SyntheticSRDataset(cfg, spec, seed=seed, train=train)
+    if cfg.root is None and cfg.lmdb is None:
+        raise ConfigError(f"{where}.root: a {cfg.kind} dataset needs a root folder (or {where}.lmdb)")
+    if cfg.kind == "video" and spec.input_kind != "video":
+        raise ConfigError(f"{where}.kind: 'video' data but the model takes single images; use kind: image")
+    if cfg.kind == "image" and spec.input_kind != "image":
+        raise ConfigError(f"{where}.kind: 'image' data but the model takes {spec.num_frames}-frame windows; use kind: video")
+    kwargs: dict[str, Any] = dict(
+        root=cfg.root, layout=cfg.layout, split=cfg.partition or ("train" if train else "test"),
+        partition=cfg.partition, subset=cfg.subset, lmdb=cfg.lmdb, lmdb_gt=cfg.lmdb, lmdb_lq=cfg.lmdb_lq,
+        scale=spec.scale, num_frames=spec.num_frames, degradation=cfg.degradation,
+        degradation_params=dict(cfg.degradation_params), gt_size=cfg.gt_size if train else None,
+        interval_list=list(cfg.interval_list), random_reverse=cfg.random_reverse and train,
+        use_flip=cfg.use_flip and train, use_rot=cfg.use_rot and train, padding=cfg.padding,
+        enlarge_ratio=cfg.enlarge_ratio if train else 1, max_frames=cfg.max_frames, seed=seed,
+        train=train, mode="train" if train else "test", with_maps=spec.condition == "degradation",
+        hr_input=spec.hr_input,
+    )
+    try:
+        if cfg.kind == "video":
+            from srkit.data.video_dataset import VideoSRDataset as cls
+        else:
+            from srkit.data.image_dataset import ImageSRDataset as cls
+    except ImportError as exc:
+        raise ConfigError(f"{where}.kind: {cfg.kind} datasets are not available in this install ({exc})") from None
+    return _call_with_supported(cls, kwargs)
+
+
+def make_train_loader(dataset: Dataset, cfg: DataConfig, *, seed: int, dist_info: DistInfo, device: torch.device,
+                      start_iteration: int) -> DataLoader:
+    """A loader that yields batch ``start_iteration``, ``start_iteration + 1``, ... of the endless stream."""
+    sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, seed=seed, rank=dist_info.rank,
+                                    world_size=dist_info.world_size, start_iteration=start_iteration)
+    pin = cfg.pin_memory == "on" or (cfg.pin_memory == "auto" and device.type == "cuda")
+    workers = cfg.num_workers
+    return DataLoader(
+        EpochIndexed(dataset), batch_sampler=sampler, num_workers=workers, pin_memory=pin,
+        persistent_workers=cfg.persistent_workers and workers > 0,
+        prefetch_factor=cfg.prefetch_factor if workers > 0 else None,
+        # A private generator: creating the loader must not consume the global torch RNG, or a
+        # resumed run (which creates one more loader) would drift from the uninterrupted one.
+        generator=torch.Generator().manual_seed(seed), worker_init_fn=_worker_init,
+    )
+
+
+def _worker_init(worker_id: int) -> None:
+    # One thread per worker: the main process already uses the cores for the model.
+    torch.set_num_threads(1)
+
+
+def make_val_loader(dataset: Dataset, cfg: DataConfig) -> DataLoader:
+    return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=min(cfg.num_workers, 2))

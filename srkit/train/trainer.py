@@ -1,0 +1,614 @@
+"""The training loop, composed of small pieces.
+
+:class:`Trainer` wires together the config (:mod:`.config`), data (:mod:`.data`), the optimiser and
+its schedules (:mod:`.schedule`), the loss (:mod:`.losses`), EMA (:mod:`.ema`), the checkpoint store
+(:mod:`.checkpointing`), the divergence guard (:mod:`.guard`), the logger (:mod:`.logging`) and the
+validator (:class:`Validator` below). It owns only the loop and the state that crosses iterations.
+
+Exactness: every piece of randomness or schedule is either saved in the checkpoint (weights, EMA,
+optimiser, RNG states of every rank, guard history, best metric) or derived from the iteration
+(LR, stage, the data stream position and each sample's augmentation). A run killed at any moment
+and resumed from its last checkpoint therefore produces bitwise the same weights as an
+uninterrupted one (on CPU with a fixed seed and thread count).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import json
+import math
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from srkit.errors import CheckpointError, ConfigError
+from srkit.models import as_sr_output, create_model
+from srkit.models._api import SRModel
+from srkit.train import distributed as D
+from srkit.train.checkpointing import CheckpointStore, load_checkpoint
+from srkit.train.config import ExperimentConfig, dump_yaml
+from srkit.train.data import build_dataset, make_train_loader, make_val_loader
+from srkit.train.ema import ModelEMA
+from srkit.train.guard import DivergenceGuard
+from srkit.train.logging import RunLogger, side_by_side
+from srkit.train.losses import LossSet
+from srkit.train.schedule import apply_stage, lr_factor, resolve_stages, stage_index
+from srkit.utils.device import autocast, select_device
+
+# --------------------------------------------------------------------------------------------------
+# Model input / output
+
+
+def model_forward(model: nn.Module, batch: dict[str, Any], spec: Any) -> Any:
+    """Call a model with a batch, whatever its kind (video window, image, image + degradation maps)."""
+    if spec.condition == "degradation":
+        return model(batch["lq"], batch["maps"])
+    return model(batch["lq"])
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    nb = device.type == "cuda"
+    return {k: (v.to(device, non_blocking=nb) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Weights for model.init_from
+
+
+def read_weights(path: str | os.PathLike, key: str = "params") -> dict[str, torch.Tensor]:
+    """A state dict from a srkit training checkpoint, a BasicSR ``.pth`` or a safetensors file."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError("model.init_from: file not found", p)
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(p))
+        except Exception as exc:  # noqa: BLE001
+            raise CheckpointError(f"cannot read safetensors ({exc})", p) from None
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", p) from None
+    if isinstance(obj, dict):
+        order = ["params_ema", "params"] if key in ("auto", "params_ema") else ["params", "params_ema"]
+        for k in [*order, "state_dict", "model"]:
+            if isinstance(obj.get(k), dict):
+                obj = obj[k]
+                break
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise CheckpointError("no state dict found (expected params / params_ema / state_dict of tensors)", p)
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def init_model_from(model: nn.Module, path: str, key: str, allow_missing: list[str]) -> list[str]:
+    """Load ``path`` into ``model``: every key must fit except missing ones matching ``allow_missing``.
+
+    This is the paper's woTSA -> TSA procedure: the TSA model starts from the woTSA weights and only
+    its fusion module (absent from the woTSA checkpoint) starts from scratch. Returns the missing keys.
+    """
+    state = read_weights(path, key)
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    bad_missing = [k for k in missing if not any(fnmatch.fnmatchcase(k, p) for p in allow_missing)]
+    # The woTSA fusion is a 1x1 conv named like TSA's final fusion conv but of another shape; shapes of
+    # keys under an allowed-missing pattern may differ (they are re-initialised), others must match.
+    mismatched = [k for k in state if k in own and state[k].shape != own[k].shape]
+    bad_shape = [k for k in mismatched if not any(fnmatch.fnmatchcase(k, p) for p in allow_missing)]
+    if bad_missing or bad_shape:
+        parts = []
+        if bad_missing:
+            parts.append(f"missing {len(bad_missing)} keys (e.g. {', '.join(bad_missing[:3])})")
+        if bad_shape:
+            k = bad_shape[0]
+            parts.append(f"shape mismatch for {len(bad_shape)} keys (e.g. {k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+        raise CheckpointError(f"does not fit model {getattr(model, 'preset', '?')}: {'; '.join(parts)} "
+                              f"(model.init_allow_missing: {allow_missing})", path)
+    keep = {k: v for k, v in state.items() if k in own and k not in mismatched}
+    model.load_state_dict(keep, strict=False)
+    return sorted(set(missing) | set(mismatched)) + ([f"(ignored unexpected: {len(unexpected)})"] if unexpected else [])
+
+
+# --------------------------------------------------------------------------------------------------
+# Optimiser
+
+
+def build_optimizer(model: nn.Module, cfg: Any) -> torch.optim.Optimizer:
+    """Adam/AdamW with one group per (lr_mul, weight_decay) rule; every parameter is in some group.
+
+    Groups keep a ``base_lr`` (the config LR times the group's multiplier) from which the schedule
+    sets ``lr`` each iteration. Frozen parameters stay in the optimiser (without gradients Adam
+    skips them), so stage changes never rebuild it and its state survives resume untouched.
+    """
+    o = cfg.optim
+    groups: list[dict[str, Any]] = []
+    by_rule: dict[int, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        rule = next((i for i, g in enumerate(o.param_groups) if fnmatch.fnmatchcase(name, g.pattern)), -1)
+        by_rule.setdefault(rule, []).append(p)
+    for rule in sorted(by_rule):
+        g = o.param_groups[rule] if rule >= 0 else None
+        mul = g.lr_mul if g is not None else 1.0
+        wd = g.weight_decay if g is not None and g.weight_decay is not None else o.weight_decay
+        groups.append({"params": by_rule[rule], "lr": o.lr * mul, "base_lr": o.lr * mul, "weight_decay": wd,
+                       "name": g.pattern if g is not None else "default"})
+    for i, g in enumerate(o.param_groups):
+        if i not in by_rule:
+            raise ConfigError(f"train.optim.param_groups[{i}].pattern: {g.pattern!r} matches no parameter "
+                              f"(or an earlier pattern already took them)")
+    cls = torch.optim.AdamW if o.type == "adamw" else torch.optim.Adam
+    return cls(groups, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+
+
+# --------------------------------------------------------------------------------------------------
+# RNG state (plain tensors so that torch.load(weights_only=True) reads it)
+
+
+def rng_state() -> dict[str, Any]:
+    py = random.getstate()
+    np_state = np.random.get_state()
+    state = {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((int(py[0]), tuple(int(x) for x in py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        with contextlib.suppress(Exception):
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------------
+# Validation
+
+
+def _metrics_fns() -> tuple[Any, Any]:
+    from srkit.metrics import psnr_torch, ssim_torch
+
+    return psnr_torch, ssim_torch
+
+
+class Validator:
+    """PSNR / SSIM of a model over the validation set (mean over images; clips weigh by frame count)."""
+
+    def __init__(self, loader: Any, cfg: Any, spec: Any, device: torch.device, precision: str):
+        self.loader, self.cfg, self.spec, self.device, self.precision = loader, cfg, spec, device, precision
+
+    @torch.no_grad()
+    def run(self, model: nn.Module) -> tuple[dict[str, float], list[torch.Tensor]]:
+        psnr_fn, ssim_fn = _metrics_fns()
+        was_training = model.training
+        model.eval()
+        psnr_sum = ssim_sum = 0.0
+        n = 0
+        samples: list[torch.Tensor] = []
+        try:
+            for batch in self.loader:
+                batch = to_device(batch, self.device)
+                with autocast(self.device, self.precision):
+                    out = as_sr_output(model_forward(model, batch, self.spec)).image
+                out = out.float().clamp(0, 1)
+                gt = batch["gt"].float()
+                kw = dict(crop_border=self.cfg.crop_border, y_channel=self.cfg.y_channel)
+                psnr_sum += float(psnr_fn(out, gt, **kw).sum())
+                if self.cfg.ssim:
+                    ssim_sum += float(ssim_fn(out, gt, **kw).sum())
+                for i in range(out.shape[0]):
+                    if len(samples) < self.cfg.num_images:
+                        lq = batch["lq"][i]
+                        lq = lq[self.spec.center_index] if lq.dim() == 4 else lq
+                        samples.append(side_by_side(lq.cpu(), out[i].cpu(), gt[i].cpu()))
+                n += out.shape[0]
+        finally:
+            model.train(was_training)
+        if n == 0:
+            raise ConfigError("data.val: the validation set is empty")
+        metrics = {"psnr": psnr_sum / n}
+        if self.cfg.ssim:
+            metrics["ssim"] = ssim_sum / n
+        return metrics, samples
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainer
+
+
+class StopRequested(Exception):
+    pass
+
+
+class Trainer:
+    """Train ``cfg`` (a validated :class:`ExperimentConfig`), optionally resuming.
+
+    ``resume``: ``None`` (fresh run; refuses a run folder that already has checkpoints), ``"auto"``
+    (continue from the newest valid checkpoint in the run folder, or start fresh) or a checkpoint path.
+    """
+
+    def __init__(self, cfg: ExperimentConfig, resume: str | None = None):
+        self.cfg = cfg
+        self.device = select_device(cfg.device)
+        self.dist = D.init_distributed(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+        if cfg.threads is not None:
+            torch.set_num_threads(cfg.threads)
+        if cfg.debug.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.run_dir = cfg.run_dir
+        self.store = CheckpointStore(self.run_dir / "checkpoints", cfg.checkpoint.keep_last, log=self._log)
+        self.logger: RunLogger | None = None
+        self._pending_log: list[str] = []
+
+        resume_path = self._resume_path(resume)
+        # Same initial weights on every rank and in every run of this config.
+        seed_everything(cfg.seed)
+        self.model: SRModel = create_model(cfg.model.name, **cfg.model.overrides)
+        self.spec = self.model.spec
+        self.model.to(self.device)
+        if cfg.model.init_from and resume_path is None:
+            missing = init_model_from(self.model, cfg.model.init_from, cfg.model.init_key, cfg.model.init_allow_missing)
+            self._log(f"initialised from {cfg.model.init_from}" + (f"; fresh: {len(missing)} keys" if missing else ""))
+        self.stages = resolve_stages(cfg.train.stages, self.model)
+        self.optimizer = build_optimizer(self.model, cfg.train)
+        self.ema = ModelEMA(self.model, cfg.train.ema.decay, cfg.train.ema.start_iter) if cfg.train.ema.enabled else None
+        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" and self.device.type == "cuda" else None
+        self.losses = LossSet(cfg.train.losses)
+        self.guard = DivergenceGuard(cfg.guard)
+        self.iteration = 0
+        self.best: float | None = None
+        self._ddp: nn.Module | None = None
+        self._stage_idx: int | None = None
+        self._stop_signal: int | None = None
+        self._nan_injected = False
+
+        self.train_set = build_dataset(cfg.data.train, self.spec, seed=cfg.seed, train=True, where="data.train")
+        if len(self.train_set) == 0:
+            raise ConfigError("data.train: the training set is empty")
+        self.validator: Validator | None = None
+        if cfg.data.val is not None and self.dist.is_main:
+            val_set = build_dataset(cfg.data.val, self.spec, seed=cfg.seed, train=False, where="data.val")
+            self.validator = Validator(make_val_loader(val_set, cfg.data), cfg.val, self.spec, self.device, cfg.precision)
+
+        if resume_path is not None:
+            self._restore(load_checkpoint(resume_path, store=self.store), restore_guard=True)
+            self._log(f"resumed from {resume_path} at iteration {self.iteration}")
+        else:
+            seed_everything(cfg.seed + 7919 * self.dist.rank)
+
+    # -- setup helpers ---------------------------------------------------------------------------------
+
+    def _log(self, msg: str) -> None:
+        if self.logger is not None:
+            self.logger.info(msg)
+        elif self.dist.is_main:
+            self._pending_log.append(msg)
+
+    def _resume_path(self, resume: str | None) -> Path | None:
+        if resume is None:
+            if self.store._candidates():
+                raise ConfigError(f"{self.run_dir} already holds checkpoints; use --resume auto to continue "
+                                  f"it or change the run name (--set name=...)")
+            return None
+        if resume == "auto":
+            info = self.store.latest_valid()
+            return None if info is None else info.path
+        path = Path(resume)
+        if not path.is_file():
+            raise CheckpointError("--resume: checkpoint not found", path)
+        return path
+
+    # -- state -----------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The full training state (called on every rank: RNG states are gathered from all of them)."""
+        rngs = D.gather_objects(self.dist, rng_state())
+        return {
+            "params": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "params_ema": None if self.ema is None else {k: v.detach().cpu() for k, v in self.ema.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": None if self.scaler is None else self.scaler.state_dict(),
+            "iteration": self.iteration,
+            "stage": stage_index(self.cfg.train.stages, max(self.iteration, 1)),
+            "rng": rngs,
+            "world_size": self.dist.world_size,
+            "guard": self.guard.state_dict(),
+            "best": self.best,
+            "meta": {"preset": self.cfg.model.name, "model_config": json.dumps(self.model.config_dict(), default=str),
+                     "config": dump_yaml(self.cfg), "srkit_version": _srkit_version()},
+        }
+
+    def _restore(self, state: dict[str, Any], *, restore_guard: bool) -> None:
+        try:
+            self.model.load_state_dict(state["params"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["params_ema"] if state.get("params_ema") else state["params"])
+            self.optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, KeyError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint does not fit this config ({str(exc).splitlines()[0][:200]})") from None
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state["iteration"])
+        self.best = state.get("best")
+        if restore_guard:
+            self.guard.load_state_dict(state.get("guard", {}))
+        rngs = state.get("rng") or []
+        if int(state.get("world_size", 1)) == self.dist.world_size and len(rngs) == self.dist.world_size:
+            set_rng_state(rngs[self.dist.rank])
+        else:
+            self._log(f"checkpoint was written by {state.get('world_size')} processes, this run has "
+                      f"{self.dist.world_size}: RNG states re-seeded (data order still follows the iteration)")
+            seed_everything(self.cfg.seed + 7919 * self.dist.rank + self.iteration)
+        self._stage_idx = None  # re-derived (and re-applied) from the iteration
+
+    def save(self, *, best: bool = False) -> Path | None:
+        state = self.state_dict()  # collective: every rank takes part
+        path = None
+        if self.dist.is_main:
+            path = self.store.save(state, self.iteration, best=best)
+        D.barrier(self.dist)
+        return path
+
+    # -- the loop --------------------------------------------------------------------------------------
+
+    def _set_stage(self, iteration: int) -> None:
+        idx = stage_index(self.cfg.train.stages, iteration)
+        if idx == self._stage_idx:
+            return
+        stage = self.stages[idx]
+        apply_stage(self.model, stage)
+        self._stage_idx = idx
+        if self.dist.enabled:
+            # DDP registers the parameters that need gradients when it is built: rebuild it per stage.
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self._ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                            find_unused_parameters=len(stage.trainable) < sum(1 for _ in self.model.parameters())
+                            or len(self.cfg.train.losses) > 1)
+        else:
+            self._ddp = self.model
+        n = sum(p.numel() for name, p in self.model.named_parameters() if name in stage.trainable)
+        if self.logger is not None:
+            self.logger.event(iteration, "stage", f"iteration {iteration}: stage {idx} '{stage.name}' "
+                              f"({len(stage.trainable)} tensors, {n:,} parameters trained)")
+
+    def _set_lr(self, iteration: int) -> float:
+        f = lr_factor(self.cfg.train.schedule, iteration, self.cfg.train.optim.lr) * self.guard.lr_scale
+        for g in self.optimizer.param_groups:
+            g["lr"] = g["base_lr"] * f
+        return self.cfg.train.optim.lr * f
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        loader = make_train_loader(self.train_set, self.cfg.data, seed=self.cfg.seed, dist_info=self.dist,
+                                   device=self.device, start_iteration=self.iteration)
+        return iter(loader)
+
+    def _install_signals(self) -> dict[int, Any]:
+        old = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._stop_signal is not None:  # second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            self._log(f"received {signal.Signals(signum).name}: saving a checkpoint after this iteration")
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not in the main thread
+                old[sig] = signal.signal(sig, handler)
+        return old
+
+    def fit(self) -> dict[str, Any]:
+        """Run to ``train.total_iters``; returns a summary (iteration, best metric, stopped_by)."""
+        cfg = self.cfg
+        total = cfg.train.total_iters
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            self.logger = RunLogger(self.run_dir, cfg.log, enabled=True, total_iters=total, start_iter=self.iteration)
+            for m in self._pending_log:
+                self.logger.info(m)
+            from srkit.io.atomic import atomic_write_text
+
+            atomic_write_text(self.run_dir / "config.yaml", dump_yaml(cfg))
+        else:
+            self.logger = RunLogger(None, cfg.log, enabled=False, total_iters=total)
+        old_handlers = self._install_signals()
+        try:
+            if self.iteration == 0 and not self.store._candidates():
+                self.save()  # the rollback target before any step
+            return self._loop(total)
+        finally:
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+            self.logger.close()
+
+    def _loop(self, total: int) -> dict[str, Any]:
+        cfg = self.cfg
+        log = self.logger
+        assert log is not None
+        batches = self._batches()
+        self.model.train()
+        window: dict[str, float] = {}
+        t_data = t_step = 0.0
+        n_window = 0
+        t_last = time.perf_counter()
+        stopped_by = None
+        while self.iteration < total:
+            i = self.iteration + 1
+            self._set_stage(i)
+            lr = self._set_lr(i)
+            t0 = time.perf_counter()
+            batch = to_device(next(batches), self.device)
+            t1 = time.perf_counter()
+
+            weights = cfg.train.stages[self._stage_idx].loss_weights
+            with autocast(self.device, cfg.precision):
+                out = as_sr_output(model_forward(self._ddp, batch, self.spec))
+            loss, parts = self.losses(out, batch["gt"], weights)
+            if cfg.debug.inject_nan_at_iter == i and not self._nan_injected:
+                self._nan_injected = True
+                loss = loss * float("nan")
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+            else:
+                loss.backward()
+            grad_norm = self._grad_norm()
+            loss_value = float(loss.detach())
+            offset = self._offset_mean()
+            reason = self.guard.check(loss_value, grad_norm, offset)
+            bad, stop = D.any_across_ranks(self.dist, [reason is not None, self._stop_signal is not None], self.device)
+            if bad:
+                self._rollback(reason or "another process diverged", i)
+                batches = self._batches()
+                window, n_window, t_data, t_step = {}, 0, 0.0, 0.0
+                continue
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model, i)
+            self.guard.accept(loss_value)
+            self.iteration = i
+            t2 = time.perf_counter()
+            t_data += t1 - t0
+            t_step += t2 - t0
+            n_window += 1
+            window["loss"] = window.get("loss", 0.0) + loss_value
+            for k, v in parts.items():
+                window[f"loss/{k}"] = window.get(f"loss/{k}", 0.0) + float(v)
+
+            if i % cfg.log.every == 0 or i == total:
+                now = time.perf_counter()
+                scalars = {k: v / n_window for k, v in window.items()}
+                scalars = D.mean_across_ranks(self.dist, scalars, self.device)
+                scalars.update({"lr": lr, "perf/it_per_s": n_window / max(now - t_last, 1e-9),
+                                "perf/data_wait_fraction": t_data / max(t_step, 1e-9)})
+                if grad_norm is not None:
+                    scalars["grad_norm"] = grad_norm
+                if offset is not None:
+                    scalars["dcn/offset_abs_mean"] = offset
+                log.scalars(i, scalars)
+                log.progress(i, {"loss": f"{scalars['loss']:.4g}", "lr": f"{lr:.2e}",
+                                 "data": f"{100 * scalars['perf/data_wait_fraction']:.0f}%"})
+                if log._bar is None:
+                    eta = (total - i) / max(scalars["perf/it_per_s"], 1e-9)
+                    log.info(f"iter {i}/{total} loss {scalars['loss']:.5g} lr {lr:.3e} "
+                             f"{scalars['perf/it_per_s']:.2f} it/s, data wait {100 * scalars['perf/data_wait_fraction']:.0f}%, "
+                             f"ETA {_fmt_time(eta)}")
+                window, n_window, t_data, t_step, t_last = {}, 0, 0.0, 0.0, now
+
+            improved = self._maybe_validate(i)
+            if i % cfg.checkpoint.every == 0 or improved or i == total or stop:
+                self.save(best=improved)
+            if cfg.debug.kill_at_iter == i:
+                os.kill(os.getpid(), signal.SIGKILL)
+            if stop:
+                stopped_by = signal.Signals(self._stop_signal).name if self._stop_signal else "another process"
+                log.info(f"stopped by {stopped_by} at iteration {i}; resume with --resume auto")
+                break
+        return {"iteration": self.iteration, "best": self.best, "stopped_by": stopped_by,
+                "rollbacks": self.guard.rollbacks, "lr_scale": self.guard.lr_scale}
+
+    def _grad_norm(self) -> float | None:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if not params:
+            return None
+        clip = self.cfg.train.grad_clip
+        if clip is not None:
+            return float(torch.nn.utils.clip_grad_norm_(params, clip))
+        if not self.cfg.guard.enabled:
+            return None
+        return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params])))
+
+    def _offset_mean(self) -> float | None:
+        fn = getattr(self.model, "max_offset_abs_mean", None)
+        if fn is None or self.cfg.guard.offset_threshold is None:
+            return None
+        v = fn()
+        return None if v is None else float(v)
+
+    def _rollback(self, reason: str, iteration: int) -> None:
+        msg = self.guard.register_rollback(reason, iteration)  # raises past the limit
+        info = self.store.latest_valid()
+        if info is None:
+            raise CheckpointError("divergence guard: no valid checkpoint to roll back to", self.store.folder)
+        keep = (self.guard.rollbacks, self.guard.lr_scale)
+        self._restore(load_checkpoint(info.path, store=self.store), restore_guard=False)
+        self.guard.rollbacks, self.guard.lr_scale = keep
+        self.guard.history.clear()
+        assert self.logger is not None
+        self.logger.event(iteration, "rollback", f"{msg}; restored {info.path.name} (iteration {self.iteration})")
+        self.logger.scalars(iteration, {"guard/lr_scale": self.guard.lr_scale, "guard/rollbacks": float(self.guard.rollbacks)})
+
+    def _maybe_validate(self, i: int) -> bool:
+        """Validate on rank 0 every ``val.every`` iterations; True when the best metric improved."""
+        if self.cfg.data.val is None or (i % self.cfg.val.every != 0 and i != self.cfg.train.total_iters):
+            return False
+        improved = False
+        if self.dist.is_main and self.validator is not None:
+            use_ema = self.cfg.val.use_ema and self.ema is not None
+            metrics, samples = self.validator.run(self.ema.module if use_ema else self.model)
+            assert self.logger is not None
+            self.logger.scalars(i, {f"val/{k}": v for k, v in metrics.items()})
+            for j, img in enumerate(samples):
+                self.logger.image(i, f"val/sample_{j}", img)
+            value = metrics[self.cfg.val.best_metric]
+            improved = self.best is None or value > self.best
+            if improved:
+                self.best = value
+            self.logger.info(f"validation at {i}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+                             + (" (best)" if improved else f" (best {self.best:.4f})"))
+        improved = D.broadcast_object(self.dist, improved)
+        self.best = D.broadcast_object(self.dist, self.best)
+        return bool(improved)
+
+
+def _fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _srkit_version() -> str:
+    from srkit import __version__
+
+    return __version__
+
+
+def train(cfg: ExperimentConfig, resume: str | None = None) -> dict[str, Any]:
+    """Train ``cfg``; the Python entry point behind ``srkit train``."""
+    trainer = Trainer(cfg, resume=resume)
+    try:
+        return trainer.fit()
+    finally:
+        D.shutdown_distributed(trainer.dist)
