@@ -32,6 +32,7 @@ including the gradients with respect to the sampling position.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -47,6 +48,28 @@ __all__ = ["deform_conv2d", "ModulatedDeformConv2d", "OffsetMonitor"]
 logger = logging.getLogger("srkit.ops.deform_conv")
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _autocast_low_precision(device_type: str) -> torch.dtype | None:
+    """The dtype autocast would use for a matmul on this device type, or None when autocast is off."""
+    if device_type not in ("cpu", "cuda", "xpu", "mps") or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
+
+
+@functools.lru_cache(maxsize=None)
+def _native_low_precision(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether GEMMs in ``dtype`` are fast on this device (CPU: oneDNN reports hardware support)."""
+    if device_type != "cpu":
+        return True
+    try:
+        if dtype == torch.bfloat16:
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if dtype == torch.float16:
+            return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):  # builds without oneDNN
+        return False
+    return True
 
 
 def _base_grid(
@@ -170,7 +193,7 @@ def deform_conv2d(
         if offset.dtype not in _LOW_PRECISION:
             sample_dtype = torch.promote_types(sample_dtype, offset.dtype)
         x = input.to(sample_dtype)
-        off = offset.to(sample_dtype).view(n, dg, k, 2, out_h, out_w)
+        off = offset.to(sample_dtype).reshape(n, dg, k, 2, out_h, out_w)
         base = _base_grid(kh, kw, out_h, out_w, stride, padding, dilation, h, w, input.device, sample_dtype)
         # grid[..., 0] is x (width), grid[..., 1] is y: grid_sample's convention, the reverse of the
         # (dy, dx) offset layout.
@@ -181,14 +204,31 @@ def deform_conv2d(
             x.reshape(n * dg, cg, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )  # (N*dg, Cg, K*Ho, Wo)
         if mask is not None:
-            cols = cols * mask.to(sample_dtype).view(n * dg, 1, k * out_h, out_w)
-        if input.dtype in _LOW_PRECISION:
-            cols = cols.to(input.dtype)
+            m = mask.to(sample_dtype).reshape(n * dg, 1, k * out_h, out_w)
+            # In place unless the mask needs a gradient (which needs the unmasked samples): saves a
+            # Cin * K * Ho * Wo temporary.  grid_sample's backward does not use its output, so the
+            # in-place update is safe when only input/offset need gradients.
+            mask_grad = torch.is_grad_enabled() and mask.requires_grad
+            cols = cols * m if mask_grad else cols.mul_(m)
     # (N*dg, Cg, K*Ho, Wo) is contiguous as (N, dg*Cg, K, Ho*Wo) = (N, Cin*K, P): the im2col matrix in
     # the weight's (Cin, kh, kw) flattening order.  Split it by convolution group for one batched matmul.
     cols = cols.view(n, groups, (c // groups) * k, p)
     wmat = weight.reshape(groups, cout // groups, cin_g * k)
-    out = torch.matmul(wmat, cols)  # autocast (if on) runs this in low precision
+    # Output dtype: autocast's low-precision dtype if autocast is on, else the input's.
+    low = _autocast_low_precision(device_type)
+    if low is None and input.dtype in _LOW_PRECISION:
+        low = input.dtype
+    if input.dtype == torch.float64:  # autocast leaves float64 alone; so do we
+        low = None
+    if low is not None and not _native_low_precision(device_type, low):
+        # Without hardware bf16/fp16 (e.g. AVX2-only x86) oneDNN emulates low-precision GEMMs, ~50x
+        # slower than float32: compute in float32 and return the low-precision dtype.
+        with torch.autocast(device_type=device_type, enabled=False):
+            out = torch.matmul(wmat.to(cols.dtype), cols).to(low)
+    elif low is not None:
+        out = torch.matmul(wmat.to(low), cols.to(low))
+    else:
+        out = torch.matmul(wmat, cols)
     out = out.view(n, cout, out_h, out_w)
     if bias is not None:
         out = out + bias.to(out.dtype).view(1, cout, 1, 1)

@@ -1,0 +1,310 @@
+"""srkit.ops.deform_conv: parity with torchvision's kernel (values and gradients), gradcheck,
+autocast, argument checking, the nn.Module wrapper and the rate-limited offset monitor."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from srkit.ops import ModulatedDeformConv2d, OffsetMonitor, deform_conv2d
+from srkit.ops import deform_conv as dc_module
+
+
+def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
+    return (size + 2 * p - (d * (k - 1) + 1)) // s + 1
+
+
+def _case(
+    n=2, c=8, h=9, w=11, cout=6, k=(3, 3), stride=(1, 1), pad=(1, 1), dil=(1, 1), dg=2, groups=1,
+    offset_scale=3.0, dtype=torch.float32, seed=0,
+):
+    """Random inputs; offsets have random fractional parts so no sample lies on a grid line."""
+    g = torch.Generator().manual_seed(seed)
+    kh, kw = k
+    ho = _out_size(h, kh, stride[0], pad[0], dil[0])
+    wo = _out_size(w, kw, stride[1], pad[1], dil[1])
+    x = torch.randn(n, c, h, w, generator=g, dtype=dtype)
+    weight = torch.randn(cout, c // groups, kh, kw, generator=g, dtype=dtype) * 0.3
+    bias = torch.randn(cout, generator=g, dtype=dtype)
+    offset = torch.randn(n, 2 * dg * kh * kw, ho, wo, generator=g, dtype=dtype) * offset_scale
+    mask = torch.rand(n, dg * kh * kw, ho, wo, generator=g, dtype=dtype)
+    return x, offset, weight, bias, mask, dict(stride=stride, padding=pad, dilation=dil)
+
+
+CASES = {
+    "basic": dict(),
+    "batch3-dg1": dict(n=3, dg=1),
+    "dg4-groups2": dict(c=8, cout=4, dg=4, groups=2),
+    "groups4": dict(c=8, cout=8, dg=1, groups=4),
+    "stride2": dict(h=12, w=13, stride=(2, 2)),
+    "stride-dilation-mixed": dict(h=12, w=10, stride=(2, 1), pad=(2, 0), dil=(2, 1)),
+    "nonsquare-kernel": dict(k=(3, 2), pad=(1, 0)),
+    "kernel1x1": dict(k=(1, 1), pad=(0, 0), dg=8),
+    "kernel5x3-dil": dict(k=(5, 3), pad=(4, 1), dil=(2, 1), h=10, w=8),
+    "large-offsets": dict(offset_scale=40.0),
+    "offsets-far-outside": dict(offset_scale=1e4),
+    "tiny-image": dict(h=1, w=2, pad=(1, 1)),
+}
+
+
+@pytest.mark.parametrize("with_mask", [True, False], ids=["dcnv2", "dcnv1"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_forward_matches_torchvision(name, with_mask):
+    tv = pytest.importorskip("torchvision")
+    x, offset, weight, bias, mask, kw = _case(**CASES[name])
+    m = mask if with_mask else None
+    ours = deform_conv2d(x, offset, weight, bias, mask=m, **kw)
+    ref = tv.ops.deform_conv2d(x, offset, weight, bias, mask=m, **kw)
+    assert ours.shape == ref.shape
+    assert ours.dtype == ref.dtype
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=0)
+
+
+def test_half_out_of_image_case_is_really_exercised():
+    """The far-outside case must produce samples that are all zero (else it tests nothing)."""
+    x, offset, weight, bias, mask, kw = _case(**CASES["offsets-far-outside"])
+    out = deform_conv2d(x, offset, weight, None, mask=mask, **kw)
+    # With |offset| ~ 1e4 almost every tap lands outside a 9x11 image, so the output is ~0.
+    frac_zero = (out == 0).float().mean().item()
+    assert frac_zero > 0.9
+
+
+GRAD_CASES = ["basic", "dg4-groups2", "stride-dilation-mixed", "nonsquare-kernel", "large-offsets"]
+
+
+@pytest.mark.parametrize("with_mask", [True, False], ids=["dcnv2", "dcnv1"])
+@pytest.mark.parametrize("name", GRAD_CASES)
+def test_gradients_match_torchvision(name, with_mask):
+    tv = pytest.importorskip("torchvision")
+    base = _case(**CASES[name], dtype=torch.float64, seed=1)
+
+    def grads(fn):
+        x, offset, weight, bias, mask, kw = (t.clone().requires_grad_() if torch.is_tensor(t) else t for t in base)
+        out = fn(x, offset, weight, bias, mask=mask if with_mask else None, **kw)
+        # A non-uniform upstream gradient so that every output element matters differently.
+        g = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)
+        (out * g).sum().backward()
+        return [x.grad, offset.grad, weight.grad, bias.grad] + ([mask.grad] if with_mask else [])
+
+    for ours, ref, what in zip(grads(deform_conv2d), grads(tv.ops.deform_conv2d), "input offset weight bias mask".split()):
+        torch.testing.assert_close(ours, ref, atol=1e-8, rtol=1e-7, msg=lambda m: f"grad {what}: {m}")
+
+
+def test_gradients_match_torchvision_float32():
+    tv = pytest.importorskip("torchvision")
+    base = _case(c=16, cout=16, h=12, w=12, dg=4)
+
+    def grads(fn):
+        x, offset, weight, bias, mask, kw = (t.clone().requires_grad_() if torch.is_tensor(t) else t for t in base)
+        fn(x, offset, weight, bias, mask=mask, **kw).square().mean().backward()
+        return x.grad, offset.grad, weight.grad, bias.grad, mask.grad
+
+    for ours, ref in zip(grads(deform_conv2d), grads(tv.ops.deform_conv2d)):
+        torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("with_mask", [True, False], ids=["dcnv2", "dcnv1"])
+def test_gradcheck_float64(with_mask):
+    x, offset, weight, bias, mask, kw = _case(
+        n=2, c=4, h=4, w=5, cout=2, dg=2, k=(3, 2), pad=(1, 1), stride=(1, 2), dtype=torch.float64, seed=3
+    )
+    # Keep samples away from integer grid lines, where bilinear interpolation has a kink.
+    offset = offset.round() + torch.rand_like(offset) * 0.8 + 0.1
+    inputs = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
+    if not with_mask:
+        inputs = inputs[:4]
+
+    def fn(*args):
+        return deform_conv2d(*args[:4], mask=args[4] if with_mask else None, **kw)
+
+    # fast_mode checks random projections of the Jacobian (seconds instead of a minute on 2 cores);
+    # the full per-element comparison against torchvision's backward is done above.
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, fast_mode=True)
+
+
+def test_zero_offset_full_mask_is_a_plain_convolution():
+    """Reference independent of torchvision: with no deformation DCN is nn.Conv2d."""
+    torch.manual_seed(0)
+    for kw, groups in [(dict(stride=(1, 1), padding=(1, 1), dilation=(1, 1)), 1),
+                       (dict(stride=(2, 1), padding=(2, 0), dilation=(2, 1)), 2)]:
+        x = torch.randn(2, 6, 9, 8)
+        weight = torch.randn(4, 6 // groups, 3, 3)
+        bias = torch.randn(4)
+        ref = F.conv2d(x, weight, bias, groups=groups, **kw)
+        ho, wo = ref.shape[-2:]
+        offset = torch.zeros(2, 2 * 3 * 9, ho, wo)
+        mask = torch.ones(2, 3 * 9, ho, wo)
+        torch.testing.assert_close(deform_conv2d(x, offset, weight, bias, mask=mask, **kw), ref, atol=1e-4, rtol=1e-5)
+        torch.testing.assert_close(deform_conv2d(x, offset, weight, bias, **kw), ref, atol=1e-4, rtol=1e-5)
+
+
+def test_integer_offset_is_a_shift_and_mask_scales():
+    """An offset of exactly (+1, -2) samples the neighbouring pixel; zero outside the image."""
+    x = torch.arange(30, dtype=torch.float32).view(1, 1, 5, 6)
+    weight = torch.ones(1, 1, 1, 1)
+    offset = torch.zeros(1, 2, 5, 6)
+    offset[:, 0] = 1.0  # dy
+    offset[:, 1] = -2.0  # dx
+    mask = torch.full((1, 1, 5, 6), 0.5)
+    out = deform_conv2d(x, offset, weight, mask=mask)
+    expected = torch.zeros(1, 1, 5, 6)
+    expected[:, :, :4, 2:] = x[:, :, 1:, :4] * 0.5
+    torch.testing.assert_close(out, expected)
+
+
+def test_channels_last_and_noncontiguous_inputs():
+    x, offset, weight, bias, mask, kw = _case(c=16, cout=8, dg=4)
+    ref = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+    out = deform_conv2d(
+        x.to(memory_format=torch.channels_last), offset.to(memory_format=torch.channels_last), weight, bias,
+        mask=mask.to(memory_format=torch.channels_last), **kw,
+    )
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_no_grad_inference_matches_autograd_path():
+    """The no-grad path multiplies the mask in place; it must give the same numbers."""
+    x, offset, weight, bias, mask, kw = _case()
+    mask.requires_grad_()
+    with_grad = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+    with torch.no_grad():
+        without = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+    torch.testing.assert_close(with_grad.detach(), without, atol=0, rtol=0)
+
+
+def test_bf16_autocast_keeps_coordinates_fp32():
+    x, offset, weight, bias, mask, kw = _case(c=16, cout=8, h=24, w=40, dg=2, offset_scale=8.0)
+    ref = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+    assert out.dtype == torch.bfloat16
+    # bf16 has 8 mantissa bits: compare relative to the output's scale.
+    err = (out.float() - ref).abs().max() / ref.abs().max()
+    assert err < 2e-2
+    # bf16 input tensors (a model cast to bf16) also work and return bf16.
+    out16 = deform_conv2d(x.bfloat16(), offset.bfloat16(), weight.bfloat16(), bias.bfloat16(), mask=mask.bfloat16(), **kw)
+    assert out16.dtype == torch.bfloat16
+    assert ((out16.float() - ref).abs().max() / ref.abs().max()) < 5e-2
+
+
+def test_bf16_autocast_backward():
+    x, offset, weight, bias, mask, kw = _case()
+    params = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+    out.float().sum().backward()
+    for p in params:
+        assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda a: a.update(input=a["input"][0]), "input must be"),
+        (lambda a: a.update(offset=a["offset"][:, :-1]), "offset must be"),
+        (lambda a: a.update(offset=a["offset"][..., :-1]), "offset spatial size"),
+        (lambda a: a.update(mask=a["mask"][:, :-1]), "mask must be"),
+        (lambda a: a.update(weight=a["weight"][:, :3]), "not divisible by weight's"),
+        (lambda a: a.update(input=a["input"][:, :, :1, :1], padding=0), "output would be empty"),
+    ],
+    ids=["input-3d", "offset-channels", "offset-size", "mask-channels", "weight-cin", "empty-output"],
+)
+def test_bad_shapes_raise_clear_errors(mutate, match):
+    x, offset, weight, bias, mask, kw = _case()
+    args = dict(input=x, offset=offset, weight=weight, bias=bias, mask=mask, **kw)
+    mutate(args)
+    with pytest.raises(ValueError, match=match):
+        deform_conv2d(**args)
+
+
+def test_module_parameters_and_forward():
+    mod = ModulatedDeformConv2d(8, 6, 3, padding=1, deformable_groups=2)
+    assert set(dict(mod.named_parameters())) == {"weight", "bias"}
+    assert mod.weight.shape == (6, 8, 3, 3)
+    assert not torch.any(mod.bias)
+    x, offset, _, _, mask, _ = _case(c=8, dg=2)
+    out = mod(x, offset, mask)
+    torch.testing.assert_close(out, deform_conv2d(x, offset, mod.weight, mod.bias, padding=1, mask=mask))
+    nobias = ModulatedDeformConv2d(8, 6, (3, 3), padding=1, deformable_groups=2, bias=False)
+    assert nobias.bias is None and "bias" not in nobias.state_dict()
+    assert "deformable_groups=2" in repr(mod)
+    with pytest.raises(ValueError, match="deformable_groups"):
+        ModulatedDeformConv2d(6, 6, 3, deformable_groups=4)
+
+
+# ----------------------------------------------------------------------------------------- monitor
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "srkit.ops.deform_conv" and r.levelno == logging.WARNING]
+
+
+def test_monitor_one_warning_per_interval(caplog):
+    caplog.set_level(logging.WARNING, logger="srkit.ops.deform_conv")
+    clock = FakeClock()
+    mon = OffsetMonitor(threshold=50, interval=60, clock=clock)
+    big = torch.full((1, 18, 4, 4), 75.5)
+    for _ in range(100):
+        assert mon.update(big) == pytest.approx(75.5)
+        clock.t += 0.5  # 100 calls over 50 s: one interval
+    msgs = _warnings(caplog)
+    assert len(msgs) == 1
+    assert "75.50" in msgs[0] and "suppressed" not in msgs[0]
+    assert mon.suppressed == 99 and mon.last_abs_mean == pytest.approx(75.5)
+    clock.t += 10.0  # now > 60 s since the first warning
+    mon.update(-big)
+    msgs = _warnings(caplog)
+    assert len(msgs) == 2 and "99 similar warnings suppressed" in msgs[1]
+    assert mon.suppressed == 0 and mon.warnings_emitted == 2
+
+
+def test_monitor_every_n_calls(caplog):
+    caplog.set_level(logging.WARNING, logger="srkit.ops.deform_conv")
+    mon = OffsetMonitor(threshold=1.0, every_n_calls=10, clock=FakeClock())
+    for _ in range(25):
+        mon.update(torch.full((2, 3), 2.0))
+    assert len(_warnings(caplog)) == 3  # calls 1, 11, 21
+
+
+def test_monitor_quiet_below_threshold_and_loud_on_nan(caplog):
+    caplog.set_level(logging.WARNING, logger="srkit.ops.deform_conv")
+    mon = OffsetMonitor(clock=FakeClock())
+    for _ in range(50):
+        mon.update(torch.randn(1, 18, 8, 8))
+    assert _warnings(caplog) == []
+    assert mon.calls == 50 and 0.5 < mon.last_abs_mean < 1.2
+    mon.update(torch.tensor([float("nan")]))
+    assert len(_warnings(caplog)) == 1 and "nan" in _warnings(caplog)[0]
+
+
+def test_monitor_rejects_bad_rate():
+    with pytest.raises(ValueError):
+        OffsetMonitor(every_n_calls=0)
+
+
+def test_native_low_precision_probe_is_cached_bool():
+    assert isinstance(dc_module._native_low_precision("cpu", torch.bfloat16), bool)
+    assert dc_module._native_low_precision("cuda", torch.bfloat16) is True
+
+
+def test_gradcheck_float64_full_jacobian_tiny():
+    """Element-by-element gradcheck on a tiny problem (kept small: it costs one forward per input)."""
+    x, offset, weight, bias, mask, kw = _case(
+        n=1, c=2, h=3, w=4, cout=2, dg=2, k=(2, 2), pad=(1, 0), dtype=torch.float64, seed=5
+    )
+    offset = offset.round() + torch.rand_like(offset) * 0.8 + 0.1
+    inputs = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
+    assert torch.autograd.gradcheck(
+        lambda a, o, w_, b, m: deform_conv2d(a, o, w_, b, mask=m, **kw), inputs, eps=1e-6, atol=1e-6
+    )
