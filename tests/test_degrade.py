@@ -225,6 +225,8 @@ def test_clip_degradations_share_one_draw():
     assert bi.maps is None
     np.testing.assert_array_equal(bi.lr[0], imresize(frame, 0.25))
     assert bi.lr[1].dtype == np.float32 and np.abs(bi.lr[1] - bi.lr[0]).max() < 0.01
+    # uint8 frames: MATLAB's uint8 imresize (the benchmark LR PNGs), returned as float
+    np.testing.assert_allclose(bi.lr[1] * 255, imresize((frame * 255).astype(np.uint8), 0.25), atol=1e-4)
     bd = D.make_degradation("BD", 4, jpeg_quality=(30, 40))([frame], rng)
     assert 30 <= bd.params["jpeg_quality"] <= 40 and bd.lr[0].shape == (4, 4, 3)
 

@@ -450,7 +450,11 @@ def _draw_quality(q: int | tuple[int, int] | None, rng: np.random.Generator) -> 
 
 @dataclasses.dataclass
 class BIDegradation:
-    """MATLAB bicubic ``1/scale`` (+ optional AWGN ``noise`` and JPEG ``jpeg_quality``, fixed or ranges)."""
+    """MATLAB bicubic ``1/scale`` (+ optional AWGN ``noise`` and JPEG ``jpeg_quality``, fixed or ranges).
+
+    Float frames are resized in float; uint8/uint16 frames in their own class (rounded after each
+    pass, as MATLAB), so the LR is exactly the quantised benchmark LR. Output frames are float32.
+    """
 
     scale: int = 4
     noise: float | tuple[float, float] | None = None
@@ -463,8 +467,14 @@ class BIDegradation:
         sigma = _draw(self.noise, rng)
         q = _draw_quality(self.jpeg_quality, rng)
         lr = []
-        for f in _as_float_frames(frames):
-            y = self._down(f).astype(np.float32)
+        for f in frames:
+            f = np.asarray(f)
+            if np.issubdtype(f.dtype, np.integer):
+                # Resize in the image's own class, as MATLAB does on uint8 images: the LR then equals
+                # the benchmark LR files (made by imresize on uint8 and stored as PNG) bit for bit.
+                y = self._down(f).astype(np.float32) / float(np.iinfo(f.dtype).max)
+            else:
+                y = self._down(f.astype(np.float32, copy=False)).astype(np.float32)
             if sigma:
                 y = add_gaussian_noise(y, sigma, rng, clip=True)
             if q is not None:
