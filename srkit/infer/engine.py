@@ -19,6 +19,7 @@ the tile size can be chosen from a memory budget.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
@@ -32,6 +33,8 @@ from srkit.infer import tiling
 from srkit.models._api import ModelSpec, as_sr_output
 from srkit.models._blocks import crop_to, pad_to_multiple
 from srkit.utils.device import PRECISIONS, autocast, select_device
+
+log = logging.getLogger(__name__)
 
 __all__ = ["upscale_frames", "load_model", "FrameRestorer", "frame_to_tensor", "tensor_to_frame", "window_for"]
 
@@ -151,6 +154,7 @@ class FrameRestorer:
         self.plan: tiling.TilePlan | None = None
         self._maps: torch.Tensor | None = None
         self.out_scale = 1 if self.spec.hr_input else self.spec.scale
+        self._verified = False  # the first restoration checks that channels_last works
 
     # ------------------------------------------------------------------ set-up
     def setup(self, height: int, width: int) -> None:
@@ -200,7 +204,13 @@ class FrameRestorer:
     def _tile_from_budget(self, height: int, width: int, align: int) -> int | None:
         budget = int(self.max_memory)
         probe = max(64, align * math.ceil(64 / align))
-        per_px, feat_px = self._probe(probe)
+        try:
+            per_px, feat_px = self._probe(probe)
+        except RuntimeError as exc:
+            if not self.channels_last:
+                raise
+            self._drop_channels_last(exc)
+            per_px, feat_px = self._probe(probe)
         s2 = self.out_scale ** 2
         ring = 2 * self.spec.num_frames - 1
         frame_px = height * width
@@ -274,6 +284,29 @@ class FrameRestorer:
 
     def restore(self, windows: list[list[_Frame]]) -> list[torch.Tensor]:
         """Restore the centre frames of B windows; returns B tensors (3, H*s, W*s) float32 on the CPU."""
+        if self._verified or not self.channels_last:
+            return self._restore(windows)
+        try:
+            out = self._restore(windows)
+        except RuntimeError as exc:
+            self._drop_channels_last(exc)
+            for f in {id(f): f for w in windows for f in w}.values():
+                f.tensor = f.tensor.contiguous()
+                f.feats.clear()
+            if self._maps is not None:
+                self._maps = self._maps.contiguous()
+            out = self._restore(windows)
+        self._verified = True
+        return out
+
+    def _drop_channels_last(self, exc: BaseException) -> None:
+        # channels_last is only a speed hint: a model (or op) that cannot run on NHWC tensors still
+        # runs, in NCHW, instead of failing the whole job.
+        log.warning("model failed with channels_last tensors (%s); falling back to NCHW", str(exc).splitlines()[0])
+        self.channels_last = False
+        self.model.to(memory_format=torch.contiguous_format)
+
+    def _restore(self, windows: list[list[_Frame]]) -> list[torch.Tensor]:
         assert self.plan is not None, "setup() first"
         plan, s, c = self.plan, self.out_scale, self.spec.center_index
         with torch.inference_mode():
@@ -379,7 +412,7 @@ def _stream(it: Iterator[np.ndarray], restorer: FrameRestorer, dev: torch.device
             elif hw != size:
                 raise InputError(f"frame {idx} is {hw[1]}x{hw[0]} but the first frame is {size[1]}x{size[0]}")
             t = t.to(dev, non_blocking=True)
-            if not channels_last:
+            if not restorer.channels_last:
                 t = t.contiguous()
             buf[idx] = _Frame(t, {})
         if n_read == 0:
