@@ -8,7 +8,8 @@ from srkit.models._api import ModelSpec, SRModel, SROutput, as_sr_output
 from srkit.models._registry import create_model, list_models, model_entry, register_model
 
 # Model files (explicit imports; each registers its presets).
-# from srkit.models import edvr  # noqa: E402,F401  (added by the EDVR work)
+from srkit.models import edvr  # noqa: F401
+from srkit.models import udvd  # noqa: F401
 
 __all__ = [
     "ModelSpec",

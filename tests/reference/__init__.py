@@ -1,0 +1,1 @@
+"""Independent reference implementations used as ground truth by tests and benchmarks."""
