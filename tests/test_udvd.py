@@ -1,0 +1,239 @@
+"""UDVD: shapes, multi-stage outputs, dynamic-block properties, per-pixel maps, condition helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from srkit.data import degrade
+from srkit.errors import ConfigError, InputError
+from srkit.models import create_model, list_models
+from srkit.models.udvd import (
+    UDVD,
+    UDVDConfig,
+    bilinear_upsample_kernels,
+    udvd_condition,
+    udvd_condition_field,
+)
+from srkit.ops import identity_kernels
+from srkit.utils.device import torch_threads
+
+TINY = dict(num_feat=16, num_blocks=2)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # The CI machine is shared: one intra-op thread avoids OpenMP barrier stalls on tiny tensors.
+    with torch_threads(1):
+        yield
+
+
+def _maps(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 16, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def test_presets_registered_in_family():
+    assert list_models("udvd") == ["udvd-x2", "udvd-x3", "udvd-x4"]
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_forward_backward_shapes_odd_input(scale):
+    torch.manual_seed(scale)
+    model = create_model(f"udvd-x{scale}", **TINY)
+    assert model.preset == f"udvd-x{scale}"
+    spec = model.spec
+    assert (spec.scale, spec.num_frames, spec.input_kind, spec.condition) == (scale, 1, "image", "degradation")
+    x = torch.rand(2, 3, 13, 17)
+    out = model(x, _maps(2, 13, 17))
+    assert out.image.shape == (2, 3, 13 * scale, 17 * scale)
+    assert len(out.stages) == 3 and out.stages[-1] is out.image
+    assert all(s.shape == out.image.shape for s in out.stages)
+    hr = torch.rand_like(out.image)
+    weights = model.config.stage_loss_weights
+    loss = sum(w * F.l1_loss(s, hr) for w, s in zip(weights, out.stages))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{name} receives no gradient"
+
+
+def test_full_size_preset_structure():
+    model = create_model("udvd-x4")
+    cfg = model.config
+    assert (cfg.num_feat, cfg.num_blocks, cfg.res_scale, cfg.kernel_size) == (128, 15, 0.1, 5)
+    assert model.conv_first.in_channels == 19 and model.conv_first.out_channels == 128
+    assert len(model.body) == 15 and model.body[0].res_scale == 0.1
+    # s*s*k*k kernels per LR pixel in the upsampling block; k*k per pixel in the two common blocks.
+    assert model.upsample_block.kernel_head.out_channels == 16 * 25
+    assert [b.kernel_head.out_channels for b in model.common_blocks] == [25, 25]
+    assert cfg.stage_loss_weights == (1.0, 1.0, 1.0)
+
+
+def test_common_block_with_identity_kernel_and_zero_residual_returns_input_exactly():
+    model = create_model("udvd-x2", **TINY)
+    block = model.common_blocks[0]
+    image = torch.rand(2, 3, 11, 14)
+    feat = torch.randn(2, model.config.hr_feat, 11, 14)
+    # Through apply_kernels with given kernels/residual ...
+    out = block.apply_kernels(image, identity_kernels(2, 11, 14, 5), torch.zeros_like(image))
+    assert torch.equal(out, image)
+    # ... and through the full block once the heads predict exactly that (zero weights, identity bias).
+    block.reset_heads(weight_scale=0.0)
+    assert torch.equal(block(image, feat), image)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_upsampling_block_starts_as_bilinear(scale):
+    model = create_model(f"udvd-x{scale}", **TINY)
+    block = model.upsample_block
+    block.reset_heads(weight_scale=0.0)
+    x = torch.rand(1, 3, 9, 10)
+    out = block(x, torch.randn(1, 16, 9, 10))
+    ref = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, ref, atol=1e-6, rtol=0)
+
+
+def test_bilinear_kernels_sum_to_one():
+    for s in (2, 3, 4):
+        k = bilinear_upsample_kernels(s, 5)
+        torch.testing.assert_close(k.sum(1), torch.ones(s * s))
+
+
+def test_softmax_kernels_are_normalised():
+    model = create_model("udvd-x2", **TINY, kernel_norm="softmax")
+    x = torch.rand(1, 3, 6, 7)
+    feat = model.features(x, _maps(1, 6, 7))
+    kernels, residual = model.upsample_block.predict(x, feat)
+    sums = kernels.view(1, 4, 25, 6, 7).sum(2)
+    torch.testing.assert_close(sums, torch.ones_like(sums))
+    assert (kernels > 0).all() and residual.shape == (1, 3, 12, 14)
+
+
+def test_spatially_varying_maps_act_locally():
+    torch.manual_seed(0)
+    model = create_model("udvd-x2", **TINY).eval()
+    x = torch.rand(1, 3, 12, 40)
+    maps = _maps(1, 12, 40)
+    other = maps.clone()
+    other[..., 28:] = torch.rand(1, 16, 12, 12)  # a different degradation on the right only
+    with torch.no_grad():
+        a, b = model(x, maps).image, model(x, other).image
+    # The receptive field is well under 12 LR pixels: the left part cannot see the change ...
+    assert torch.equal(a[..., : 2 * 12], b[..., : 2 * 12])
+    # ... while the right part follows its own maps.
+    assert (a[..., 2 * 28 :] - b[..., 2 * 28 :]).abs().max() > 1e-4
+
+
+def test_map_broadcast_forms_equal_full_maps():
+    model = create_model("udvd-x2", **TINY).eval()
+    x = torch.rand(2, 3, 5, 6)
+    vec = torch.rand(2, 16)
+    full = vec[:, :, None, None].expand(2, 16, 5, 6)
+    with torch.no_grad():
+        ref = model(x, full).image
+        torch.testing.assert_close(model(x, vec).image, ref)
+        torch.testing.assert_close(model(x, vec[:, :, None, None]).image, ref)
+        one = udvd_condition(5, 6, blur=1.2, noise=5)
+        torch.testing.assert_close(model(x, one).image, model(x, torch.from_numpy(one).expand(2, 16, 5, 6)).image)
+
+
+@pytest.mark.parametrize("shape", [(2, 15, 5, 6), (2, 16, 5, 5), (3, 16, 5, 6), (16,)])
+def test_bad_maps_are_clear_errors(shape):
+    model = create_model("udvd-x2", **TINY)
+    with pytest.raises(ValueError, match="degradation maps"):
+        model(torch.rand(2, 3, 5, 6), torch.zeros(shape))
+    with pytest.raises(ValueError, match="udvd_condition"):
+        model(torch.rand(2, 3, 5, 6))
+
+
+def test_config_validation_and_rebuild_from_config_dict():
+    with pytest.raises(ConfigError, match="stage_loss_weights"):
+        create_model("udvd-x4", **TINY, stage_loss_weights=(1.0, 1.0))
+    with pytest.raises(ConfigError, match="kernel_size"):
+        create_model("udvd-x4", **TINY, kernel_size=4)
+    with pytest.raises(ConfigError, match="scale 4"):
+        create_model("udvd-x4", scale=2)
+    with pytest.raises(ConfigError, match="kernel_norm"):
+        create_model("udvd-x2", **TINY, kernel_norm="sigmoid")
+    model = create_model("udvd-x3", **TINY, num_common_blocks=1, stage_loss_weights=[0.5, 1])
+    assert model.config.stage_loss_weights == (0.5, 1.0)
+    x = torch.rand(1, 3, 4, 5)
+    assert len(model(x, _maps(1, 4, 5)).stages) == 2
+    # A checkpoint stores config_dict(); it must rebuild the same network (strict state-dict load).
+    rebuilt = UDVD(UDVDConfig(**model.config_dict()))
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x, _maps(1, 4, 5)).image, model(x, _maps(1, 4, 5)).image)
+    assert set(f.name for f in dataclasses.fields(UDVDConfig)) >= {"stage_loss_weights", "kernel_norm", "padding"}
+
+
+def test_no_common_blocks_gives_single_stage():
+    model = create_model("udvd-x2", **TINY, num_common_blocks=0, stage_loss_weights=(1.0,))
+    out = model(torch.rand(1, 3, 4, 4), _maps(1, 4, 4))
+    assert len(out.stages) == 1 and out.image.shape == (1, 3, 8, 8)
+
+
+# ------------------------------------------------------------------ condition maps
+def test_condition_isotropic_matches_degrade_functions():
+    maps = udvd_condition(7, 9, blur=1.6, noise=15)
+    ref = degrade.degradation_maps(degrade.kernel_to_code(degrade.gaussian_kernel(15, 1.6)), 15, 7, 9)
+    assert maps.shape == (16, 7, 9) and maps.dtype == np.float32
+    np.testing.assert_array_equal(maps, ref)
+    assert maps[15, 0, 0] == pytest.approx(15 / 255)
+
+
+def test_condition_anisotropic_angle_in_degrees():
+    maps = udvd_condition(3, 4, blur=1.0, blur2=2.5, angle=30)
+    k = degrade.gaussian_kernel(15, 1.0, 2.5, math.radians(30))
+    np.testing.assert_allclose(maps[:15, 1, 2], degrade.kernel_to_code(k), atol=1e-7)
+    assert not np.allclose(maps[:15, 0, 0], udvd_condition(3, 4, blur=1.0, blur2=2.5, angle=0)[:15, 0, 0])
+
+
+def test_condition_from_kernel_array_and_file(tmp_path):
+    k = degrade.gaussian_kernel(15, 2.0, 1.0, 0.3)
+    from_array = udvd_condition(4, 4, kernel=k * 3.0, noise=0)  # unnormalised kernels are normalised
+    np.testing.assert_allclose(from_array[:15, 0, 0], degrade.kernel_to_code(k), atol=1e-6)
+    path = tmp_path / "k.npy"
+    np.save(path, k)
+    np.testing.assert_allclose(udvd_condition(4, 4, kernel=path), from_array, atol=1e-6)
+    with pytest.raises(InputError, match="no such kernel file"):
+        udvd_condition(4, 4, kernel=tmp_path / "missing.npy")
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"not numpy")
+    with pytest.raises(InputError, match="bad.npy"):
+        udvd_condition(4, 4, kernel=bad)
+    with pytest.raises(InputError, match="odd"):
+        udvd_condition(4, 4, kernel=np.ones((4, 4)))
+
+
+def test_condition_errors_and_per_pixel_noise():
+    with pytest.raises(ConfigError, match="--blur"):
+        udvd_condition(4, 4)
+    with pytest.raises(ConfigError, match="positive"):
+        udvd_condition(4, 4, blur=-1)
+    with pytest.raises(ConfigError, match="noise"):
+        udvd_condition(4, 4, blur=1, noise=-3)
+    with pytest.raises(ConfigError, match="noise"):
+        udvd_condition(4, 4, blur=1, noise=np.zeros((3, 4)))
+    noise = np.linspace(0, 50, 12, dtype=np.float32).reshape(3, 4)
+    maps = udvd_condition(3, 4, blur=1, noise=noise)
+    np.testing.assert_allclose(maps[15], noise / 255, atol=1e-7)
+
+
+def test_condition_field_matches_per_pixel_codes():
+    rng = np.random.default_rng(0)
+    field = np.stack([
+        np.stack([degrade.gaussian_kernel(7, float(rng.uniform(0.3, 1.5))) for _ in range(4)]) for _ in range(3)
+    ])  # (3, 4, 7, 7): smaller than 15x15, padded like kernel_to_code does
+    maps = udvd_condition_field(field, noise=10)
+    for a in range(3):
+        for b in range(4):
+            np.testing.assert_allclose(maps[:15, a, b], degrade.kernel_to_code(field[a, b]), atol=1e-6)
+    assert np.all(maps[15] == np.float32(10 / 255))
+    with pytest.raises(ValueError, match="kernel field"):
+        udvd_condition_field(np.zeros((3, 4, 6, 6)))
