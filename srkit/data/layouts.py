@@ -14,7 +14,8 @@ folder names recognised (``{D}`` is the degradation, e.g. ``BI``/``BD``, ``{s}``
              split: "reds4"/"test" = clips 000, 011, 015, 020 of train_sharp (EDVR's REDS4 test set);
                     "official_val"/"val" = val_sharp; "train" = train_sharp minus REDS4 (BasicSR's EDVR
                     training set: after BasicSR's regroup script this includes the merged val clips
-                    240-269); "train_official" = train_sharp minus clips 240-269.
+                    240-269); "train_official" = train_sharp minus clips 240-269; "all" = every clip of
+                    train_sharp (what ``srkit data pack`` packs by default, like BasicSR's LMDB script).
     vimeo    root/sequences/00001/0001/im1.png ... im7.png  (or root/GT/00001/0001, the MMagic layout)
              root/sep_trainlist.txt, root/sep_testlist.txt  (split "train" / "test"; "all" = every sequence)
              LR from the first of: root/sequences_{D}x{s}, root/{D}x{s}, and for BI
@@ -187,8 +188,8 @@ def _vid4(root: Path, degradation: str, scale: int) -> list[Clip]:
 
 def _reds(root: Path, degradation: str, scale: int, split: str) -> list[Clip]:
     split = {"test": "reds4", "val": "official_val"}.get(split, split)
-    if split not in ("reds4", "official_val", "train", "train_official"):
-        raise ConfigError(f"unknown REDS split {split!r} (choose reds4/test, official_val/val, train, train_official)")
+    if split not in ("reds4", "official_val", "train", "train_official", "all"):
+        raise ConfigError(f"unknown REDS split {split!r} (choose reds4/test, official_val/val, train, train_official, all)")
     part = "val" if split == "official_val" else "train"
     gt_root = root / f"{part}_sharp"
     if not gt_root.is_dir():
@@ -363,7 +364,7 @@ def discover_clips(root: str | os.PathLike, layout: str, *, degradation: str = "
         scale: upscaling factor (selects ``X4`` / ``BIx4`` folders).
         subset: clip names (a list, or a list file: first token per line, e.g. a BasicSR meta-info
             file) to keep, in that order; None keeps every clip of the split.
-        split: REDS ``reds4|test``, ``official_val|val``, ``train``, ``train_official``; Vimeo-90K
+        split: REDS ``reds4|test``, ``official_val|val``, ``train``, ``train_official``, ``all``; Vimeo-90K
             ``train``, ``test``, ``all``; DIV2K ``train``, ``val|test``; ignored by other layouts.
 
     Returns:

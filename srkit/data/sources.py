@@ -1,0 +1,225 @@
+"""Frame sources: one interface over frame folders, video files and LMDB packs.
+
+A :class:`FrameSource` is one clip's frames, readable by index as RGB ``HxWx3`` arrays (``uint8``,
+or ``uint16`` for 16-bit sources). Datasets and the LMDB packer only see this interface, so every
+layout in :mod:`srkit.data.layouts` can be trained on directly or packed, and a pack can be trained
+on exactly like the folders it came from.
+
+Video files are decoded once per process on first access and kept in memory (random access into
+H.264 is slow, and each DataLoader worker is its own process). That is fine for short clips; a
+video whose decoded frames exceed ``max_cache_bytes`` is refused with a hint to pack it into an
+LMDB first (``srkit data pack video.mp4 video.lmdb``), which streams it without caching.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from srkit.data.layouts import Clip, discover_clips
+from srkit.data.lmdb_store import LmdbReader, RecordSource
+from srkit.errors import InputError
+from srkit.io.images import read_rgb
+
+DEFAULT_VIDEO_CACHE_BYTES = 2 << 30
+
+
+def _rgb3(img: np.ndarray) -> np.ndarray:
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] == 1:
+        return np.repeat(img, 3, axis=2)
+    return img[:, :, :3]
+
+
+class FrameSource(ABC):
+    """The frames of one clip, in temporal order."""
+
+    name: str
+
+    @abstractmethod
+    def __len__(self) -> int: ...
+
+    @abstractmethod
+    def read(self, index: int) -> np.ndarray:
+        """Frame ``index`` as RGB HxWx3 (uint8 or uint16)."""
+
+    @abstractmethod
+    def frame_key(self, index: int) -> str:
+        """Stable key ``<clip>/<frame>`` (the LMDB key of this frame)."""
+
+    def records(self) -> Iterator[RecordSource]:
+        """``(key, read_fn)`` for every frame, for :func:`srkit.data.lmdb_store.pack_records`."""
+        for i in range(len(self)):
+            yield self.frame_key(i), (lambda i=i: self.read(i))
+
+    def _check(self, index: int) -> None:
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} outside clip {self.name} of {len(self)} frames")
+
+
+class FolderSource(FrameSource):
+    """Frames stored as image files (any format :func:`srkit.io.images.read_rgb` reads)."""
+
+    def __init__(self, name: str, paths: list[Path]):
+        if not paths:
+            raise InputError(f"clip {name} has no frames")
+        self.name = name
+        self.paths = [Path(p) for p in paths]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, index: int) -> np.ndarray:
+        self._check(index)
+        return read_rgb(self.paths[index])
+
+    def frame_key(self, index: int) -> str:
+        return f"{self.name}/{self.paths[index].stem}"
+
+
+class VideoSource(FrameSource):
+    """A video file; decoded completely (once per process) on first :meth:`read`."""
+
+    def __init__(self, name: str, path: str | os.PathLike, *, max_cache_bytes: int = DEFAULT_VIDEO_CACHE_BYTES):
+        self.name = name
+        self.path = Path(path)
+        self.max_cache_bytes = max_cache_bytes
+        self._frames: list[np.ndarray] | None = None
+        self._pid: int | None = None
+        self._length: int | None = None
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_frames"], state["_pid"] = None, None  # each (spawned) worker decodes for itself
+        return state
+
+    def __len__(self) -> int:
+        if self._length is None:
+            from srkit.io.video import probe_video
+
+            info = probe_video(self.path, count_frames=True)
+            if info.num_frames_exact and info.num_frames > 0:
+                self._length = info.num_frames
+            else:  # container gives no trustworthy count: decoding is the only exact way
+                self._length = len(self._decoded())
+        return self._length
+
+    def _decoded(self) -> list[np.ndarray]:
+        if self._frames is None or self._pid != os.getpid():
+            from srkit.io.video import open_video
+
+            frames: list[np.ndarray] = []
+            total = 0
+            with open_video(self.path) as reader:
+                for frame in reader:
+                    frames.append(frame.rgb)
+                    total += frame.rgb.nbytes
+                    if total > self.max_cache_bytes:
+                        raise InputError(f"decoded video exceeds {self.max_cache_bytes >> 20} MiB of frame cache per "
+                                         "worker; pack it first (srkit data pack VIDEO OUT.lmdb) and train on the LMDB",
+                                         self.path)
+            if self._length is not None and len(frames) != self._length:
+                # The probed count was wrong: trust the decoder, but indices past the end must fail loudly.
+                self._length = len(frames)
+            self._frames, self._pid = frames, os.getpid()
+        return self._frames
+
+    def read(self, index: int) -> np.ndarray:
+        frames = self._decoded()
+        if not 0 <= index < len(frames):
+            raise InputError(f"frame {index} requested but the video decodes to {len(frames)} frames", self.path)
+        return frames[index]
+
+    def frame_key(self, index: int) -> str:
+        return f"{self.name}/{index:08d}"
+
+    def records(self) -> Iterator[RecordSource]:
+        # Stream: packing a long video must not hold it in memory.
+        from srkit.io.video import open_video
+
+        with open_video(self.path) as reader:
+            for i, frame in enumerate(reader):
+                rgb = frame.rgb
+                yield self.frame_key(i), (lambda rgb=rgb: rgb)
+
+
+class LmdbSource(FrameSource):
+    """The frames of one clip inside an LMDB pack (keys ``<clip>/<frame>``)."""
+
+    def __init__(self, name: str, reader: LmdbReader, keys: list[str]):
+        if not keys:
+            raise InputError(f"clip {name} has no records", reader.path)
+        self.name = name
+        self.reader = reader
+        self.keys = keys
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def read(self, index: int) -> np.ndarray:
+        self._check(index)
+        return _rgb3(self.reader.read(self.keys[index]))
+
+    def frame_key(self, index: int) -> str:
+        return self.keys[index]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.reader.shapes[self.keys[0]]
+
+
+def is_lmdb(path: str | os.PathLike) -> bool:
+    """True for an LMDB folder (``data.mdb`` inside)."""
+    return (Path(path) / "data.mdb").is_file()
+
+
+def lmdb_sources(path: str | os.PathLike, subset: list[str] | None = None) -> list[LmdbSource]:
+    """One source per clip of an LMDB pack (all records share one lazily opened reader)."""
+    reader = LmdbReader(path)
+    clips = reader.clips()
+    names = list(clips) if subset is None else list(subset)
+    missing = [n for n in names if n not in clips]
+    if missing:
+        raise InputError(f"LMDB has no clip {missing[0]!r}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+                         path)
+    return [LmdbSource(n, reader, clips[n]) for n in names]
+
+
+def clip_source(clip: Clip, which: str = "gt", *, max_video_bytes: int = DEFAULT_VIDEO_CACHE_BYTES) -> FrameSource | None:
+    """The ``gt`` or ``lr`` frames of a clip as a source (None when the clip has none of that kind)."""
+    if which not in ("gt", "lr"):
+        raise ValueError(f"which must be 'gt' or 'lr', not {which!r}")
+    if which == "gt" and clip.video is not None:
+        return VideoSource(clip.name, clip.video, max_cache_bytes=max_video_bytes)
+    paths = clip.gt if which == "gt" else clip.lr
+    return None if paths is None else FolderSource(clip.name, paths)
+
+
+def open_sources(src: str | os.PathLike | list[Clip], *, layout: str = "auto", which: str = "gt",
+                 degradation: str = "BI", scale: int = 4, split: str = "all",
+                 subset: Path | str | list[str] | None = None) -> list[FrameSource]:
+    """Frame sources of a dataset folder, video, LMDB pack or clip list (``which`` = ``gt`` or ``lr``)."""
+    if not isinstance(src, list) and is_lmdb(src):
+        if which == "lr":
+            raise InputError("an LMDB pack holds one kind of frames; pass the LR pack itself", src)
+        names = None if subset is None else (list(subset) if isinstance(subset, list) else None)
+        if subset is not None and names is None:
+            from srkit.data.layouts import read_name_list
+
+            names = read_name_list(subset)
+        return list(lmdb_sources(src, names))
+    clips = src if isinstance(src, list) else discover_clips(src, layout, degradation=degradation, scale=scale,
+                                                            subset=subset, split=split)
+    out = []
+    for clip in clips:
+        s = clip_source(clip, which)
+        if s is None:
+            where = "" if isinstance(src, list) else f" under {src}"
+            raise InputError(f"clip {clip.name} has no {which.upper()} frames{where} (degradation {degradation}, x{scale})")
+        out.append(s)
+    return out
