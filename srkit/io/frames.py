@@ -185,6 +185,11 @@ class FrameFolderWriter:
         self.next_index = self.start + (self.completed if resume else 0)
         self.frames_written = 0
 
+    @property
+    def num_existing(self) -> int:
+        """Alias of :attr:`completed`: consecutive complete frames found at construction."""
+        return self.completed
+
     def path_for(self, index: int) -> Path:
         return self.folder / self.pattern.format(index)
 

@@ -174,6 +174,8 @@ def _open_input(path: Path) -> av.container.InputContainer:
         raise InputError("empty file", path)
     try:
         return av.open(str(path), "r", metadata_errors="replace")
+    except av.error.EOFError:
+        raise InputError("no decodable video frames (the file ends after its header)", path) from None
     except av.error.InvalidDataError:
         raise InputError("not a readable video (unknown format, or the file is corrupt or truncated)",
                          path) from None
@@ -626,7 +628,7 @@ class VideoWriter:
             if codec in ("libx264", "libx264rgb"):
                 options["qp"] = "0"
             elif codec == "libx265":
-                options["x265-params"] = "lossless=1"
+                options["x265-params"] = "lossless=1:log-level=error"
             elif codec == "libvpx-vp9":
                 options["lossless"] = "1"
         else:
@@ -644,6 +646,8 @@ class VideoWriter:
                 options.update({"b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"})
         if codec in ("libx264", "libx264rgb", "libx265"):
             options["preset"] = preset or "medium"
+        if codec == "libx265":  # x265 prints its statistics to stderr unless told not to
+            options.setdefault("x265-params", "log-level=error")
         self._check_pix_fmt(codec, pix_fmt)
         return codec, pix_fmt, options
 
