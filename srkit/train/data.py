@@ -34,7 +34,8 @@ def sample_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 class SyntheticSRDataset(Dataset):
     """Smooth random images (or short clips of a moving smooth image) and their area-downsampled LQ.
 
-    Content depends on ``(seed, epoch, index)`` in training mode, on ``index`` alone for validation.
+    Content depends on ``(seed, index)``; training augmentation (flips, transposition, temporal
+    reversal, as configured) on ``(seed, epoch, index)``.
     Video samples are a window of ``num_frames`` shifted views (a little camera motion), so alignment
     modules have something to align.
     """
@@ -55,7 +56,9 @@ class SyntheticSRDataset(Dataset):
         return self.cfg.length
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        rng = sample_rng(self.seed, self.epoch if self.train else 0, index)
+        # Content depends on the index only (a fixed "dataset"); augmentation on (epoch, index).
+        rng = sample_rng(self.seed, 0, index)
+        aug = sample_rng(self.seed, self.epoch, index) if self.train else None
         t = self.spec.num_frames if self.spec.input_kind == "video" else 1
         base = torch.from_numpy(rng.random((1, 3, 6, 6), dtype=np.float32))
         big = F.interpolate(base, size=(self.h + 2 * t, self.w + 2 * t), mode="bicubic", align_corners=False).clamp(0, 1)
@@ -66,6 +69,15 @@ class SyntheticSRDataset(Dataset):
             oy, ox = t + (i - c) * dy, t + (i - c) * dx
             frames.append(big[0, :, oy : oy + self.h, ox : ox + self.w])
         hr = torch.stack(frames)  # (T, 3, H, W)
+        if aug is not None:
+            if self.cfg.use_flip and aug.random() < 0.5:
+                hr = hr.flip(-1)
+            if self.cfg.use_flip and aug.random() < 0.5:
+                hr = hr.flip(-2)
+            if self.cfg.use_rot and self.h == self.w and aug.random() < 0.5:
+                hr = hr.transpose(-1, -2)
+            if self.cfg.random_reverse and aug.random() < 0.5:
+                hr = hr.flip(0)
         lq = F.avg_pool2d(hr, self.lq_div) if self.lq_div > 1 else hr.clone()
         out: dict[str, Any] = {"gt": hr[c].contiguous(), "key": f"synthetic/{index:05d}"}
         out["lq"] = lq.contiguous() if self.spec.input_kind == "video" else lq[0].contiguous()

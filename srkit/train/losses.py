@@ -48,8 +48,11 @@ def pixel_loss(term: LossConfig, pred: torch.Tensor, target: torch.Tensor) -> to
 class LossSet:
     """The weighted sum of the configured terms."""
 
-    def __init__(self, terms: list[LossConfig]):
+    def __init__(self, terms: list[LossConfig], default_stage_weights: list[float] | None = None):
         self.terms = list(terms)
+        # A multi-output model may publish its own stage weights (UDVD's config.stage_loss_weights);
+        # they apply to ``target: stages`` terms that do not set stage_weights themselves.
+        self.default_stage_weights = None if default_stage_weights is None else [float(w) for w in default_stage_weights]
 
     @property
     def names(self) -> list[str]:
@@ -73,8 +76,7 @@ class LossSet:
             raise ConfigError("every loss term has weight 0 in this stage; nothing to train")
         return total, parts
 
-    @staticmethod
-    def _term(term: LossConfig, out: SROutput, gt: torch.Tensor) -> torch.Tensor:
+    def _term(self, term: LossConfig, out: SROutput, gt: torch.Tensor) -> torch.Tensor:
         if term.type == "aux":
             if term.key not in out.aux_losses:
                 have = ", ".join(out.aux_losses) or "none"
@@ -83,7 +85,9 @@ class LossSet:
         if term.target == "image":
             return pixel_loss(term, out.image, gt)
         stages = out.stages or (out.image,)
-        sw = term.stage_weights if term.stage_weights is not None else [1.0] * len(stages)
+        sw = term.stage_weights if term.stage_weights is not None else self.default_stage_weights
+        if sw is None:
+            sw = [1.0] * len(stages)
         if len(sw) != len(stages):
             raise ConfigError(
                 f"loss {term.name!r}: stage_weights has {len(sw)} values but the model returns {len(stages)} outputs"

@@ -279,7 +279,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.ema = ModelEMA(self.model, cfg.train.ema.decay, cfg.train.ema.start_iter) if cfg.train.ema.enabled else None
         self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" and self.device.type == "cuda" else None
-        self.losses = LossSet(cfg.train.losses)
+        self.losses = LossSet(cfg.train.losses, getattr(self.model.config, "stage_loss_weights", None))
         self.guard = DivergenceGuard(cfg.guard)
         self.iteration = 0
         self.best: float | None = None

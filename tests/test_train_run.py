@@ -1,0 +1,157 @@
+"""End-to-end trainer behaviour in-process on a tiny EDVR and synthetic data (fast)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from srkit.errors import CheckpointError, ConfigError
+from srkit.train.config import config_from_data
+from srkit.train.guard import DivergenceError
+from srkit.train.trainer import Trainer, train
+
+TINY_EDVR = {"num_feat": 8, "num_frame": 3, "deformable_groups": 1, "num_extract_block": 1, "num_reconstruct_block": 1}
+
+
+def tiny(tmp_path: Path, name: str = "run", **sections: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "name": name, "output_dir": str(tmp_path), "seed": 3, "threads": 1,
+        "model": {"name": "edvr-m", "overrides": dict(TINY_EDVR)},
+        "data": {"train": {"kind": "synthetic", "gt_size": 32, "length": 6}, "batch_size": 2, "num_workers": 0},
+        "train": {
+            "total_iters": 6,
+            "optim": {"lr": 1e-3, "param_groups": [{"pattern": "*dcn*", "lr_mul": 0.5}]},
+            "schedule": {"periods": [3, 3], "restart_weights": [1, 0.5], "warmup_iters": 2},
+            "stages": [{"name": "tsa_only", "start_iter": 1, "trainable": ["fusion.*"]}, {"name": "all", "start_iter": 4}],
+            "ema": {"enabled": True, "decay": 0.9},
+        },
+        "checkpoint": {"every": 2, "keep_last": 5},
+        "log": {"every": 1, "tensorboard": False, "progress": "off"},
+    }
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return data
+
+
+def _rows(run: Path) -> list[list[str]]:
+    with open(run / "scalars.csv", newline="") as fh:
+        return list(csv.reader(fh))[1:]
+
+
+def _final(run: Path) -> dict[str, Any]:
+    ckpts = sorted((run / "checkpoints").glob("iter_*.pt"))
+    return torch.load(ckpts[-1], weights_only=True)
+
+
+def test_loss_decreases_on_tiny_overfit(tmp_path) -> None:
+    cfg = config_from_data(tiny(tmp_path, train={
+        "total_iters": 40, "optim": {"lr": 4e-3}, "schedule": {"type": "constant"}, "stages": [{}],
+        "ema": {"enabled": False}}, data={"train": {"kind": "synthetic", "gt_size": 32, "length": 2, "use_flip": False,
+                                                    "use_rot": False}, "batch_size": 2,
+                                          "num_workers": 0}, checkpoint={"every": 100}))
+    train(cfg)
+    losses = [float(r[2]) for r in _rows(tmp_path / "run") if r[1] == "loss"]
+    assert len(losses) == 40
+    first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
+    assert last < 0.8 * first, (first, last)
+
+
+def test_resume_equals_uninterrupted_across_stage_change(tmp_path) -> None:
+    train(config_from_data(tiny(tmp_path, "full")))
+    # Interrupted: stop at 2 (inside stage 0, inside the warm-up), resume to 6 (stage changes at 4).
+    train(config_from_data(tiny(tmp_path, "cut"), ["train.total_iters=2"]))
+    tr = Trainer(config_from_data(tiny(tmp_path, "cut")), resume="auto")
+    assert tr.iteration == 2
+    tr.fit()
+    a, b = _final(tmp_path / "full"), _final(tmp_path / "cut")
+    assert a["iteration"] == b["iteration"] == 6 and b["stage"] == 1
+    for k in a["params"]:
+        assert torch.equal(a["params"][k], b["params"][k]), k
+        assert torch.equal(a["params_ema"][k], b["params_ema"][k]), k
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
+    # The stage is re-derived from the iteration after the resume: stage 0 again at 3, stage 1 from 4.
+    assert [r[0] for r in _rows(tmp_path / "cut") if r[1] == "event/stage"] == ["1", "3", "4"]
+    lrs = {int(r[0]): float(r[2]) for r in _rows(tmp_path / "cut") if r[1] == "lr"}
+    assert lrs[1] == pytest.approx(0.5e-3) and sorted(lrs) == [1, 2, 3, 4, 5, 6]
+
+
+def test_stage_freezes_everything_but_fusion(tmp_path) -> None:
+    tr = Trainer(config_from_data(tiny(tmp_path), ["train.total_iters=3"]))
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.fit()
+    after = tr.model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("fusion.") for k in changed)
+
+
+def test_nan_injection_rolls_back_and_lowers_lr(tmp_path) -> None:
+    cfg = config_from_data(tiny(tmp_path, debug={"inject_nan_at_iter": 3}))
+    summary = train(cfg)
+    assert summary["iteration"] == 6 and summary["rollbacks"] == 1 and summary["lr_scale"] == 0.5
+    run = tmp_path / "run"
+    log = (run / "train.log").read_text()
+    assert "divergence at iteration 3: loss is nan; rollback 1/3, LR scale now 0.5" in log
+    assert "restored iter_00000002.pt (iteration 2)" in log
+    rows = _rows(run)
+    assert ["3", "event/rollback"] == [r for r in rows if r[1] == "event/rollback"][0][:2]
+    # LR after the rollback is half the scheduled one (iteration 3 = end of period 1: eta_min scaled).
+    lr5 = [float(r[2]) for r in rows if r[1] == "lr" and r[0] == "5"][-1]
+    full = train(config_from_data(tiny(tmp_path, "ref")))
+    assert full["rollbacks"] == 0
+    lr5_ref = [float(r[2]) for r in _rows(tmp_path / "ref") if r[1] == "lr" and r[0] == "5"][-1]
+    assert lr5 == pytest.approx(0.5 * lr5_ref)
+    assert all(torch.isfinite(v).all() for v in _final(run)["params"].values())
+
+
+def test_divergence_stops_after_max_rollbacks(tmp_path) -> None:
+    cfg = config_from_data(tiny(tmp_path, guard={"max_rollbacks": 0}, debug={"inject_nan_at_iter": 2}))
+    with pytest.raises(DivergenceError, match="training diverged at iteration 2 .loss is nan. after 0 rollbacks"):
+        train(cfg)
+
+
+def test_resume_skips_corrupt_latest_checkpoint(tmp_path, capsys) -> None:
+    train(config_from_data(tiny(tmp_path), ["train.total_iters=4"]))
+    latest = tmp_path / "run" / "checkpoints" / "iter_00000004.pt"
+    latest.write_bytes(latest.read_bytes()[:1000])
+    tr = Trainer(config_from_data(tiny(tmp_path)), resume="auto")
+    assert tr.iteration == 2
+    tr.fit()
+    err = capsys.readouterr().err
+    assert "skipping checkpoint" in err and "iter_00000004.pt" in err and "truncated" in err
+    assert "resumed from" in err and "iter_00000002.pt at iteration 2" in err
+
+
+def test_fresh_run_refuses_existing_checkpoints(tmp_path) -> None:
+    train(config_from_data(tiny(tmp_path), ["train.total_iters=2"]))
+    with pytest.raises(ConfigError, match="already holds checkpoints; use --resume auto"):
+        Trainer(config_from_data(tiny(tmp_path)))
+
+
+def test_validation_keeps_best_and_logs_images(tmp_path) -> None:
+    cfg = config_from_data(tiny(
+        tmp_path, data={"val": {"kind": "synthetic", "length": 2, "height": 32, "width": 48}},
+        val={"every": 2, "num_images": 1}, log={"every": 1, "tensorboard": True, "progress": "off"}))
+    summary = train(cfg)
+    run = tmp_path / "run"
+    psnr = [float(r[2]) for r in _rows(run) if r[1] == "val/psnr"]
+    assert len(psnr) == 3 and summary["best"] == pytest.approx(max(psnr))
+    best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
+    assert best["best"] == pytest.approx(max(psnr)) and best["iteration"] in (2, 4, 6)
+    assert any((run / "tb").iterdir())
+    assert all(0.0 <= float(r[2]) <= 1.0 for r in _rows(run) if r[1] == "perf/data_wait_fraction")
+
+
+def test_init_from_woTSA_allows_only_missing_fusion(tmp_path) -> None:
+    woTSA = tiny(tmp_path, "wotsa", model={"name": "edvr-m-wotsa"}, train={"stages": [{}], "total_iters": 2})
+    train(config_from_data(woTSA))
+    src = sorted((tmp_path / "wotsa" / "checkpoints").glob("iter_*.pt"))[-1]
+    ok = Trainer(config_from_data(tiny(tmp_path, "tsa", model={"init_from": str(src), "init_allow_missing": ["fusion.*"]})))
+    state = torch.load(src, weights_only=True)["params"]
+    assert torch.equal(ok.model.state_dict()["conv_first.weight"], state["conv_first.weight"])
+    with pytest.raises(CheckpointError, match=r"does not fit model edvr-m: missing \d+ keys \(e.g. fusion\."):
+        Trainer(config_from_data(tiny(tmp_path, "tsa2", model={"init_from": str(src)})))
