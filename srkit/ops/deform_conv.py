@@ -180,7 +180,14 @@ def deform_conv2d(
     cout, cin_g, kh, kw = weight.shape if weight.dim() == 4 else (0, 0, 0, 0)
     out_h = (h + 2 * padding[0] - (dilation[0] * (kh - 1) + 1)) // stride[0] + 1
     out_w = (w + 2 * padding[1] - (dilation[1] * (kw - 1) + 1)) // stride[1] + 1
-    dg, groups = _check_args(input, offset, weight, mask, out_h, out_w)
+    if torch.jit.is_tracing():
+        # Under tracing (ONNX export) shapes are traced tensors and Python-side checks only emit
+        # TracerWarnings; the shapes were validated by the eager run that preceded the export.
+        k_ = kh * kw
+        dg = offset.shape[1] // (2 * k_)
+        groups = c // cin_g
+    else:
+        dg, groups = _check_args(input, offset, weight, mask, out_h, out_w)
     k = kh * kw
     cg = c // dg
     p = out_h * out_w
