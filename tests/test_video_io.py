@@ -160,9 +160,24 @@ def test_round_trip_vfr_keeps_every_timestamp(tmp_path, suffix):
     assert src_times == pytest.approx([p * float(clip.time_base) for p in clip.pts], abs=1e-9)
     assert [f.time for f in out_frames] == pytest.approx(src_times, abs=1e-9)
     assert out_info.time_base == src_info.time_base
-    # The last frame keeps its length: the gap pattern continues to the end (reader repeats the last gap).
-    assert out_frames[-1].duration == src_frames[-1].duration
+    # Given durations (the reader's), every frame keeps its length, the last one included.
+    assert [f.duration for f in out_frames] == [f.duration for f in src_frames]
+    assert out_info.duration == pytest.approx(src_info.duration, abs=1e-3)
     assert stream_packets(tmp_path / f"out{suffix}", "audio") == stream_packets(clip.path, "audio")
+
+
+@needs["libx264"]
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_frame_durations_inferred_without_duration_argument(tmp_path, suffix):
+    clip = make_video(tmp_path / f"src{suffix}", n_frames=10, fps=25, vfr=True, audio=False)
+    src_info, src_frames, _ = copy_video(clip.path, tmp_path / f"out{suffix}", with_duration=False)
+    out_info, out_frames = read_all(tmp_path / f"out{suffix}")
+    assert [f.time for f in out_frames] == pytest.approx([f.time for f in src_frames], abs=1e-9)
+    # Each frame lasts until the next; the last (unknown to the writer) as long as the one before it.
+    assert [f.duration for f in out_frames[:-1]] == [f.duration for f in src_frames[:-1]]
+    assert out_frames[-1].duration == out_frames[-2].duration
+    gap = out_frames[-2].duration * float(out_info.time_base)
+    assert out_info.duration == pytest.approx(out_frames[-1].time + gap, abs=1e-3)
 
 
 @needs["libx264"]

@@ -440,9 +440,14 @@ class VideoReader:
                 pending = (frame, pts)
             if pending is not None:
                 prev, prev_pts = pending
-                # Containers do not store the last frame's length reliably (MP4 track durations
-                # include the B-frame dts offset): repeat the previous gap, exact for constant rates.
+                # The last frame lasts until the end the container announces (Matroska's DURATION
+                # tag, the MP4 track duration) when that is plausible; otherwise as long as the
+                # previous gap, which is exact for constant frame rates.
                 duration = last_gap if last_gap else step
+                if self._expected_end is not None:
+                    to_end = int(round(self._expected_end / tb)) - prev_pts
+                    if 0 < to_end <= 2 * duration:
+                        duration = to_end
                 yield VideoFrame(rgb=self._to_rgb(prev), pts=prev_pts, time=float(prev_pts * tb),
                                  index=index, duration=duration)
         finally:
@@ -593,6 +598,9 @@ class VideoWriter:
             raise
         self._last_pts: int | None = None
         self._durations: dict[int, int] = {}
+        self._nominal_step = max(1, round(1 / (self.fps * self.time_base)))
+        self._last_gap: int | None = None
+        self._last_auto = False
         self._warned_pts = False
         self._reformatter = av.video.reformatter.VideoReformatter()
 
@@ -762,9 +770,10 @@ class VideoWriter:
     def write(self, rgb: np.ndarray, pts: int | None = None, duration: int | None = None) -> None:
         """Encode one HxWx3 RGB frame (uint8 or uint16) at ``pts`` (``time_base`` units).
 
-        ``pts=None`` continues at the nominal frame rate. ``duration`` (time-base units; pass the
-        reader's ``frame.duration``) makes the last frame's length exact; without it the muxer guesses. Timestamps must increase; a repeated or
+        ``pts=None`` continues at the nominal frame rate. Timestamps must increase; a repeated or
         backwards pts (broken source) is moved just after the previous one so no frame is lost.
+        ``duration`` (time-base units; the reader's ``frame.duration``) sets the frame's length; without
+        it a frame lasts until the next pts and the last one as long as the one before it.
         """
         if self._closed or self._container is None:
             raise RuntimeError("VideoWriter is closed")
@@ -774,7 +783,7 @@ class VideoWriter:
         if rgb.dtype not in (np.uint8, np.uint16):
             raise ValueError(f"frames must be uint8 or uint16, got {rgb.dtype}")
         if pts is None:
-            pts = 0 if self._last_pts is None else self._last_pts + max(1, round(1 / (self.fps * self.time_base)))
+            pts = 0 if self._last_pts is None else self._last_pts + self._nominal_step
         pts = int(pts)
         if self._last_pts is not None and pts <= self._last_pts:
             if not self._warned_pts:
@@ -782,11 +791,20 @@ class VideoWriter:
                             self.path, pts, self._last_pts)
                 self._warned_pts = True
             pts = self._last_pts + 1
+        # Encoders do not carry frame durations to packets, and muxers need them for the last frame
+        # (MP4 sample duration, Matroska block duration): keep them by pts and re-attach them when
+        # the packets are muxed. Without a given duration, assume the previous gap, and correct the
+        # previous frame to the real gap while its packet is still inside the encoder.
+        prev = self._last_pts
+        if prev is not None:
+            gap = pts - prev
+            if self._last_auto and prev in self._durations:
+                self._durations[prev] = gap
+            self._last_gap = gap
+        auto = not duration
+        self._durations[pts] = int(duration) if duration else (self._last_gap or self._nominal_step)
+        self._last_auto = auto
         self._last_pts = pts
-        if duration:
-            # Encoders do not reliably carry frame durations to packets; the muxer needs them for
-            # the last frame (MP4 sample durations), so re-attach them by pts when muxing.
-            self._durations[pts] = int(duration)
         if any(self._pad):
             rgb = np.pad(rgb, ((0, self._pad[0]), (0, self._pad[1]), (0, 0)), mode="edge")
         fmt = "rgb48le" if rgb.dtype == np.uint16 else "rgb24"
