@@ -471,6 +471,10 @@ def pack(src, out_path: str | os.PathLike, *, layout: str = "auto", which: str =
         described = "clips:" + ",".join(c.name for c in src)
     else:
         described = str(Path(src).resolve())
+        if layout == "auto" and not (Path(src) / "data.mdb").is_file():
+            from srkit.data.layouts import detect_layout
+
+            layout = detect_layout(src)  # recorded resolved: datasets read it (Vimeo: middle-frame centres)
     info = {"source": described, "layout": layout, "which": which, "split": split,
             "subset": None if subset is None else (list(subset) if isinstance(subset, list) else str(subset)),
             "degradation": degradation if which == "lr" else None, "scale": scale if which == "lr" else None}

@@ -1,0 +1,158 @@
+"""Training-sample transforms: augmentation, aligned LR/GT crops, LR synthesis on crops.
+
+All functions work on ``numpy`` HWC frames (``uint8``/``uint16`` or float32 in [0, 1]) and leave
+tensor conversion to :func:`to_tensor` at the very end, so DataLoader workers stay in numpy.
+
+Alignment convention (the one of BasicSR/MMagic and of every degradation in
+:mod:`srkit.data.degrade`): LR pixel ``(i, j)`` covers GT pixels ``[i*s, (i+1)*s) x [j*s, (j+1)*s)``.
+A crop at LR position ``(top, left)`` therefore pairs with the GT crop at ``(top*s, left*s)``, and
+GT frames are first cut to a multiple of ``s`` (``mod_crop``).
+
+Synthesising LR on crops
+    Degrading whole 1080p frames to train on 64x64 LR patches wastes most of the work, so
+    :func:`synth_pair` degrades only the GT region of the crop plus a ``margin`` of GT pixels on each
+    side (clipped at the frame border) and keeps the LR pixels of the crop itself. Every degradation
+    in :mod:`srkit.data.degrade` is local (bicubic: 8 GT pixels either side at x4; BD: 6; SRMD: blur
+    radius + bicubic support, at most 16), so with the default margin of 24 the LR patch is exactly
+    the patch of the fully degraded frame; at frame borders the region ends at the same border as
+    the frame, so border handling is identical too. Region starts are multiples of ``s``, keeping the
+    sampling phase of the full frame.
+
+Augmentation is drawn once per sample and applied identically to every frame (and the GT) as
+numpy views, before cropping and before LR synthesis, so the degradation (and its condition maps)
+describes the augmented image exactly; an anisotropic blur kernel is not silently rotated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from srkit.errors import InputError
+from srkit.io.images import to_float
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Flips and the transpose (with the flips, all 8 symmetries of the square), as BasicSR's ``augment``."""
+
+    hflip: bool = False
+    vflip: bool = False
+    transpose: bool = False
+
+    def apply(self, img: np.ndarray) -> np.ndarray:
+        """Apply to an HWC (or HW) array; returns a view."""
+        if self.hflip:
+            img = img[:, ::-1]
+        if self.vflip:
+            img = img[::-1]
+        if self.transpose:
+            img = img.swapaxes(0, 1)
+        return img
+
+    def apply_chw(self, arr: np.ndarray) -> np.ndarray:
+        """Apply to a CHW array (condition maps); returns a view."""
+        return np.moveaxis(self.apply(np.moveaxis(arr, 0, -1)), -1, 0)
+
+
+def draw_augment(rng: np.random.Generator, *, use_flip: bool = True, use_rot: bool = True) -> Augment:
+    """Random augmentation: horizontal flip (``use_flip``), vertical flip and transpose (``use_rot``), each p=0.5.
+
+    Three draws are always made so the rest of the sample's random stream does not depend on the flags.
+    """
+    h, v, t = rng.random(3) < 0.5
+    return Augment(bool(h and use_flip), bool(v and use_rot), bool(t and use_rot))
+
+
+def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Cut the bottom/right so height and width are multiples of ``scale`` (a view)."""
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+def to_tensor(frames: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+    """HWC -> CHW float32 tensor; a sequence of frames -> (T, C, H, W)."""
+    if isinstance(frames, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(to_float(frames).transpose(2, 0, 1)))
+    stack = np.stack([to_float(f) for f in frames])
+    return torch.from_numpy(np.ascontiguousarray(stack.transpose(0, 3, 1, 2)))
+
+
+def check_patch(lq_patch: int, h: int, w: int, what: str) -> None:
+    if lq_patch > h or lq_patch > w:
+        raise InputError(f"{what}: LR frames are {w}x{h}, smaller than the {lq_patch}x{lq_patch} LR training patch "
+                         "(lower gt_patch or drop the clip)")
+
+
+def crop_pair(lr_frames: Sequence[np.ndarray], gt: np.ndarray, scale: int, lq_patch: int | None,
+              rng: np.random.Generator | None, *, what: str = "sample") -> tuple[list[np.ndarray], np.ndarray]:
+    """Aligned random crop of LR frames read from disk and their GT (``lq_patch=None``: whole frames).
+
+    GT must be ``scale`` times the LR size, up to the ``scale - 1`` rows/columns that mod-crop removes.
+    """
+    h, w = lr_frames[0].shape[:2]
+    for f in lr_frames[1:]:
+        if f.shape[:2] != (h, w):
+            raise InputError(f"{what}: LR frames of different sizes ({w}x{h} and {f.shape[1]}x{f.shape[0]})")
+    H, W = gt.shape[:2]
+    if H // scale != h or W // scale != w:
+        raise InputError(f"{what}: GT is {W}x{H} but LR is {w}x{h}; at x{scale} GT should be "
+                         f"{w * scale}x{h * scale}")
+    gt = gt[: h * scale, : w * scale]
+    if lq_patch is None:
+        return list(lr_frames), gt
+    check_patch(lq_patch, h, w, what)
+    assert rng is not None
+    top = int(rng.integers(0, h - lq_patch + 1))
+    left = int(rng.integers(0, w - lq_patch + 1))
+    lrs = [f[top: top + lq_patch, left: left + lq_patch] for f in lr_frames]
+    g = gt[top * scale: (top + lq_patch) * scale, left * scale: (left + lq_patch) * scale]
+    return lrs, g
+
+
+def synth_pair(gt_frames: Sequence[np.ndarray], degradation, scale: int, lq_patch: int | None,
+               rng: np.random.Generator, *, margin: int = 24, what: str = "sample",
+               ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
+    """Crop GT frames and synthesise their LR with ``degradation`` (see the module docstring).
+
+    Args:
+        gt_frames: the window's GT frames (HWC, any dtype); the middle one is the target.
+        degradation: ``deg(frames, rng) -> DegradedSample`` (:func:`srkit.data.degrade.make_degradation`);
+            one call per sample, so all frames share one random kernel / noise level.
+        lq_patch: LR patch size, or None for whole (mod-cropped) frames.
+        margin: GT pixels degraded around the crop (rounded up to a multiple of ``scale``).
+
+    Returns:
+        ``(lr_frames float32, gt_crop, maps (16, p, p) or None)``.
+    """
+    frames = [mod_crop(f, scale) for f in gt_frames]
+    H, W = frames[0].shape[:2]
+    if H == 0 or W == 0:
+        raise InputError(f"{what}: frame smaller than the scale x{scale}")
+    h, w = H // scale, W // scale
+    if lq_patch is None:
+        top = left = 0
+        r0, r1, c0, c1 = 0, h, 0, w
+        ph, pw = h, w
+    else:
+        check_patch(lq_patch, h, w, what)
+        top = int(rng.integers(0, h - lq_patch + 1))
+        left = int(rng.integers(0, w - lq_patch + 1))
+        m = math.ceil(margin / scale)
+        r0, r1 = max(0, top - m), min(h, top + lq_patch + m)
+        c0, c1 = max(0, left - m), min(w, left + lq_patch + m)
+        ph = pw = lq_patch
+    region = [to_float(f[r0 * scale: r1 * scale, c0 * scale: c1 * scale]) for f in frames]
+    sample = degradation(region, rng)
+    y, x = top - r0, left - c0
+    lrs = [np.ascontiguousarray(lr[y: y + ph, x: x + pw], dtype=np.float32) for lr in sample.lr]
+    maps = None
+    if sample.maps is not None:
+        maps = np.ascontiguousarray(sample.maps[:, y: y + ph, x: x + pw], dtype=np.float32)
+    target = frames[len(frames) // 2]
+    gt = target[top * scale: (top + ph) * scale, left * scale: (left + pw) * scale]
+    return lrs, gt, maps

@@ -1,0 +1,275 @@
+"""``VideoSRDataset``: windows of LR frames and the GT centre frame, for training and validation.
+
+Each item is ``{"lq": (T, C, h, w) float32, "gt": (C, H, W) float32, "key": "<clip>/<frame>"}`` plus
+``"maps": (16, h, w)`` when the degradation is non-blind (SRMD, for UDVD). The dataset is a list of
+(clip, centre frame) pairs; a clip's centres are all of its frames, or only the middle one for
+Vimeo-90K septuplets (as EDVR trains and tests on them).
+
+Where frames come from: any layout of :mod:`srkit.data.layouts` (REDS train partition, Vimeo-90K
+lists, Vid4-style benchmarks, generic folders, video files) or an LMDB pack (``lr_source`` names the
+matching LR pack, if any). LR frames are read from disk when the layout has them for the requested
+degradation; otherwise they are synthesised from GT on the fly with
+:func:`srkit.data.degrade.make_degradation` (BI, BD, SRMD), one random draw per sample shared by all
+frames of the window.
+
+Training samples (``train=True``): random frame interval from ``interval_list``, window at clip
+borders padded with ``padding`` (or, with ``border="redraw"``, the centre re-drawn among those whose
+window fits, BasicSR's REDS sampling), random temporal reversal, flips / transposition applied
+identically to every frame and the GT, and an aligned random crop (``gt_patch`` GT pixels, LR patch
+``gt_patch // scale``).
+
+Determinism: every random choice of item ``i`` comes from ``np.random.default_rng([seed, epoch, i])``,
+independent of worker count, worker assignment and previous items, so a run resumed at epoch ``e``
+sees exactly the samples it would have seen. Call :meth:`VideoSRDataset.set_epoch` at the start of
+each epoch; the epoch lives in shared memory, so this reaches DataLoader workers already running
+(``persistent_workers=True``) too. Validation items (``train=False``) depend on ``seed`` and the clip
+only: whole frames, no augmentation, every centre frame, the same LR every time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from srkit.data.layouts import Clip, discover_clips, read_name_list
+from srkit.data.lmdb_store import PACK_INFO_NAME
+from srkit.data.sources import DEFAULT_VIDEO_CACHE_BYTES, FrameSource, clip_source, is_lmdb, lmdb_sources
+from srkit.data.transforms import check_patch, crop_pair, draw_augment, synth_pair, to_tensor
+from srkit.data.windows import check_window, strided_window, window_fits, window_indices
+from srkit.errors import ConfigError, InputError
+
+
+@dataclass
+class ClipFrames:
+    """A clip as the datasets use it: GT and optional LR sources plus the window centres."""
+
+    name: str
+    gt: FrameSource
+    lr: FrameSource | None
+    centers: list[int]
+
+    def __len__(self) -> int:
+        return len(self.gt)
+
+
+def read_window(source: FrameSource, indices: Sequence[int]) -> list[np.ndarray]:
+    """Frames at ``indices``, each decoded once even when padding repeats it."""
+    cache: dict[int, np.ndarray] = {}
+    for i in indices:
+        if i not in cache:
+            cache[i] = source.read(i)
+    return [cache[i] for i in indices]
+
+
+def resolve_degradation(degradation, scale: int, params: dict | None = None):
+    """A degradation object from a name (``"BI"``, ``"BD"``, ``"SRMD"``) or pass an object through."""
+    if degradation is None or callable(degradation):
+        if params:
+            raise ConfigError("degradation_params given but degradation is not a name")
+        return degradation
+    from srkit.data.degrade import make_degradation
+
+    return make_degradation(str(degradation), scale, **(params or {}))
+
+
+def _subset_names(subset) -> list[str] | None:
+    if subset is None:
+        return None
+    return list(subset) if isinstance(subset, (list, tuple)) else read_name_list(subset)
+
+
+def _lmdb_layout(path: Path) -> str | None:
+    try:
+        return json.loads((path / PACK_INFO_NAME).read_text(encoding="utf-8")).get("layout")
+    except (OSError, ValueError):
+        return None
+
+
+def build_clips(source, *, layout: str = "auto", split: str = "train", subset=None, lr_source=None,
+                degradation_name: str = "BI", scale: int = 4, lr_from_disk: bool = True, centers: str = "auto",
+                max_video_bytes: int = DEFAULT_VIDEO_CACHE_BYTES) -> list[ClipFrames]:
+    """Resolve any supported ``source`` (folder, video, LMDB, clip list) to :class:`ClipFrames`."""
+    if centers not in ("auto", "all", "middle"):
+        raise ConfigError(f"centers must be auto, all or middle, not {centers!r}")
+    clips: list[ClipFrames] = []
+    if isinstance(source, (str, os.PathLike)) and is_lmdb(source):
+        names = _subset_names(subset)
+        gts = lmdb_sources(source, names)
+        lrs: list[FrameSource | None] = [None] * len(gts)
+        if lr_source is not None and lr_from_disk:
+            lr_all = {s.name: s for s in lmdb_sources(lr_source, [g.name for g in gts])}
+            lrs = [lr_all[g.name] for g in gts]
+            for g, lr in zip(gts, lrs):
+                if len(lr) != len(g):
+                    raise InputError(f"clip {g.name}: {len(lr)} LR records but {len(g)} GT records", lr_source)
+        middle = centers == "middle" or (centers == "auto" and _lmdb_layout(Path(source)) == "vimeo")
+        for g, lr in zip(gts, lrs):
+            clips.append(ClipFrames(g.name, g, lr, [len(g) // 2] if middle else list(range(len(g)))))
+        return clips
+    if lr_source is not None:
+        raise ConfigError("lr_source (an LR LMDB pack) goes with an LMDB GT source")
+    if isinstance(source, (list, tuple)):
+        clip_list: list[Clip] = list(source)
+    else:
+        clip_list = discover_clips(source, layout, degradation=degradation_name, scale=scale, subset=subset, split=split)
+    for c in clip_list:
+        gt = clip_source(c, "gt", max_video_bytes=max_video_bytes)
+        if gt is None:
+            raise InputError(f"clip {c.name} has no ground-truth frames (training and validation need them)")
+        lr = clip_source(c, "lr") if lr_from_disk else None
+        n = len(gt)
+        if centers == "middle":
+            cs = [n // 2]
+        elif centers == "all" or c.centers is None:
+            cs = list(range(n))
+        else:
+            cs = list(c.centers)
+        clips.append(ClipFrames(c.name, gt, lr, cs))
+    return clips
+
+
+class VideoSRDataset(Dataset):
+    """Video SR samples (see the module docstring).
+
+    Args:
+        source: dataset folder, video file / folder of videos, GT LMDB pack, or a list of
+            :class:`~srkit.data.layouts.Clip`.
+        layout, split, subset: how to read a folder (:func:`~srkit.data.layouts.discover_clips`);
+            ``subset`` also filters LMDB clips.
+        lr_source: LR LMDB pack matching a GT LMDB ``source`` (same clip names and frame counts).
+        scale: upscaling factor.
+        num_frames: odd number of LR frames per sample (the model's ``spec.num_frames``).
+        padding: window padding at clip borders (:data:`srkit.data.windows.PADDING_MODES`).
+        degradation: ``"BI"``, ``"BD"``, ``"SRMD"``, a degradation object, or None (LR must be on disk).
+            Also selects which LR folder to look for (``BIx4``, ``BDx4``...).
+        degradation_params: keyword arguments for :func:`srkit.data.degrade.make_degradation`.
+        lr_from_disk: use LR frames found on disk (False: always synthesise from GT).
+        train: random crops and augmentation (True) or whole frames for validation (False).
+        gt_patch: GT crop size in training (LR patch ``gt_patch // scale``).
+        interval_list: frame intervals to draw from in training (EDVR on REDS: ``[1]``).
+        random_reverse: reverse the window in time with probability 0.5.
+        use_flip / use_rot: horizontal flip / vertical flip + transpose, each with probability 0.5.
+        border: ``"pad"`` (windows at clip borders are padded) or ``"redraw"`` (training centres are
+            re-drawn among those whose window fits, as BasicSR's REDS dataset does).
+        centers: ``"auto"`` (every frame; Vimeo-90K: the middle one), ``"all"`` or ``"middle"``.
+        seed: base of every random draw (see Determinism in the module docstring).
+        degrade_margin: GT pixels degraded around a crop when synthesising LR (exactness, see transforms).
+    """
+
+    def __init__(self, source, *, layout: str = "auto", split: str = "train", subset=None, lr_source=None,
+                 scale: int = 4, num_frames: int = 7, padding: str = "reflection_circle", degradation="BI",
+                 degradation_params: dict | None = None, lr_from_disk: bool = True, train: bool = True,
+                 gt_patch: int = 256, interval_list: Sequence[int] = (1,), random_reverse: bool = False,
+                 use_flip: bool = True, use_rot: bool = True, border: str = "pad", centers: str = "auto",
+                 seed: int = 0, degrade_margin: int = 24, max_video_bytes: int = DEFAULT_VIDEO_CACHE_BYTES):
+        check_window(num_frames, padding)
+        if scale < 1:
+            raise ConfigError(f"scale must be >= 1, got {scale}")
+        if train and (gt_patch < scale or gt_patch % scale):
+            raise ConfigError(f"gt_patch must be a positive multiple of the scale {scale}, got {gt_patch}")
+        if not interval_list or any(int(i) < 1 for i in interval_list):
+            raise ConfigError(f"interval_list must hold positive integers, got {list(interval_list)}")
+        if border not in ("pad", "redraw"):
+            raise ConfigError(f"border must be 'pad' or 'redraw', not {border!r}")
+        self.scale, self.num_frames, self.padding = scale, num_frames, padding
+        self.train, self.gt_patch, self.lq_patch = train, gt_patch, gt_patch // scale
+        self.interval_list = [int(i) for i in interval_list]
+        self.random_reverse, self.use_flip, self.use_rot = random_reverse, use_flip, use_rot
+        self.border, self.seed, self.degrade_margin = border, int(seed), degrade_margin
+        deg_name = degradation if isinstance(degradation, str) else "BI"
+        self.clips = build_clips(source, layout=layout, split=split, subset=subset, lr_source=lr_source,
+                                 degradation_name=deg_name, scale=scale, lr_from_disk=lr_from_disk, centers=centers,
+                                 max_video_bytes=max_video_bytes)
+        if not self.clips:
+            raise InputError("dataset has no clips", source if isinstance(source, (str, os.PathLike)) else None)
+        needs_synthesis = any(c.lr is None for c in self.clips)
+        self.degradation = resolve_degradation(degradation, scale, degradation_params) if needs_synthesis else None
+        if needs_synthesis and self.degradation is None:
+            missing = next(c.name for c in self.clips if c.lr is None)
+            raise InputError(f"clip {missing} has no LR frames on disk and degradation is None")
+        self.items = [(ci, c) for ci, clip in enumerate(self.clips) for c in clip.centers]
+        # Shared memory: set_epoch in the main process is seen by (persistent) forked or spawned workers.
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    # ----------------------------------------------------------------------------------------- API
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the random stream of ``epoch`` (call before iterating each epoch)."""
+        self._epoch.fill_(int(epoch))
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch.item())
+
+    def rng_for(self, index: int) -> np.random.Generator:
+        """The generator behind item ``index`` (validation: behind its clip, so a clip's LR never changes)."""
+        if self.train:
+            return np.random.default_rng([self.seed, self.epoch, index])
+        return np.random.default_rng([self.seed, 1 << 20, self.items[index][0]])
+
+    def window(self, index: int, rng: np.random.Generator | None = None) -> tuple[int, int, list[int]]:
+        """``(clip index, centre, frame indices)`` of item ``index`` (draws the interval/centre in training)."""
+        ci, center = self.items[index]
+        clip = self.clips[ci]
+        n = len(clip)
+        if not self.train:
+            return ci, center, window_indices(center, self.num_frames, n, self.padding)
+        rng = rng if rng is not None else self.rng_for(index)
+        interval = self.interval_list[int(rng.integers(len(self.interval_list)))]
+        fits = window_fits(center, self.num_frames, n, interval)
+        if not fits and (interval > 1 or self.border == "redraw"):
+            valid = [c for c in clip.centers if window_fits(c, self.num_frames, n, interval)]
+            if valid:
+                center = valid[int(rng.integers(len(valid)))]
+            elif interval > 1:  # clip too short for this interval: fall back to consecutive frames
+                interval = 1
+        indices = strided_window(center, self.num_frames, n, interval, self.padding)
+        if self.random_reverse and rng.random() < 0.5:
+            indices = indices[::-1]
+        return ci, center, indices
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.items):
+            raise IndexError(index)
+        rng = self.rng_for(index)
+        ci, center, indices = self.window(index, rng)
+        clip = self.clips[ci]
+        aug = draw_augment(rng, use_flip=self.use_flip, use_rot=self.use_rot) if self.train else None
+        key = clip.gt.frame_key(center)
+        lq_patch = self.lq_patch if self.train else None
+        maps = None
+        if clip.lr is None:
+            frames = read_window(clip.gt, indices)
+            if aug is not None:
+                # Checked before augmentation so the message gives the frame size as stored (W x H).
+                check_patch(self.lq_patch, frames[0].shape[0] // self.scale, frames[0].shape[1] // self.scale, key)
+                frames = [aug.apply(f) for f in frames]
+            lrs, gt, maps = synth_pair(frames, self.degradation, self.scale, lq_patch, rng,
+                                       margin=self.degrade_margin, what=key)
+        else:
+            lr_frames = read_window(clip.lr, indices)
+            gt = clip.gt.read(center)
+            if aug is not None:
+                check_patch(self.lq_patch, lr_frames[0].shape[0], lr_frames[0].shape[1], key)
+                lr_frames = [aug.apply(f) for f in lr_frames]
+                gt = aug.apply(gt)
+            lrs, gt = crop_pair(lr_frames, gt, self.scale, lq_patch, rng, what=key)
+        out = {"lq": to_tensor(lrs), "gt": to_tensor(gt), "key": key}
+        if maps is not None:
+            out["maps"] = torch.from_numpy(maps)
+        return out
+
+    def __repr__(self) -> str:
+        mode = "train" if self.train else "test"
+        lr = "disk" if all(c.lr is not None for c in self.clips) else f"synthesised ({type(self.degradation).__name__})"
+        return (f"VideoSRDataset({len(self.clips)} clips, {len(self)} samples, {mode}, x{self.scale}, "
+                f"{self.num_frames} frames, LR {lr})")
