@@ -1,0 +1,573 @@
+"""Checkpoints: srkit's own safetensors format, and the published formats of other toolkits.
+
+Saving
+    :func:`save_model` writes a ``.safetensors`` file (atomically: temp name + rename) whose metadata
+    rebuilds the network: ``{"format": "srkit", "format_version": "1", "family", "preset", "config"}``
+    (``config`` is the JSON of ``model.config_dict()``, the complete set of preset overrides).
+
+Loading
+    :func:`load_model` rebuilds a model from one file; :func:`load_weights` loads a file into an
+    existing model (``create_model(name, weights=...)`` uses it). Accepted files:
+
+    * srkit safetensors (any other safetensors file is read as a bare state dict);
+    * BasicSR ``{"params": ...}`` / ``{"params_ema": ...}`` (the EMA weights are preferred);
+    * MMagic / MMEditing ``{"state_dict": {"generator.…": ...}}``;
+    * bare state dicts (optionally with DataParallel's ``module.`` prefix), e.g. the 2019
+      xinntao/EDVR release.
+
+    Pickled files are read with ``torch.load(weights_only=True)`` only: a pickle that would need to
+    run code (import a class or call a function) is refused with a one-line :class:`CheckpointError`
+    and nothing in it is executed.
+
+Foreign key names
+    Each model family registers **key adapters**: ``fn(state) -> dict | None`` that recognise a
+    foreign naming (returning None when it is not theirs) and rename the keys (and fix any layout
+    difference) to srkit's names. EDVR's adapters (MMagic ``EDVRNet`` and the 2019 ``EDVR_arch``
+    names) are registered below; BasicSR's names *are* srkit's EDVR names. Another family plugs in
+    without editing this file::
+
+        from srkit.models.checkpoint import register_key_adapter
+
+        def _from_official(state):
+            if "head.0.weight" not in state:
+                return None
+            return {k.replace("head.0", "conv_first"): v for k, v in state.items()}
+
+        register_key_adapter("udvd", _from_official)
+
+    When the preset is not known (foreign files carry no metadata) it is inferred: every registered
+    preset is built on the ``meta`` device (no memory, no init) and the one whose state-dict keys and
+    shapes equal the checkpoint's wins; a family may also register a **config inferrer**
+    (:func:`register_config_inferrer`, ``fn(state) -> (preset, overrides) | None``) for checkpoints
+    trained with non-preset hyper-parameters. A checkpoint that fits nothing gets ONE error naming the
+    preset it most resembles and its first mismatches (missing / unexpected / shape).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from srkit.errors import CheckpointError
+from srkit.io.atomic import atomic_path
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "LoadedCheckpoint",
+    "load_model",
+    "load_model_with_info",
+    "load_weights",
+    "read_checkpoint",
+    "register_config_inferrer",
+    "register_key_adapter",
+    "save_model",
+]
+
+FORMAT = "srkit"
+FORMAT_VERSION = "1"
+
+StateDict = dict[str, torch.Tensor]
+KeyAdapter = Callable[[StateDict], "StateDict | None"]
+ConfigInferrer = Callable[[StateDict], "tuple[str, dict[str, Any]] | None"]
+
+_KEY_ADAPTERS: dict[str, list[KeyAdapter]] = {}
+_CONFIG_INFERRERS: dict[str, list[ConfigInferrer]] = {}
+
+
+def register_key_adapter(family: str, fn: KeyAdapter) -> KeyAdapter:
+    """Register ``fn(state) -> converted state | None`` for checkpoints of model ``family``.
+
+    ``fn`` gets a flat ``{name: tensor}`` dict (wrappers such as ``params_ema`` / ``state_dict`` /
+    ``generator.`` / ``module.`` already removed) and returns it with srkit's key names, or None when
+    the naming is not the one it knows. Usable as a decorator-free call at import of the model file.
+    """
+    _KEY_ADAPTERS.setdefault(family, []).append(fn)
+    return fn
+
+
+def register_config_inferrer(family: str, fn: ConfigInferrer) -> ConfigInferrer:
+    """Register ``fn(state in srkit names) -> (preset, overrides) | None`` for ``family``.
+
+    Used when no preset's keys and shapes equal a foreign checkpoint's (e.g. a model trained with
+    other widths or block counts): the returned preset + overrides is built and checked strictly.
+    """
+    _CONFIG_INFERRERS.setdefault(family, []).append(fn)
+    return fn
+
+
+# --------------------------------------------------------------------------------------- reading
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint file's tensors and what is known of where they come from."""
+
+    state: StateDict
+    source: str  # "srkit", "basicsr", "mmagic", "state_dict" (bare) or "safetensors" (bare)
+    metadata: dict[str, str]
+    note: str = ""  # e.g. "params_ema" (which entry of a BasicSR file was used)
+
+
+def _is_safetensors(path: Path) -> bool:
+    # 8-byte little-endian header length, then a JSON object.
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    if len(head) < 9 or head[8:9] != b"{":
+        return False
+    n = int.from_bytes(head[:8], "little")
+    return 2 <= n <= path.stat().st_size - 8
+
+
+def _strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _only_tensors(state: Mapping[str, Any], path: Path, what: str) -> StateDict:
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{what} holds non-tensor entries (e.g. {bad[0]!r}); not a state dict", path)
+    if not state:
+        raise CheckpointError(f"{what} is empty", path)
+    return dict(state)
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    param_key: str | None = None) -> LoadedCheckpoint:
+    """Read any accepted checkpoint file into a flat state dict (foreign key names kept as they are).
+
+    ``param_key`` picks an entry of a BasicSR-style dict explicitly (default: ``params_ema`` when
+    present, else ``params``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError("checkpoint file not found" if not path.exists() else "not a file", path)
+    if _is_safetensors(path):
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device=str(map_location)) as fh:
+                metadata = dict(fh.metadata() or {})
+                state = {k: fh.get_tensor(k) for k in fh.keys()}
+        except Exception as exc:  # noqa: BLE001 - a corrupt file is the user's input problem
+            raise CheckpointError(f"corrupt safetensors file ({exc})", path) from None
+        if not state:
+            raise CheckpointError("safetensors file holds no tensors", path)
+        source = FORMAT if metadata.get("format") == FORMAT else "safetensors"
+        return LoadedCheckpoint(state, source, metadata)
+
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        culprit = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({culprit.group(1)})" if culprit else ""
+        raise CheckpointError(
+            f"refused: this pickle needs to run code{what} to load; srkit only loads plain tensor "
+            "checkpoints (safetensors, or torch.save of tensors/dicts), and nothing in it was executed",
+            path,
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - truncated zip, random bytes, ...
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"not a readable checkpoint ({msg})", path) from None
+
+    if isinstance(obj, torch.nn.Module):  # cannot happen with weights_only, kept as a guard
+        raise CheckpointError("holds a pickled module; save its state_dict instead", path)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"holds a {type(obj).__name__}, not a state dict", path)
+
+    if param_key is not None:
+        if param_key not in obj:
+            raise CheckpointError(f"has no entry {param_key!r} (entries: {', '.join(map(str, obj))})", path)
+        return LoadedCheckpoint(_only_tensors(_strip_prefix(obj[param_key], "module."), path, param_key),
+                                "basicsr", {}, param_key)
+    for key in ("params_ema", "params"):  # BasicSR: the EMA weights are the published ones
+        if isinstance(obj.get(key), Mapping) and obj[key]:
+            return LoadedCheckpoint(_only_tensors(_strip_prefix(obj[key], "module."), path, key),
+                                    "basicsr", {}, key)
+    if isinstance(obj.get("state_dict"), Mapping):
+        sd = obj["state_dict"]
+        for prefix in ("generator_ema.", "generator."):  # MMagic: EMA generator when it has one
+            sub = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            if sub:
+                return LoadedCheckpoint(_only_tensors(sub, path, "state_dict"), "mmagic", {}, prefix.rstrip("."))
+        return LoadedCheckpoint(_only_tensors(_strip_prefix(sd, "module."), path, "state_dict"), "state_dict", {})
+    return LoadedCheckpoint(_only_tensors(_strip_prefix(obj, "module."), path, "checkpoint"), "state_dict", {})
+
+
+# --------------------------------------------------------------------------------------- matching
+@lru_cache(maxsize=None)
+def _preset_shapes(name: str) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of preset ``name``, built on the meta device (no memory, no init)."""
+    from srkit.models._registry import create_model
+
+    with torch.device("meta"):
+        model = create_model(name)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+@dataclass
+class _Diff:
+    missing: list[str]
+    unexpected: list[str]
+    shape: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.shape)
+
+    def score(self, n_expected: int) -> float:
+        """Fraction of the model's keys present with the right shape (penalising extras)."""
+        good = n_expected - len(self.missing) - len(self.shape)
+        return good / max(1, n_expected + len(self.unexpected))
+
+    def describe(self, limit: int = 3) -> str:
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} missing ({', '.join(self.missing[:limit])}"
+                         f"{', ...' if len(self.missing) > limit else ''})")
+        if self.unexpected:
+            parts.append(f"{len(self.unexpected)} unexpected ({', '.join(self.unexpected[:limit])}"
+                         f"{', ...' if len(self.unexpected) > limit else ''})")
+        if self.shape:
+            parts.append(f"{len(self.shape)} of another shape ({', '.join(self.shape[:limit])}"
+                         f"{', ...' if len(self.shape) > limit else ''})")
+        return "; ".join(parts)
+
+
+def _diff(state: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> _Diff:
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shape = [f"{k} {list(state[k])} vs {list(expected[k])}" for k in expected
+             if k in state and tuple(state[k]) != tuple(expected[k])]
+    return _Diff(missing, unexpected, shape)
+
+
+def _candidates(state: StateDict, family: str | None) -> list[tuple[str, StateDict]]:
+    """(family, converted state) for every family's adapters that accept ``state``, plus as-is."""
+    from srkit.models._registry import _MODELS
+
+    families = [family] if family else sorted({e.family for e in _MODELS.values()})
+    out: list[tuple[str, StateDict]] = []
+    for fam in families:
+        for adapter in _KEY_ADAPTERS.get(fam, []):
+            converted = adapter(dict(state))
+            if converted is not None:
+                out.append((fam, converted))
+        out.append((fam, state))  # srkit's own names
+    return out
+
+
+def _best_preset(state: StateDict, family: str | None, path: Path | None,
+                 preferred: str | None = None) -> tuple[str, dict[str, Any], StateDict]:
+    """Find (preset, overrides, converted state) whose keys and shapes equal the checkpoint's."""
+    from srkit.models._registry import list_models
+
+    best: tuple[float, str, _Diff] | None = None
+    for fam, converted in _candidates(state, family):
+        shapes = _shapes(converted)
+        names = list_models(fam)
+        if preferred in names:
+            names = [preferred] + [n for n in names if n != preferred]
+        exact = []
+        for name in names:
+            d = _diff(shapes, _preset_shapes(name))
+            if d.ok:
+                exact.append(name)
+            s = d.score(len(_preset_shapes(name)))
+            if best is None or s > best[0]:
+                best = (s, name, d)
+        if exact:
+            return _pick_by_filename(exact, path, preferred), {}, converted
+        for inferrer in _CONFIG_INFERRERS.get(fam, []):
+            guess = inferrer(converted)
+            if guess is not None:
+                name, overrides = guess
+                with torch.device("meta"):
+                    from srkit.models._registry import create_model
+
+                    try:
+                        shaped = {k: tuple(v.shape) for k, v in create_model(name, **overrides).state_dict().items()}
+                    except Exception:  # noqa: BLE001 - an implausible guess is just not a match
+                        continue
+                if _diff(shapes, shaped).ok:
+                    return name, overrides, converted
+    if best is None:
+        raise CheckpointError("no model family is registered to load it", path)
+    _, name, d = best
+    raise CheckpointError(f"fits no registered preset; closest is {name}: {d.describe()}", path)
+
+
+def _pick_by_filename(names: list[str], path: Path | None, preferred: str | None) -> str:
+    """Presets with identical shapes (edvr-l-deblur / -deblurcomp): the file name decides, if it can."""
+    if preferred in names:
+        return preferred
+    if path is not None and len(names) > 1:
+        stem = re.sub(r"[^a-z0-9]", "", path.name.lower())
+        hits = [n for n in names if re.sub(r"[^a-z0-9]", "", n) in stem]
+        if hits:
+            return max(hits, key=len)
+    return names[0]
+
+
+# --------------------------------------------------------------------------------------- API
+def save_model(model: nn.Module, path: str | os.PathLike, extra_metadata: Mapping[str, str] | None = None) -> Path:
+    """Write ``model`` as srkit safetensors (atomically) with the metadata that rebuilds it."""
+    from safetensors.torch import save_file
+
+    from srkit.models._api import SRModel
+
+    if not isinstance(model, SRModel):
+        raise TypeError("save_model needs an srkit SRModel (it stores the preset and config)")
+    path = Path(path)
+    metadata = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "family": model.family,
+        "preset": model.preset or "",
+        "config": json.dumps(model.config_dict(), sort_keys=True),
+    }
+    for k, v in (extra_metadata or {}).items():
+        if k in metadata:
+            raise ValueError(f"extra_metadata may not override {k!r}")
+        metadata[str(k)] = str(v)
+    tensors: StateDict = {}
+    seen: set[int] = set()
+    for k, v in model.state_dict().items():
+        t = v.detach().to("cpu").contiguous()
+        # safetensors refuses tensors sharing storage: give shared ones their own copy.
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen and t.numel():
+            t = t.clone()
+        seen.add(ptr)
+        tensors[k] = t
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return path
+
+
+def _fit_error(path: Path | None, target: str, diff: _Diff, state: StateDict, family: str | None) -> CheckpointError:
+    closest = ""
+    try:
+        from srkit.models._registry import list_models
+
+        scored = []
+        for fam, converted in _candidates(state, family):
+            shapes = _shapes(converted)
+            for name in list_models(fam):
+                expected = _preset_shapes(name)
+                scored.append((_diff(shapes, expected).score(len(expected)), name))
+        if scored:
+            closest = f"; it most resembles preset {max(scored)[1]}"
+    except Exception:  # noqa: BLE001 - the hint is best effort, the diff is the message
+        pass
+    return CheckpointError(f"does not fit {target}: {diff.describe()}{closest}", path)
+
+
+def _convert_for(model: nn.Module, state: StateDict) -> tuple[StateDict, _Diff]:
+    """The converted state (by the model family's adapters, or as-is) that fits ``model`` best."""
+    expected = _shapes(model.state_dict())
+    family = getattr(model, "family", None) or None
+    best: tuple[float, StateDict, _Diff] | None = None
+    for _, converted in _candidates(state, family):
+        d = _diff(_shapes(converted), expected)
+        if d.ok:
+            return converted, d
+        s = d.score(len(expected))
+        if best is None or s > best[0]:
+            best = (s, converted, d)
+    assert best is not None
+    return best[1], best[2]
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
+                 param_key: str | None = None) -> nn.Module:
+    """Load any accepted checkpoint file into ``model`` (keys renamed by the family's adapters).
+
+    With ``strict`` every key must be present with the right shape and none may be left over;
+    otherwise the matching subset is loaded (shape mismatches are always an error).
+    """
+    path = Path(path)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    ckpt = read_checkpoint(path, map_location="cpu", param_key=param_key)
+    state, diff = _convert_for(model, ckpt.state)
+    if diff.shape or (strict and not diff.ok):
+        target = f"model {getattr(model, 'preset', None) or type(model).__name__}"
+        raise _fit_error(path, target, diff, ckpt.state, getattr(model, "family", None) or None)
+    model.load_state_dict(state, strict=strict)
+    return model.to(device)
+
+
+def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+               preset: str | None = None, param_key: str | None = None):
+    """Rebuild the model stored in ``path`` (srkit file: from its metadata; foreign: inferred preset).
+
+    ``preset`` forces the network for a foreign file (keys must still fit strictly); ``param_key``
+    picks an entry of a BasicSR-style dict (default ``params_ema``, else ``params``).
+    """
+    return load_model_with_info(path, map_location, preset=preset, param_key=param_key)[0]
+
+
+def load_model_with_info(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
+                         preset: str | None = None, param_key: str | None = None):
+    """:func:`load_model` that also returns the :class:`LoadedCheckpoint` it read (source format etc.)."""
+    from srkit.models._registry import create_model, list_models, model_entry
+
+    path = Path(path)
+    ckpt = read_checkpoint(path, map_location="cpu", param_key=param_key)
+    meta = ckpt.metadata
+    if ckpt.source == FORMAT and preset is None:
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(f"srkit format version {meta.get('format_version')!r} is not supported "
+                                  f"(this srkit reads version {FORMAT_VERSION})", path)
+        try:
+            config = json.loads(meta["config"])
+        except (KeyError, json.JSONDecodeError):
+            raise CheckpointError("srkit checkpoint has no valid 'config' metadata", path) from None
+        name = meta.get("preset") or ""
+        if name not in list_models():
+            # The config is complete, so any preset of the family rebuilds the same network.
+            family_presets = list_models(meta.get("family") or None) if meta.get("family") else []
+            if not family_presets:
+                raise CheckpointError(f"model {name or meta.get('family')!r} is not available in this srkit", path)
+            build_with = family_presets[0]
+        else:
+            build_with = name
+        model = create_model(build_with, **config)
+        model.preset = name or None
+        diff = _diff(_shapes(ckpt.state), _shapes(model.state_dict()))
+        if not diff.ok:
+            raise _fit_error(path, f"its own config ({name or build_with})", diff, ckpt.state, model.family)
+        model.load_state_dict(ckpt.state, strict=True)
+        return model.to(map_location), ckpt
+
+    if preset is not None:
+        model_entry(preset)  # unknown preset -> ConfigError with suggestions
+        model = create_model(preset)
+        state, diff = _convert_for(model, ckpt.state)
+        if not diff.ok:
+            raise _fit_error(path, f"preset {preset}", diff, ckpt.state, model.family)
+    else:
+        name, overrides, state = _best_preset(ckpt.state, None, path)
+        model = create_model(name, **overrides)
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location), ckpt
+
+
+# --------------------------------------------------------------------------------------- EDVR maps
+def _rename(state: StateDict, rules: list[tuple[str, str]]) -> StateDict:
+    out: StateDict = {}
+    for key, value in state.items():
+        new = key
+        for pattern, repl in rules:
+            new, n = re.subn(pattern, repl, new)
+            if n:
+                break
+        out[new] = value
+    return out
+
+
+# The 2019 xinntao/EDVR names (codes/models/archs/EDVR_arch.py), mapped as BasicSR's own
+# scripts/model_conversion/convert_models.py does. Note tAtt_1 embeds the neighbours and tAtt_2 the
+# reference there, the other way round from BasicSR's temporal_attn1/2.
+_EDVR_2019_RULES: list[tuple[str, str]] = [
+    (r"^pre_deblur\.conv_first_1\.", "predeblur.conv_first."),
+    (r"^pre_deblur\.conv_first_2\.", "predeblur.stride_conv_hr1."),
+    (r"^pre_deblur\.conv_first_3\.", "predeblur.stride_conv_hr2."),
+    (r"^pre_deblur\.conv_first\.", "predeblur.conv_first."),
+    (r"^pre_deblur\.deblur_L([23])_conv\.", r"predeblur.stride_conv_l\1."),
+    (r"^pre_deblur\.RB_L3_1\.", "predeblur.resblock_l3."),
+    (r"^pre_deblur\.RB_L2_([12])\.", r"predeblur.resblock_l2_\1."),
+    (r"^pre_deblur\.RB_L1_([1-5])\.", lambda m: f"predeblur.resblock_l1.{int(m.group(1)) - 1}."),  # type: ignore[list-item]
+    (r"^fea_L([23])_conv([12])\.", r"conv_l\1_\2."),
+    (r"^pcd_align\.L([123])_offset_conv([123])\.", r"pcd_align.offset_conv\2.l\1."),
+    (r"^pcd_align\.L([123])_dcnpack\.conv_offset_mask\.", r"pcd_align.dcn_pack.l\1.conv_offset."),
+    (r"^pcd_align\.L([123])_dcnpack\.", r"pcd_align.dcn_pack.l\1."),
+    (r"^pcd_align\.L([123])_fea_conv\.", r"pcd_align.feat_conv.l\1."),
+    (r"^pcd_align\.cas_dcnpack\.conv_offset_mask\.", "pcd_align.cas_dcnpack.conv_offset."),
+    (r"^tsa_fusion\.tAtt_1\.", "fusion.temporal_attn2."),
+    (r"^tsa_fusion\.tAtt_2\.", "fusion.temporal_attn1."),
+    (r"^tsa_fusion\.fea_fusion\.", "fusion.feat_fusion."),
+    (r"^tsa_fusion\.sAtt_add_([12])\.", r"fusion.spatial_attn_add\1."),
+    (r"^tsa_fusion\.sAtt_L([123])\.", r"fusion.spatial_attn_l\1."),
+    (r"^tsa_fusion\.sAtt_([1-5])\.", r"fusion.spatial_attn\1."),
+    (r"^tsa_fusion\.(weight|bias)$", r"fusion.\1"),  # woTSA: a bare 1x1 fusion conv
+    (r"^recon_trunk\.", "reconstruction."),
+    (r"^HRconv\.", "conv_hr."),
+]
+
+# MMagic / MMEditing EDVRNet names (mmagic/models/editors/edvr/edvr_net.py): ConvModule wraps its
+# conv as `.conv`, PixelShufflePack as `.upsample_conv`.
+_EDVR_MMAGIC_RULES: list[tuple[str, str]] = [
+    (r"^feat_l([23])_conv([12])\.conv\.", r"conv_l\1_\2."),
+    (r"^pcd_alignment\.(offset_conv[123]|feat_conv)\.(l[123])\.conv\.", r"pcd_align.\1.\2."),
+    (r"^pcd_alignment\.(cas_offset_conv[12])\.conv\.", r"pcd_align.\1."),
+    (r"^pcd_alignment\.", "pcd_align."),
+    (r"^fusion\.(feat_fusion|spatial_attn[1-4]|spatial_attn_l[123]|spatial_attn_add1)\.conv\.", r"fusion.\1."),
+    (r"^upsample([12])\.upsample_conv\.", r"upconv\1."),
+]
+
+
+def _edvr_from_2019(state: StateDict) -> StateDict | None:
+    markers = ("tsa_fusion.", "recon_trunk.", "fea_L2_conv1.", "pre_deblur.", "pcd_align.L1_")
+    if not any(k.startswith(markers) for k in state):
+        return None
+    return _rename(state, _EDVR_2019_RULES)
+
+
+def _edvr_from_mmagic(state: StateDict) -> StateDict | None:
+    if not any(k.startswith(("pcd_alignment.", "upsample1.upsample_conv.", "feat_l2_conv1.")) for k in state):
+        return None
+    return _rename(state, _EDVR_MMAGIC_RULES)
+
+
+def _edvr_config_from_state(state: StateDict) -> tuple[str, dict[str, Any]] | None:
+    """EDVR hyper-parameters read off the tensors (for checkpoints trained with non-preset sizes)."""
+    try:
+        nf = state["conv_l2_1.weight"].shape[0]
+        dg = state["pcd_align.cas_dcnpack.conv_offset.weight"].shape[0] // 27
+        with_tsa = "fusion.temporal_attn1.weight" in state
+        fusion_in = state["fusion.feat_fusion.weight" if with_tsa else "fusion.weight"].shape[1]
+        with_predeblur = "predeblur.conv_first.weight" in state
+        hr_in = "predeblur.stride_conv_hr1.weight" in state or "conv_first_1.weight" in state
+        first = state["predeblur.conv_first.weight" if with_predeblur else
+                      "conv_first_1.weight" if hr_in else "conv_first.weight"]
+    except KeyError:
+        return None
+
+    def count(prefix: str) -> int:
+        idx = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+        return max(idx) + 1 if idx else 0
+
+    overrides = dict(
+        num_feat=nf, num_frame=fusion_in // nf, deformable_groups=dg, num_in_ch=first.shape[1],
+        num_out_ch=state["conv_last.weight"].shape[0], num_extract_block=count("feature_extraction."),
+        num_reconstruct_block=count("reconstruction."), with_tsa=with_tsa, with_predeblur=with_predeblur,
+        hr_in=hr_in, scale=1 if hr_in else 4,
+    )
+    if hr_in:
+        name = "edvr-l-deblur"
+    elif with_predeblur:
+        name = "edvr-l-srblur"
+    elif nf >= 128:
+        name = "edvr-l" if with_tsa else "edvr-l-wotsa"
+    else:
+        name = "edvr-m" if with_tsa else "edvr-m-wotsa"
+    return name, overrides
+
+
+register_key_adapter("edvr", _edvr_from_mmagic)
+register_key_adapter("edvr", _edvr_from_2019)
+register_config_inferrer("edvr", _edvr_config_from_state)
