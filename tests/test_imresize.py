@@ -92,6 +92,15 @@ def test_4x4_to_2x2_hand_weights():
     np.testing.assert_array_equal(idx[0], [2, 1, 0, 0, 1, 2, 3, 3])
 
 
+def test_octave_reference_without_antialias():
+    # GNU Octave image package (MATLAB-compatible imresize), published output:
+    # imresize(reshape(0:15, 4, 4)', 0.5, 'bicubic', 'AntiAliasing', false) = [2.1875 4.3125; 10.6875 12.8125]
+    img = np.arange(16, dtype=np.float64).reshape(4, 4)
+    np.testing.assert_allclose(imresize(img, 0.5, antialias=False), [[2.1875, 4.3125], [10.6875, 12.8125]], atol=1e-12)
+    # with antialiasing (MATLAB's default) the same ramp gives 59/128 per step: 5 * 59/128 = 2.3046875
+    np.testing.assert_allclose(imresize(img, 0.5), [[2.3046875, 4.3828125], [10.6171875, 12.6953125]], atol=1e-12)
+
+
 def test_2x_upscale_hand_weights():
     # scale 2: u = x/2 + 1/4; output 1 reads 1-based taps -1, 0, 1, 2 (mirrored to 2, 1, 1, 2).
     vec = np.array([2.0, 10.0, 4.0, 8.0, 6.0])

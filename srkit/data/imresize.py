@@ -128,7 +128,7 @@ def imresize(
     """Resize ``img`` (HxW or HxWxC) exactly like MATLAB's ``imresize(img, scale, 'bicubic')``.
 
     ``uint8``/``uint16`` in -> same dtype out (each pass rounded half away from zero and saturated, as
-    MATLAB). Float in -> same float dtype out, computed in float64.
+    MATLAB). Float in -> same float dtype out (float32/float16 computed in float32, others in float64).
     """
     img = np.asarray(img)
     if img.ndim not in (2, 3):
@@ -137,11 +137,14 @@ def imresize(
     dtype = img.dtype
     integer = np.issubdtype(dtype, np.integer)
     peak = float(np.iinfo(dtype).max) if integer else None
-    x = img.astype(np.float64)
+    # float32 images are resized in float32 (2x faster GEMMs; ~1e-7 relative difference, far below
+    # image precision). Integer images need float64 so that MATLAB's rounding of each pass is exact.
+    work = np.float32 if dtype in (np.float32, np.float16) else np.float64
+    x = img.astype(work)
     for dim in _order(scales):
         if x.shape[dim] == out_shape[dim] and scales[dim] == 1.0:
             continue  # MATLAB skips a dimension whose scale is exactly 1
-        mat = resize_matrix(x.shape[dim], out_shape[dim], scales[dim], antialias)
+        mat = resize_matrix(x.shape[dim], out_shape[dim], scales[dim], antialias).astype(work, copy=False)
         x = np.tensordot(mat, x, axes=([1], [dim]))  # resized axis comes first
         x = np.moveaxis(x, 0, dim)
         if integer:
