@@ -103,6 +103,16 @@ def test_reader_yields_source_frames_in_order(tmp_path):
 
 
 @needs["libx264"]
+def test_fast_conversion_is_close_to_accurate(tmp_path):
+    clip = make_video(tmp_path / "c.mp4", n_frames=3, size=(64, 48), audio=False)
+    _, accurate = read_all(clip.path)
+    _, fast = read_all(clip.path, fast_conversion=True)
+    for a, b in zip(accurate, fast):
+        diff = np.abs(a.rgb.astype(int) - b.rgb.astype(int))
+        assert 0 < diff.mean() < 4  # same picture and matrix, different chroma interpolation
+
+
+@needs["libx264"]
 def test_count_frames_makes_matroska_count_exact(tmp_path):
     clip = make_video(tmp_path / "c.mkv", n_frames=13, audio=False)
     assert not probe_video(clip.path).num_frames_exact  # Matroska stores no frame count
