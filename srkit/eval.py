@@ -15,7 +15,9 @@ Protocol details that move published numbers, and what is done here:
   with MATLAB; SRMD frames (blur, noise) stay float, as SRMD/UDVD test;
 * LR from disk larger ground truth: the ground truth is cropped to ``scale x`` the LR size;
 * Vimeo-90K: only the centre frame of each septuplet is scored (all seven are the model's input);
-* ``--model bicubic``: MATLAB ``imresize(lr, scale)`` on the LR in its own class.
+* ``--model bicubic``: MATLAB ``imresize(lr, scale)`` on the LR in its own class;
+* other degradation names (REDS ``blur_bicubic``, ``blur`` at scale 1 for deblurring) are read from
+  disk only.
 
 :func:`write_report` writes ``eval.json``, ``per_frame.csv``, ``per_clip.csv``, a per-frame PSNR plot
 and, optionally, side-by-side crops (bicubic | model | ground truth); every file atomically.
@@ -45,6 +47,9 @@ from srkit.metrics import VideoScores, psnr, ssim
 __all__ = ["EvalOptions", "EvalReport", "ClipResult", "evaluate", "write_report", "format_table", "REPORT_FILES"]
 
 REPORT_FILES = ("eval.json", "per_frame.csv", "per_clip.csv", "psnr_per_frame.png")
+# Degradations that can be synthesised from the ground truth; others (REDS "blur_bicubic", "blur")
+# are evaluated from LR frames on disk only.
+SYNTHESISABLE = ("BI", "BD", "SRMD")
 
 
 @dataclass
@@ -84,8 +89,10 @@ class EvalOptions:
             raise ConfigError(f"crop border must be >= 0, got {self.crop_border}")
         if self.frames is not None and self.frames < 1:
             raise ConfigError(f"--frames must be >= 1, got {self.frames}")
-        if self.degradation.upper() not in ("BI", "BD", "SRMD"):
-            raise ConfigError(f"unknown degradation {self.degradation!r} (use BI, BD or SRMD)")
+        if not self.degradation or not self.degradation.replace("_", "").isalnum():
+            raise ConfigError(f"invalid degradation name {self.degradation!r}")
+        if self.degradation.upper() in SYNTHESISABLE:
+            self.degradation = self.degradation.upper()
         if self.noise is not None and not 0 <= self.noise <= 255:
             raise ConfigError(f"--noise must be in 0..255, got {self.noise}")
         if self.blur is not None and self.blur <= 0:
@@ -220,6 +227,9 @@ def _lr_frames(clip, gt: list[np.ndarray], opts: EvalOptions) -> tuple[list[np.n
                 raise InputError(f"LR frame {l.shape[1]}x{l.shape[0]} does not match ground truth {g.shape[1]}x{g.shape[0]} at x{scale}", p)
             out_gt.append(g[:th, :tw])
         return out_gt, lr, None, "disk"
+    if opts.degradation not in SYNTHESISABLE:
+        raise InputError(f"clip {clip.name}: no LR frames on disk for degradation {opts.degradation!r} "
+                         f"(only {', '.join(SYNTHESISABLE)} can be synthesised from the ground truth)", opts.data)
     gt = [_modcrop(g, scale) for g in gt]
     if min(gt[0].shape[:2]) < scale:
         raise InputError(f"clip {clip.name}: frames smaller than the scale factor")
@@ -319,7 +329,7 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
     opts = options
     opts.validate()
     start = time.perf_counter()
-    clips = discover_clips(opts.data, opts.layout, degradation=opts.degradation.upper(), scale=opts.scale,
+    clips = discover_clips(opts.data, opts.layout, degradation=opts.degradation, scale=opts.scale,
                            subset=opts.subset, split=opts.split)
     if not clips:
         raise InputError("no clips found", opts.data)
@@ -399,7 +409,7 @@ def format_table(report: EvalReport) -> str:
     lines.append(f"{'mean':<{width}}{n_frames:>7}" + "".join(_fmt(m, s.mean(m)) for m in metrics))
     o = report.options
     lines.append(
-        f"{report.model_name} x{o.scale} {o.degradation.upper()}, {'Y' if o.y_channel else 'RGB'}, crop {o.crop_border}; "
+        f"{report.model_name} x{o.scale} {o.degradation}, {'Y' if o.y_channel else 'RGB'}, crop {o.crop_border}; "
         f"mean of {len(s.clips)} clip means; {report.seconds:.1f} s"
     )
     return "\n".join(lines)
@@ -447,7 +457,7 @@ def _plot(report: EvalReport, path: Path) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("frame")
     ax.set_ylabel(f"PSNR (dB, {'Y' if o.y_channel else 'RGB'})")
-    ax.set_title(f"{report.model_name} x{o.scale} {o.degradation.upper()} — mean {report.scores.mean('psnr'):.3f} dB")
+    ax.set_title(f"{report.model_name} x{o.scale} {o.degradation} — mean {report.scores.mean('psnr'):.3f} dB")
     ax.grid(True, alpha=0.3)
     if len(report.scores.clips) <= 20:
         ax.legend(fontsize=8, loc="best")

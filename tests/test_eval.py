@@ -169,3 +169,5 @@ def test_config_file_and_command_line_precedence(tmp_path, capsys):
     assert "missing" in capsys.readouterr().err
     assert main(["eval", "--data", str(root), "--layout", "vid4", "--model", "edvr-m", "--scale", "2", "--quiet"]) == 2
     assert "--scale is 2" in capsys.readouterr().err
+    assert main(["eval", "--data", str(root), "--layout", "vid4", "--degradation", "blur_bicubic", "--quiet"]) == 2
+    assert "no LR frames on disk for degradation 'blur_bicubic'" in capsys.readouterr().err

@@ -49,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--split", default=S, metavar="NAME", help="REDS/Vimeo/DIV2K split (default test; reds4 for --layout reds4)")
     d.add_argument("--subset", default=S, metavar="LIST.txt", help="only the clips named in this file (first token per line)")
     d.add_argument("--frames", default=S, type=int, metavar="N", help="only the first N frames of each clip")
-    d.add_argument("--degradation", default=S, choices=("BI", "BD", "SRMD", "bi", "bd", "srmd"), help="how LR relates to GT (default BI)")
+    d.add_argument("--degradation", default=S, metavar="NAME", help="how LR relates to GT: BI, BD or SRMD (synthesised when not on disk), or a layout's own LR set such as REDS blur_bicubic / blur (default BI)")
     d.add_argument("--scale", default=S, type=int, metavar="S", help="upscaling factor (default 4)")
     d.add_argument("--blur", default=S, type=float, metavar="SIGMA", help="SRMD: Gaussian blur width (default: random per clip, SRMD range); BD: sigma (default 1.6); also the conditioned model's blur when LR is on disk")
     d.add_argument("--noise", default=S, type=float, metavar="N", help="additive Gaussian noise, 0-255 units (default 0)")
@@ -124,8 +124,6 @@ def build_options(args: argparse.Namespace):
     if values.get("layout") == "reds4":
         values["layout"] = "reds"
         values.setdefault("split", "reds4")
-    if "degradation" in values:
-        values["degradation"] = str(values["degradation"]).upper()
     return EvalOptions(**values)
 
 
