@@ -202,13 +202,14 @@ def _degradation(opts: EvalOptions):
     if opts.jpeg is not None:
         params["jpeg_quality"] = opts.jpeg
     if deg == "SRMD":
+        params["noise"] = float(opts.noise or 0.0)
         if opts.blur is not None:
             params["blur"] = opts.blur
-        params["noise"] = float(opts.noise or 0.0)
-    elif opts.noise:
-        params["noise"] = float(opts.noise)
-    elif opts.blur is not None and deg == "BD":
-        params["sigma"] = opts.blur
+    else:
+        if opts.noise:
+            params["noise"] = float(opts.noise)
+        if deg == "BD" and opts.blur is not None:
+            params["sigma"] = opts.blur
     return make_degradation(deg, opts.scale, **params)
 
 

@@ -94,6 +94,17 @@ def test_lr_from_disk_equals_synthesised_bi(tmp_path):
     assert len(r1.scores.clips["city"].frames) == 2
 
 
+def test_bd_synthesis_uses_blur_option(tmp_path):
+    from srkit.data.degrade import bd_downsample
+
+    root = _make_vid4(tmp_path / "vid4", frames=1)
+    r = evaluate(EvalOptions(data=str(root), layout="vid4", degradation="bd", blur=1.2, quiet=True, ssim=False))
+    g = _gt(root, "calendar")[0]
+    sr = imresize(bd_downsample(g, 4, 1.2), 4.0)  # BD on uint8 (quantised LR), then MATLAB bicubic up
+    assert r.scores.clips["calendar"].metrics["psnr"][0] == pytest.approx(psnr(sr, g), abs=1e-9)
+    assert r.options.degradation == "BD" and "ssim" not in r.scores.metric_names
+
+
 def test_tiny_edvr_scores_equal_direct_inference(tmp_path):
     import torch
 

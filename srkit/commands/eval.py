@@ -42,7 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("what to evaluate")
     g.add_argument("--model", default=S, metavar="NAME", help="registered model preset, or 'bicubic' for the MATLAB-bicubic baseline (default bicubic)")
     g.add_argument("--weights", default=S, metavar="FILE", help="checkpoint for the model (any format srkit loads)")
-    g.add_argument("--config", metavar="FILE.yaml", help="read options from a YAML mapping (keys: long option names)")
+    g.add_argument("--config", metavar="FILE.yaml", help="read options from a YAML mapping (keys: long option names, e.g. 'y-channel: true', 'ssim: false'); command-line options win")
     d = parser.add_argument_group("data")
     d.add_argument("--data", default=S, metavar="DIR", help="dataset root (or a video file / folder for --layout videos)")
     d.add_argument("--layout", default=S, choices=LAYOUT_CHOICES, help="dataset layout; reds4 = REDS clips 000/011/015/020 (default auto)")
