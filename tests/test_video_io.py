@@ -523,6 +523,10 @@ def test_writer_refuses_existing_output_and_bad_config(tmp_path):
         VideoWriter(tmp_path / "x.mp4", width=32, height=24, fps=25, pix_fmt="rgb555le")
     with pytest.raises(ConfigError, match="lossless"):
         VideoWriter(tmp_path / "x.mp4", width=32, height=24, fps=25, codec="mpeg4", lossless=True)
+    with pytest.raises(ConfigError, match="no option.*nonsense"):
+        VideoWriter(tmp_path / "x.mp4", width=32, height=24, fps=25, extra_options={"nonsense": 1})
+    with pytest.raises(OutputError, match="cannot start encoding"):  # invalid value: fails before any frame
+        VideoWriter(tmp_path / "x.mp4", width=32, height=24, fps=25, preset="superduper")
     with pytest.raises(OutputError, match="does not exist"):
         VideoWriter(tmp_path / "missing" / "x.mp4", width=32, height=24, fps=25)
     with pytest.raises(ValueError, match="24x32x3"):

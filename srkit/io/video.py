@@ -583,6 +583,12 @@ class VideoWriter:
             log.info("%s: %dx%d is odd for %s; padding to %dx%d", self.path, self.width, self.height,
                      pix_fmt, self.encoded_width, self.encoded_height)
         options.update({str(k): str(v) for k, v in (extra_options or {}).items()})
+        # FFmpeg silently ignores option names it does not know: catch typos here.
+        known = av.CodecContext.create(codec, "w").supported_options
+        names = {o.name for o in known.generic} | {o.name for o in known.private}
+        unknown = sorted(k for k in options if k not in names)
+        if unknown:
+            raise ConfigError(f"encoder {codec} has no option(s) {', '.join(unknown)}")
         self.codec, self.pix_fmt, self.options = codec, pix_fmt, options
 
         check_output_path(self.path, overwrite=overwrite)
@@ -599,6 +605,14 @@ class VideoWriter:
             self._setup_video_stream()
             if self._source is not None:
                 self._setup_copied_streams(source_path)
+            # Open the encoder and write the header now, so a bad option, size or stream combination
+            # fails before the caller spends hours producing frames.
+            try:
+                self._container.start_encoding()
+            except (av.error.FFmpegError, ValueError) as exc:
+                raise OutputError(f"cannot start encoding with {self.codec} {self.pix_fmt} "
+                                  f"{self.encoded_width}x{self.encoded_height} "
+                                  f"options {self.options} ({_ffmpeg_reason(exc)})", self.path) from None
         except BaseException:
             self.abort()
             raise
