@@ -266,3 +266,27 @@ def test_shared_vimeo_and_set8():
     item = set8[0]
     assert item["lq"].shape == (5, 3, 135, 240) and item["gt"].shape == (3, 540, 960)
     assert item["key"] == "snowboard/00001"
+
+
+def test_video_file_source_dataset_and_pack(tmp_path):
+    from srkit.data.lmdb_store import LmdbReader
+    from srkit.io.video import open_video
+    from tests.media import make_video
+
+    (tmp_path / "vids").mkdir()
+    made = make_video(tmp_path / "vids" / "clip.mp4", n_frames=6, size=(64, 48), audio=False)
+    with open_video(made.path) as reader:
+        decoded = [f.rgb for f in reader]
+    ds = VideoSRDataset(tmp_path / "vids", layout="videos", num_frames=3, degradation="BI", gt_patch=32, seed=1)
+    assert len(ds) == 6 and ds[5]["key"] == "clip/00000005"
+    val = VideoSRDataset(made.path, layout="videos", train=False, num_frames=3, degradation="BI")
+    np.testing.assert_array_equal(val[2]["gt"].numpy(), to_float(decoded[2]).transpose(2, 0, 1))
+    # Packing streams the decoded frames; the records are those frames, pixel for pixel.
+    pack(made.path, tmp_path / "clip.lmdb")
+    reader = LmdbReader(tmp_path / "clip.lmdb")
+    assert reader.keys == [f"clip/{i:08d}" for i in range(6)]
+    for i, frame in enumerate(decoded):
+        np.testing.assert_array_equal(reader.read(f"clip/{i:08d}"), frame)
+    tiny = VideoSRDataset(made.path, layout="videos", train=False, num_frames=3, max_video_bytes=10_000)
+    with pytest.raises(InputError, match="pack it first"):
+        tiny[0]

@@ -50,6 +50,12 @@ def test_round_trip_is_pixel_exact_and_basicsr_shaped(tmp_path):
     with pytest.raises(OutputError, match="output exists"):
         pack(src, out, layout="folders")
     assert pack(src, out, layout="folders", overwrite=True).written == 12
+    # Repacking a pack (here at another compression level) keeps keys and pixels.
+    pack(out, tmp_path / "re.lmdb", compress_level=9)
+    again = LmdbReader(tmp_path / "re.lmdb")
+    assert again.keys == LmdbReader(out).keys
+    assert np.array_equal(again.read("b/00000005"), LmdbReader(out).read("b/00000005"))
+    assert read_meta(tmp_path / "re.lmdb")[0].compress_level == 9
 
 
 def test_png_header_shape():

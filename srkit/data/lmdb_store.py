@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import struct
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -137,6 +138,7 @@ def group_clips(keys: Iterable[str]) -> dict[str, list[str]]:
 
 
 _READ_ENVS: dict[tuple[str, int, int], object] = {}
+_READ_ENVS_LOCK = threading.Lock()  # packing reads a pack from several threads
 
 
 def open_readonly(path: str | os.PathLike):
@@ -153,25 +155,30 @@ def open_readonly(path: str | os.PathLike):
     except OSError:
         raise InputError("not an LMDB folder (no data.mdb)", folder) from None
     key = (os.path.realpath(folder), inode, os.getpid())
-    env = _READ_ENVS.get(key)
-    if env is None:
-        for old in [k for k in _READ_ENVS if k[0] == key[0]]:
-            # Same process: the pack was replaced, drop the stale mapping. Other pid: a handle inherited
-            # through fork. py-lmdb still counts it as open here and would refuse a new one; closing
-            # our copy is harmless to the parent (lock=False: no shared reader table, and munmap/close
-            # only affect this process) and is what makes the fresh open possible.
-            _READ_ENVS.pop(old).close()
-        env = _lmdb().open(str(folder), readonly=True, lock=False, readahead=False, meminit=False, subdir=True,
-                           max_readers=512)
-        _READ_ENVS[key] = env
+    with _READ_ENVS_LOCK:
+        return _READ_ENVS.get(key) or _open_shared(folder, key)
+
+
+def _open_shared(folder: Path, key: tuple[str, int, int]):
+    """Open and cache a read-only environment (caller holds the lock)."""
+    for old in [k for k in _READ_ENVS if k[0] == key[0]]:
+        # Same process: the pack was replaced, drop the stale mapping. Other pid: a handle inherited
+        # through fork. py-lmdb still counts it as open here and would refuse a new one; closing
+        # our copy is harmless to the parent (lock=False: no shared reader table, and munmap/close
+        # only affect this process) and is what makes the fresh open possible.
+        _READ_ENVS.pop(old).close()
+    env = _lmdb().open(str(folder), readonly=True, lock=False, readahead=False, meminit=False, subdir=True,
+                       max_readers=512)
+    _READ_ENVS[key] = env
     return env
 
 
 def close_readonly(path: str | os.PathLike) -> None:
     """Close this process's shared read-only handle on ``path`` (e.g. before deleting the pack)."""
     real = os.path.realpath(Path(path))
-    for k in [k for k in _READ_ENVS if k[0] == real and k[2] == os.getpid()]:
-        _READ_ENVS.pop(k).close()
+    with _READ_ENVS_LOCK:
+        for k in [k for k in _READ_ENVS if k[0] == real and k[2] == os.getpid()]:
+            _READ_ENVS.pop(k).close()
 
 
 class LmdbReader:
