@@ -230,6 +230,24 @@ def test_stream_the_container_cannot_hold_is_skipped_with_warning(tmp_path):
     assert stream_packets(tmp_path / "out.mkv", "audio")  # audio still copied
 
 
+@pytest.mark.parametrize("suffix,codec,audio_codec", [(".mov", "libx264", "aac"), (".avi", "mpeg4", "libmp3lame"),
+                                                       (".mkv", "libx265", "libopus"), (".mov", "libx264", "pcm_s16le")])
+def test_other_containers_and_codecs(tmp_path, suffix, codec, audio_codec):
+    if not (encoder_available(codec) and encoder_available(audio_codec)):
+        pytest.skip(f"no {codec} or {audio_codec} encoder")
+    opts = {"x265-params": "log-level=error"} if codec == "libx265" else None
+    clip = make_video(tmp_path / f"src{suffix}", n_frames=8, audio=True, codec=codec, audio_codec=audio_codec,
+                      options=opts)
+    info, frames = read_all(clip.path)
+    assert info.has_audio and len(frames) == 8
+    assert all(f.rgb.shape == (48, 64, 3) for f in frames)
+    assert np.mean([psnr(f.rgb, s) for f, s in zip(frames, clip.frames)]) > 25
+    copy_video(clip.path, tmp_path / f"out{suffix}")
+    _, out = read_all(tmp_path / f"out{suffix}")
+    assert len(out) == 8
+    assert stream_packets(tmp_path / f"out{suffix}", "audio") == stream_packets(clip.path, "audio")
+
+
 @needs["libx264"]
 def test_writer_without_pts_is_constant_rate(tmp_path):
     frames = make_frames(6, (32, 24))
