@@ -233,15 +233,16 @@ class FrameRestorer:
             padded = padded.contiguous(memory_format=torch.channels_last)
         return padded, size
 
-    def _encode(self, crops: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-        """Pyramids of several frame crops (same size), computed in one batch."""
-        x = crops[0] if len(crops) == 1 else torch.cat(crops, 0)
-        x, _ = self._pad(x)
+    def _encode(self, crop: torch.Tensor) -> list[torch.Tensor]:
+        """Pyramid of one frame crop.
+
+        Frames are encoded one at a time, never batched with whichever frames happen to be new
+        together: a frame's features then do not depend on where the stream started, so a resumed
+        run reproduces an uninterrupted one bit for bit.
+        """
+        x, _ = self._pad(crop)
         with autocast(self.device, self.precision):
-            pyr = self.model.encode(x)
-        if len(crops) == 1:
-            return [list(pyr)]
-        return [[level[i:i + 1] for level in pyr] for i in range(len(crops))]
+            return list(self.model.encode(x))
 
     def _decode(self, windows: list[list[list[torch.Tensor]]], centers: torch.Tensor) -> torch.Tensor:
         """Decode B windows (each a list of T pyramids) with centre crops (B, 3, h, w) (unpadded)."""
@@ -278,9 +279,8 @@ class FrameRestorer:
             return
         assert self.plan is not None
         for k, tl in enumerate(self.plan.tiles):
-            crops = [f.tensor[:, :, tl.y.start:tl.y.stop, tl.x.start:tl.x.stop] for f in todo]
-            for f, pyr in zip(todo, self._encode(crops)):
-                f.feats[k] = pyr
+            for f in todo:
+                f.feats[k] = self._encode(f.tensor[:, :, tl.y.start:tl.y.stop, tl.x.start:tl.x.stop])
 
     def restore(self, windows: list[list[_Frame]]) -> list[torch.Tensor]:
         """Restore the centre frames of B windows; returns B tensors (3, H*s, W*s) float32 on the CPU."""
