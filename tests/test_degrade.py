@@ -164,6 +164,24 @@ def test_srmd_degrade_definition_and_noise():
     assert jp.shape == (12, 10, 3) and jp.min() >= 0 and jp.max() <= 1
 
 
+def test_batched_torch_srmd_matches_numpy():
+    rng = np.random.default_rng(6)
+    hr = rng.random((2, 20, 24, 3)).astype(np.float32)
+    ks = np.stack([D.gaussian_kernel(15, 2.0), D.gaussian_kernel(15, 3.0, 0.8, 1.0)])
+    x = torch.from_numpy(hr).permute(0, 3, 1, 2)
+    out = D.srmd_degrade_torch(x, ks, 0.0, 4).permute(0, 2, 3, 1).numpy()
+    for i in range(2):
+        np.testing.assert_allclose(out[i], D.srmd_degrade(hr[i], ks[i], 0.0, 4, rng), atol=1e-5)
+    k = rng.random((5, 5)).astype(np.float32)  # asymmetric: checks the flip
+    np.testing.assert_allclose(D.blur_torch(x, k / k.sum())[0].permute(1, 2, 0).numpy(), D.blur(hr[0], k / k.sum()), atol=1e-5)
+    flat = torch.full((2, 3, 200, 200), 0.5)
+    noisy = D.srmd_degrade_torch(flat, ks, torch.tensor([0.0, 30.0]), 2, generator=torch.Generator().manual_seed(0))
+    assert float((noisy[0] - 0.5).abs().max()) < 1e-6  # sigma 0: no noise on sample 0
+    assert float((noisy[1] - 0.5).std()) == pytest.approx(30 / 255, rel=0.03)
+    with pytest.raises(ValueError):
+        D.blur_torch(x, np.ones((3, 5, 5)))
+
+
 def test_noise_and_jpeg():
     flat = np.full((300, 300, 3), 0.5, np.float32)
     a = D.add_gaussian_noise(flat, 10.0, np.random.default_rng(7))

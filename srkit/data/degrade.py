@@ -50,6 +50,8 @@ __all__ = [
     "gaussian_kernel",
     "random_srmd_kernel",
     "blur",
+    "blur_torch",
+    "srmd_degrade_torch",
     "add_gaussian_noise",
     "jpeg_compress",
     "load_pca_basis",
@@ -347,6 +349,44 @@ def srmd_degrade(
         lr = add_gaussian_noise(lr, noise_sigma_255, rng)
     if jpeg_quality is not None:
         lr = jpeg_compress(lr, jpeg_quality)
+    return lr
+
+
+def blur_torch(x: torch.Tensor, kernels: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """Per-sample convolution of ``x`` ``(N, C, H, W)`` with ``kernels`` ``(N, k, k)`` (or one ``(k, k)``).
+
+    Replicated borders, true convolution: equal to :func:`blur` frame by frame. One grouped conv for
+    the whole batch, so every sample of a GPU batch can have its own kernel.
+    """
+    n, c, h, w = x.shape
+    k = torch.as_tensor(kernels, dtype=x.dtype, device=x.device)
+    if k.ndim == 2:
+        k = k.expand(n, *k.shape)
+    if k.ndim != 3 or k.shape[0] != n or k.shape[1] != k.shape[2] or k.shape[1] % 2 == 0:
+        raise ValueError(f"kernels must be (k, k) or ({n}, k, k) with odd k, got {tuple(k.shape)}")
+    r = k.shape[-1] // 2
+    weight = torch.flip(k, dims=(-2, -1)).repeat_interleave(c, dim=0).unsqueeze(1)  # (N*C, 1, k, k)
+    y = F.pad(x.reshape(1, n * c, h, w), (r, r, r, r), mode="replicate")
+    return F.conv2d(y, weight, groups=n * c).reshape(n, c, h, w)
+
+
+def srmd_degrade_torch(
+    x: torch.Tensor,
+    kernels: torch.Tensor | np.ndarray,
+    noise_sigma_255: float | torch.Tensor,
+    scale: int,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Batched :func:`srmd_degrade` (without JPEG) for ``(N, C, H, W)`` float batches on any device.
+
+    ``kernels``: one ``(k, k)`` or per sample ``(N, k, k)``; ``noise_sigma_255``: a number or ``(N,)``.
+    """
+    lr = imresize_torch(blur_torch(x, kernels), 1.0 / scale)
+    sigma = torch.as_tensor(noise_sigma_255, dtype=lr.dtype, device=lr.device).reshape(-1, 1, 1, 1) / 255.0
+    if torch.any(sigma > 0):
+        noise = torch.randn(lr.shape, generator=generator, dtype=lr.dtype, device=lr.device)
+        lr = lr + noise * sigma
     return lr
 
 
