@@ -238,8 +238,8 @@ def test_other_containers_and_codecs(tmp_path, suffix, codec, audio_codec):
     opts = {"x265-params": "log-level=error"} if codec == "libx265" else None
     clip = make_video(tmp_path / f"src{suffix}", n_frames=8, audio=True, codec=codec, audio_codec=audio_codec,
                       options=opts)
-    info, frames = read_all(clip.path)
-    assert info.has_audio and len(frames) == 8
+    info, frames = read_all(clip.path, count_frames=True)
+    assert info.has_audio and len(frames) == 8 and info.num_frames == 8 and info.num_frames_exact
     assert all(f.rgb.shape == (48, 64, 3) for f in frames)
     assert np.mean([psnr(f.rgb, s) for f, s in zip(frames, clip.frames)]) > 25
     copy_video(clip.path, tmp_path / f"out{suffix}")

@@ -194,6 +194,11 @@ def _pick_video_stream(container: av.container.InputContainer, path: Path) -> av
     return streams[0]
 
 
+def _has_frame_table(container: av.container.InputContainer) -> bool:
+    """MP4/MOV sample tables list every frame exactly (AVI header counts can include placeholders)."""
+    return container.format.name.startswith("mov,mp4")
+
+
 def _stream_rotation_tag(stream: av.video.stream.VideoStream) -> int:
     """The legacy ``rotate`` metadata tag (clockwise degrees), for demuxers that still expose it."""
     try:
@@ -266,7 +271,7 @@ class VideoReader:
         self._container = _open_input(self.path)
         try:
             self._stream = _pick_video_stream(self._container, self.path)
-            if count_frames and not self._stream.frames:
+            if count_frames and not (self._stream.frames and _has_frame_table(self._container)):
                 exact_count = self._count_packets()
             else:
                 exact_count = None
@@ -279,7 +284,7 @@ class VideoReader:
             except StopIteration:
                 raise InputError("no decodable video frames", self.path) from None
             self._first: av.VideoFrame | None = first
-            self.info = self._make_info(first, dtype, exact_count)
+            self.info = self._make_info(first, exact_count)
         except BaseException:
             self.close()
             raise
@@ -293,22 +298,21 @@ class VideoReader:
 
     # -- inspection -------------------------------------------------------------------------------
     def _count_packets(self) -> int:
-        """Count video packets without decoding (demuxing is cheap), then rewind."""
+        """Count video packets without decoding (demuxing is cheap), then start again."""
         n = 0
         try:
             for packet in self._container.demux(self._stream):
                 if packet.size:
                     n += 1
-            self._container.seek(0)
         except av.error.FFmpegError as exc:
             raise InputError(f"corrupt or truncated video ({_ffmpeg_reason(exc)})", self.path) from None
-        # Reopen rather than trust seek(0) on every demuxer (some cannot seek back to the start).
+        # Reopen rather than seek(0): not every demuxer can seek back to the start exactly.
         self._container.close()
         self._container = _open_input(self.path)
         self._stream = _pick_video_stream(self._container, self.path)
         return n
 
-    def _make_info(self, first: av.VideoFrame, dtype: Any, exact_count: int | None) -> VideoInfo:
+    def _make_info(self, first: av.VideoFrame, exact_count: int | None) -> VideoInfo:
         c, s = self._container, self._stream
         tb = s.time_base or Fraction(1, 90000)
         fps = s.average_rate or s.guessed_rate or s.base_rate
@@ -326,7 +330,9 @@ class VideoReader:
         if exact_count is not None:
             num, exact = exact_count, True
         elif s.frames:
-            num, exact = int(s.frames), True
+            # MP4/MOV sample tables list every frame; other containers' counts (AVI headers) can
+            # include placeholders, so they are only estimates.
+            num, exact = int(s.frames), _has_frame_table(c)
         elif duration:
             num, exact = max(1, int(round(duration * fps))), False
         else:
