@@ -8,6 +8,9 @@ known one.
 
 Shipped configs live in ``srkit/configs/*.yaml`` (package data, also reachable as ``configs/`` at the
 repository root) and can be given by name: ``srkit train edvr-m-reds-wotsa``.
+
+Relative paths: in your own config file they are relative to that file; in a shipped config, to the
+working directory.
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ class DatasetConfig:
     use_flip: bool = _f(True, help="random horizontal/vertical flips")
     use_rot: bool = _f(True, help="random 90-degree rotations")
     padding: str = _f("reflection_circle", help="frame padding at clip borders")
+    border: Literal["pad", "redraw"] = _f(
+        "pad", help="training windows at clip borders: pad them, or redraw the centre among those that fit (BasicSR REDS)"
+    )
     enlarge_ratio: int = _f(1, check="positive", help="repeat the sample list this many times per epoch")
     max_frames: int | None = _f(None, check="positive", help="validation: use only the first N frames per clip")
     length: int = _f(64, check="positive", help="synthetic: number of samples")
@@ -478,6 +484,22 @@ def parse_set(items: list[str] | None) -> list[tuple[list[str], Any]]:
     return out
 
 
+def _merge(base: Any, data: Any) -> Any:
+    """``data`` over ``base``: mappings merge key by key, anything else (lists too) replaces."""
+    if isinstance(base, dict) and isinstance(data, dict):
+        out = dict(base)
+        for k, v in data.items():
+            out[k] = _merge(base.get(k), v) if k in base else v
+        return out
+    return data
+
+
+def with_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """The user's data over the full default config, so ``--set`` can address defaults too
+    (``train.stages.0.trainable=[...]`` in a config that does not list stages)."""
+    return _merge(to_dict(ExperimentConfig()), data)
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[tuple[list[str], Any]]) -> dict[str, Any]:
     """Set nested keys in plain ``data``; list items are addressed by index (``train.stages.1.start_iter``)."""
     for keys, value in overrides:
@@ -530,15 +552,23 @@ def load_config(
         data = {}
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top level", p)
-    data = apply_overrides(data, parse_set(overrides))
+    sets = parse_set(overrides)
+    # Unknown keys of the file itself are reported before merging (merging keeps them, so they still fail).
+    data = apply_overrides(with_defaults(data) if sets else data, sets)
     cfg = validate(from_dict(ExperimentConfig, data))
-    _resolve_paths(cfg, base_dir_for_paths if base_dir_for_paths is not None else p.parent)
+    if base_dir_for_paths is None:
+        # Your own config: paths are relative to it (portable). A shipped config: relative to the
+        # working directory (BasicSR's datasets/ convention; ../shared/data from the project root).
+        shipped = p.resolve().parent == shipped_config_dir().resolve()
+        base_dir_for_paths = Path.cwd() if shipped else p.parent
+    _resolve_paths(cfg, base_dir_for_paths)
     return cfg
 
 
 def config_from_data(data: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
     """Parse and validate plain data (used by tests and the Python API)."""
-    data = apply_overrides(dict(data), parse_set(overrides))
+    sets = parse_set(overrides)
+    data = apply_overrides(with_defaults(data) if sets else dict(data), sets)
     return validate(from_dict(ExperimentConfig, data))
 
 

@@ -12,7 +12,7 @@ uninterrupted one, whatever the number of workers.
 
 from __future__ import annotations
 
-import inspect
+import os
 from typing import Any
 
 import numpy as np
@@ -88,59 +88,120 @@ class SyntheticSRDataset(Dataset):
 
 
 class EpochIndexed(Dataset):
-    """Adapter: ``dataset[(epoch, index)]`` sets the epoch (inside the worker) and fetches ``index``."""
+    """Adapter: ``dataset[(epoch, index)]`` sets the epoch (inside the worker) and fetches ``index``.
+
+    The batch sampler's stream crosses epoch boundaries, so two workers may hold items of different
+    epochs at the same time. srkit's datasets keep their epoch in shared memory (so that a
+    ``set_epoch`` in the main process reaches persistent workers); here every item carries its own
+    epoch, so each process gets a private epoch cell instead -- otherwise a worker could draw an item
+    with the epoch another worker just set.
+    """
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
         self._has_epoch = callable(getattr(dataset, "set_epoch", None))
+        self._pid: int | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
 
+    def _localise(self) -> None:
+        self._pid = os.getpid()
+        node: Any = self.dataset
+        for _ in range(4):  # through wrappers (Repeated, Subset, ImageSRDataset -> VideoSRDataset)
+            cell = getattr(node, "_epoch", None)
+            if torch.is_tensor(cell) and cell.is_shared():
+                node._epoch = cell.clone()
+            node = getattr(node, "dataset", None) or getattr(node, "_frames", None)
+            if node is None:
+                break
+
     def __getitem__(self, item: tuple[int, int]) -> Any:
         epoch, index = item
         if self._has_epoch:
+            if self._pid != os.getpid():
+                self._localise()
             self.dataset.set_epoch(epoch)
         return self.dataset[index]
 
 
-def _call_with_supported(cls: Any, kwargs: dict[str, Any]) -> Any:
-    """Call ``cls`` with the keyword arguments it accepts (datasets grow options over time)."""
-    params = inspect.signature(cls).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return cls(**kwargs)
-    return cls(**{k: v for k, v in kwargs.items() if k in params})
+class Repeated(Dataset):
+    """``dataset`` listed ``times`` times per epoch (BasicSR's ``dataset_enlarge_ratio``).
+
+    Repeat ``r`` of an item in epoch ``e`` is drawn as epoch ``e * times + r`` of the inner dataset,
+    so the repeats of an item get different crops and augmentations, still a function of
+    ``(seed, epoch, index)``.
+    """
+
+    def __init__(self, dataset: Dataset, times: int):
+        self.dataset, self.times = dataset, times
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset) * self.times  # type: ignore[arg-type]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> Any:
+        rep, inner = divmod(index, len(self.dataset))  # type: ignore[arg-type]
+        if callable(getattr(self.dataset, "set_epoch", None)):
+            self.dataset.set_epoch(self.epoch * self.times + rep)
+        return self.dataset[inner]
+
+
+class FirstFrames(Dataset):
+    """Validation on the first ``n`` centre frames of each clip (keeps validation short)."""
+
+    def __init__(self, dataset: Dataset, items: list[tuple[int, int]], n: int):
+        self.dataset = dataset
+        self.indices = [i for i, (_, center) in enumerate(items) if center < n]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[self.indices[index]]
 
 
 def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool, where: str) -> Dataset:
     """The dataset a config section describes (``where`` names it in errors: ``data.train``)."""
     if cfg.kind == "synthetic":
-        return SyntheticSRDataset(cfg, spec, seed=seed, train=train)
-    if cfg.root is None and cfg.lmdb is None:
+        ds: Dataset = SyntheticSRDataset(cfg, spec, seed=seed, train=train)
+        return Repeated(ds, cfg.enlarge_ratio) if train and cfg.enlarge_ratio > 1 else ds
+    source = cfg.lmdb or cfg.root
+    if source is None:
         raise ConfigError(f"{where}.root: a {cfg.kind} dataset needs a root folder (or {where}.lmdb)")
     if cfg.kind == "video" and spec.input_kind != "video":
         raise ConfigError(f"{where}.kind: 'video' data but the model takes single images; use kind: image")
     if cfg.kind == "image" and spec.input_kind != "image":
         raise ConfigError(f"{where}.kind: 'image' data but the model takes {spec.num_frames}-frame windows; use kind: video")
-    kwargs: dict[str, Any] = dict(
-        root=cfg.root, layout=cfg.layout, split=cfg.partition or ("train" if train else "test"),
-        partition=cfg.partition, subset=cfg.subset, lmdb=cfg.lmdb, lmdb_gt=cfg.lmdb, lmdb_lq=cfg.lmdb_lq,
-        scale=spec.scale, num_frames=spec.num_frames, degradation=cfg.degradation,
-        degradation_params=dict(cfg.degradation_params), gt_size=cfg.gt_size if train else None,
-        interval_list=list(cfg.interval_list), random_reverse=cfg.random_reverse and train,
-        use_flip=cfg.use_flip and train, use_rot=cfg.use_rot and train, padding=cfg.padding,
-        enlarge_ratio=cfg.enlarge_ratio if train else 1, max_frames=cfg.max_frames, seed=seed,
-        train=train, mode="train" if train else "test", with_maps=spec.condition == "degradation",
-        hr_input=spec.hr_input,
+    if spec.condition == "degradation" and cfg.degradation.upper() != "SRMD":
+        raise ConfigError(f"{where}.degradation: the model is conditioned on degradation maps; use SRMD (got {cfg.degradation})")
+    common: dict[str, Any] = dict(
+        layout=cfg.layout, split=cfg.partition or ("train" if train else "test"), subset=cfg.subset,
+        lr_source=cfg.lmdb_lq, scale=1 if spec.hr_input else spec.scale, degradation=cfg.degradation,
+        degradation_params=dict(cfg.degradation_params), train=train, gt_patch=cfg.gt_size,
+        use_flip=cfg.use_flip, use_rot=cfg.use_rot, seed=seed,
     )
-    try:
-        if cfg.kind == "video":
-            from srkit.data.video_dataset import VideoSRDataset as cls
-        else:
-            from srkit.data.image_dataset import ImageSRDataset as cls
-    except ImportError as exc:
-        raise ConfigError(f"{where}.kind: {cfg.kind} datasets are not available in this install ({exc})") from None
-    return _call_with_supported(cls, kwargs)
+    if cfg.kind == "video":
+        from srkit.data.video_dataset import VideoSRDataset
+
+        ds = VideoSRDataset(source, num_frames=spec.num_frames, padding=cfg.padding, interval_list=list(cfg.interval_list),
+                            random_reverse=cfg.random_reverse, border=cfg.border, **common)
+    else:
+        from srkit.data.image_dataset import ImageSRDataset
+
+        ds = ImageSRDataset(source, **common)
+    if not train and cfg.max_frames is not None:
+        # (clip, centre) pairs of the samples; an image dataset is a one-frame video dataset inside.
+        items = getattr(ds, "items", None) or getattr(getattr(ds, "_frames", None), "items", None)
+        if items is None:
+            raise ConfigError(f"{where}.max_frames: not supported by this dataset")
+        ds = FirstFrames(ds, items, cfg.max_frames)
+    if train and cfg.enlarge_ratio > 1:
+        ds = Repeated(ds, cfg.enlarge_ratio)
+    return ds
 
 
 def make_train_loader(dataset: Dataset, cfg: DataConfig, *, seed: int, dist_info: DistInfo, device: torch.device,

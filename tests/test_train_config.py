@@ -1,0 +1,95 @@
+"""Config validation, --set overrides, shipped configs and the `srkit train` command's fast paths."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from srkit.cli import main
+from srkit.errors import ConfigError
+from srkit.train.config import (
+    ExperimentConfig,
+    config_from_data,
+    list_shipped_configs,
+    load_config,
+    shipped_config_dir,
+)
+
+
+def _err(data: dict, sets: list[str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_data(data, sets)
+    return str(info.value)
+
+
+def test_unknown_keys_suggest_the_closest() -> None:
+    assert _err({"trian": {}}) == "trian: unknown key; did you mean 'train'?"
+    assert _err({"train": {"optim": {"lrr": 1e-3}}}) == "train.optim.lrr: unknown key; did you mean 'lr'?"
+    assert _err({"train": {"stages": [{}, {"strat_iter": 5}]}}) == (
+        "train.stages[1].strat_iter: unknown key; did you mean 'start_iter'?")
+    assert _err({"data": {"zzz": 1}}).startswith("data.zzz: unknown key; known keys: train, val, batch_size")
+
+
+def test_bad_types_and_ranges_name_the_key() -> None:
+    assert _err({"train": {"optim": {"lr": "abc"}}}) == "train.optim.lr: expected a positive float, got 'abc'"
+    assert _err({"train": {"optim": {"lr": -1}}}) == "train.optim.lr: expected a positive float, got -1"
+    assert _err({"data": {"batch_size": 2.5}}) == "data.batch_size: expected a positive integer, got 2.5"
+    assert _err({"data": {"num_workers": True}}) == "data.num_workers: expected a non-negative integer, got True"
+    assert _err({"train": {"ema": {"decay": 1.0}}}) == "train.ema.decay: expected a float in [0, 1), got 1.0"
+    assert _err({"precision": "bf61"}) == "precision: expected one of 'fp32', 'bf16', 'fp16', got 'bf61' (did you mean 'bf16'?)"
+    assert _err({"train": {"schedule": {"periods": [10], "restart_weights": [1, 1]}, "total_iters": 10}}) == (
+        "train.schedule.restart_weights: expected 1 values (one per period), got 2")
+    assert "cover 10 iterations but train.total_iters is 20" in _err(
+        {"train": {"schedule": {"periods": [10], "restart_weights": [1]}, "total_iters": 20}})
+    assert _err({"train": {"stages": [{"start_iter": 5}]}}) == (
+        "train.stages[0].start_iter: the first stage must start at iteration 1, got 5")
+    assert "unknown loss term; did you mean 'pixel'" in _err({"train": {"stages": [{"loss_weights": {"pixl": 0}}]}})
+
+
+def test_yaml_numbers_and_set_overrides() -> None:
+    # PyYAML reads 4e-4 as a string; BasicSR-style values must still work.
+    cfg = config_from_data({"train": {"optim": {"lr": "4e-4"}, "total_iters": "6e5"}})
+    assert cfg.train.optim.lr == 4e-4 and cfg.train.total_iters == 600000
+    cfg = config_from_data({"train": {"stages": [{}, {"start_iter": 9}]}},
+                           ["train.optim.betas=[0.5, 0.999]", "train.stages.1.start_iter=7", "model.overrides.num_feat=16",
+                            "data.val={kind: synthetic, length: 2}", "train.grad_clip=null"])
+    assert cfg.train.optim.betas == [0.5, 0.999] and cfg.train.stages[1].start_iter == 7
+    assert cfg.model.overrides == {"num_feat": 16} and cfg.data.val.length == 2 and cfg.train.grad_clip is None
+    assert _err({}, ["train.optim.lr"]) == "--set 'train.optim.lr': expected KEY=VALUE (e.g. train.optim.lr=1e-4)"
+    assert _err({}, ["train.stages.3.start_iter=2"]) == "train.stages.3: expected a list index below 1"
+    assert _err({}, ["train.optim.lr=abc"]) == "train.optim.lr: expected a positive float, got 'abc'"
+
+
+@pytest.mark.parametrize("name", list_shipped_configs())
+def test_shipped_configs_are_valid(name: str) -> None:
+    cfg = load_config(name)
+    assert isinstance(cfg, ExperimentConfig) and cfg.name
+    raw = yaml.safe_load((shipped_config_dir() / f"{name}.yaml").read_text())
+    assert raw["name"] == name  # run folder named after the config
+
+
+def test_shipped_edvr_configs_follow_basicsr() -> None:
+    wo = load_config("edvr-m-reds-wotsa")
+    assert (wo.model.name, wo.train.optim.lr, wo.train.optim.betas) == ("edvr-m-wotsa", 4e-4, [0.9, 0.99])
+    assert wo.train.schedule.periods == [150000] * 4 and wo.train.total_iters == 600000
+    assert wo.train.losses[0].type == "charbonnier" and wo.train.losses[0].reduction == "sum"
+    tsa = load_config("edvr-m-reds")
+    assert tsa.model.init_allow_missing == ["fusion.*"] and tsa.model.init_from.endswith("iter_00600000.pt")
+    assert [(s.start_iter, s.trainable) for s in tsa.train.stages] == [(1, ["fusion.*"]), (50000, ["*"])]
+    assert tsa.train.schedule.periods == [50000, 100000, 150000, 150000, 150000]
+
+
+def test_cli_prints_config_and_reports_errors(tmp_path, capsys) -> None:
+    assert main(["train", "edvr-m-reds-wotsa", "--set", "train.optim.lr=1e-4", "--print-config"]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    assert out["train"]["optim"]["lr"] == 1e-4 and out["model"]["name"] == "edvr-m-wotsa"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train:\n  optim:\n    lr: abc\n")
+    assert main(["train", str(bad)]) == 2
+    assert capsys.readouterr().err == "srkit: error: train.optim.lr: expected a positive float, got 'abc'\n"
+    assert main(["train", "edvr-m-reds-wotas"]) == 2
+    assert "did you mean 'edvr-m-reds-wotsa'?" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml: config file not found" in capsys.readouterr().err
+    assert main(["train", "--list"]) == 0
+    assert "tiny-edvr-set8" in capsys.readouterr().out.split()
