@@ -43,8 +43,18 @@ __all__ = ["upscale_frames", "load_model", "FrameRestorer", "frame_to_tensor", "
 Condition = np.ndarray | Callable[[int, int], np.ndarray]
 
 
-def load_model(model: nn.Module | str, weights: str | None = None, **overrides) -> nn.Module:
-    """A model instance from a preset name (with optional weights) or the module itself."""
+def load_model(model: nn.Module | str | None, weights: str | None = None, **overrides) -> nn.Module:
+    """A model instance from a preset name (with optional weights), a checkpoint alone or the module itself.
+
+    ``model=None`` with ``weights`` rebuilds the network the checkpoint describes (srkit metadata, or
+    the preset and configuration inferred from a foreign state dict's keys and shapes).
+    """
+    if model is None:
+        if weights is None:
+            raise ConfigError("give a model name or a checkpoint (--model / --weights)")
+        from srkit.models.checkpoint import load_model as load_checkpoint_model
+
+        return load_checkpoint_model(weights)
     if isinstance(model, str):
         from srkit.models import create_model
 
@@ -345,7 +355,7 @@ def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> nn.
     return model
 
 
-def upscale_frames(frames: Iterable[np.ndarray], model: nn.Module | str, *, device: str | torch.device = "auto",
+def upscale_frames(frames: Iterable[np.ndarray], model: nn.Module | str | None, *, device: str | torch.device = "auto",
                    precision: str = "fp32", tile: int | None = None, tile_overlap: int = 16,
                    max_memory: str | int | None = None, channels_last: bool = True,
                    padding: str = "reflection_circle", use_cache: bool = True,

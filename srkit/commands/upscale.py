@@ -1,0 +1,158 @@
+"""``srkit upscale``: restore / upscale videos, frame folders and images with any srkit model."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from srkit.errors import ConfigError, InputError
+
+EPILOG = """\
+output kind:
+  OUTPUT with a video extension (.mp4 .mkv .mov .webm ...) -> video file (same frame count, fps and
+  timestamps, audio/subtitles copied without re-encoding); with an image extension -> image; anything
+  else is a folder: PNG frames for a video or frame-folder input, images (same names) for image inputs.
+
+examples:
+  srkit upscale clip.mp4 -o clip_x4.mp4 --model edvr-m --weights EDVR_M_x4_SR_REDS.pth
+  srkit upscale frames/ -o out_frames/ --model edvr-l --weights edvr_l.safetensors --tile 256
+  srkit upscale clip.mp4 -o frames_x4/ --resume            # continue an interrupted frame-folder output
+  srkit upscale photo.png -o photo_x4.png --model udvd-x4 --weights udvd.pth --blur 1.6 --noise 15
+  torchrun --nproc-per-node 2 -m srkit upscale --input-list videos.txt --output-dir out/
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    io = parser.add_argument_group("input and output")
+    io.add_argument("input", nargs="?", help="video file, frame folder, image or image folder")
+    io.add_argument("-o", "--output", help="output video file, image file or folder (see 'output kind')")
+    io.add_argument("--input-list", metavar="FILE",
+                    help="text file with one input per line (relative to the file); needs --output-dir. "
+                         "Under torchrun each rank takes every WORLD_SIZE-th input from RANK")
+    io.add_argument("--output-dir", metavar="DIR", help="existing folder receiving one output per input (same names)")
+    io.add_argument("--output-kind", choices=("auto", "video", "frames", "image", "images"), default="auto",
+                    help="override the kind deduced from OUTPUT (default: auto)")
+    io.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    io.add_argument("--resume", action="store_true",
+                    help="continue a frame-folder output after its last complete frame (image folders: skip done "
+                         "images); the context frames are re-read so the result equals an uninterrupted run")
+    io.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+    mg = parser.add_argument_group("model")
+    mg.add_argument("--model", help="preset name (see 'srkit models'); default: the network the --weights file "
+                                    "describes, or edvr-m without weights")
+    mg.add_argument("--weights", metavar="FILE",
+                    help="checkpoint: srkit safetensors, BasicSR, MMagic or original format "
+                         "(default: random initialisation, only useful for speed tests)")
+
+    rt = parser.add_argument_group("runtime")
+    rt.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    rt.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                    help="autocast precision (default: fp32; bf16 is the fast choice on recent CPUs and GPUs)")
+    rt.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch (default: PyTorch's choice)")
+    rt.add_argument("--tile", type=int, metavar="PX",
+                    help="restore in tiles of PX input pixels (blended; bounds memory for large frames)")
+    rt.add_argument("--tile-overlap", type=int, default=16, metavar="PX",
+                    help="context added on each side of a tile and blended across tile seams (default: 16)")
+    rt.add_argument("--max-memory", metavar="SIZE",
+                    help="choose the tile size so that one restoration fits SIZE (e.g. 4GB, 512MB)")
+    rt.add_argument("--batch-size", type=int, default=1, metavar="N", help="windows restored together (default: 1)")
+    rt.add_argument("--padding", default="reflection_circle",
+                    choices=("reflection_circle", "reflection", "replicate", "circle"),
+                    help="how windows are padded at the start/end of a clip (default: reflection_circle, as "
+                         "EDVR's training and evaluation)")
+    rt.add_argument("--no-cache", action="store_true",
+                    help="recompute every frame's features in every window (slower; same output)")
+    rt.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout")
+
+    vo = parser.add_argument_group("video output")
+    vo.add_argument("--codec", default="libx264", help="encoder (libx264, libx265, libvpx-vp9, ffv1...; default libx264)")
+    vo.add_argument("--crf", type=float, default=18, help="quality for x264/x265/vp9 (default: 18)")
+    vo.add_argument("--pix-fmt", help="pixel format (default: yuv420p; yuv420p10le for >8-bit sources)")
+    vo.add_argument("--lossless", action="store_true", help="lossless encoding (exact RGB)")
+    vo.add_argument("--fps", type=float, default=25.0, help="frame rate of a video made from a frame folder (default 25)")
+
+    dg = parser.add_argument_group("degradation (UDVD and other non-blind models)")
+    dg.add_argument("--blur", type=float, metavar="SIGMA", help="Gaussian blur width (pixels) of the input")
+    dg.add_argument("--blur2", type=float, metavar="SIGMA2", help="second width (anisotropic blur)")
+    dg.add_argument("--angle", type=float, default=0.0, metavar="DEG", help="rotation of an anisotropic blur (degrees)")
+    dg.add_argument("--noise", type=float, default=0.0, metavar="N", help="noise level, 0-255 units (default 0)")
+    dg.add_argument("--kernel", metavar="FILE.npy", help="blur kernel as a 2-D .npy array (instead of --blur)")
+
+
+def degradation_condition(args: argparse.Namespace):
+    """``(height, width) -> (16, H, W)`` maps from the blur/noise options, or None when none is given."""
+    given = args.blur is not None or args.kernel is not None or args.blur2 is not None or args.noise
+    if not given:
+        return None
+    from srkit.data.degrade import degradation_maps, gaussian_kernel, kernel_to_code
+
+    if args.kernel is not None and args.blur is not None:
+        raise ConfigError("give either --kernel or --blur, not both")
+    if args.noise < 0 or args.noise > 255:
+        raise ConfigError(f"--noise must be in 0..255, got {args.noise}")
+    if args.kernel is not None:
+        path = Path(args.kernel)
+        if not path.is_file():
+            raise InputError("no such file", path)
+        try:
+            kernel = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"not a .npy array ({exc})", path) from None
+        if kernel.ndim != 2 or not np.all(np.isfinite(kernel)) or kernel.sum() <= 0:
+            raise InputError(f"kernel must be a finite 2-D array with a positive sum, got shape {kernel.shape}", path)
+        kernel = (kernel / kernel.sum()).astype(np.float32)
+    else:
+        sigma = args.blur if args.blur is not None else 0.2  # noise only: the narrowest kernel trained on
+        if sigma <= 0 or (args.blur2 is not None and args.blur2 <= 0):
+            raise ConfigError("--blur and --blur2 must be positive")
+        kernel = gaussian_kernel(15, sigma, args.blur2, math.radians(args.angle))
+    try:
+        code = kernel_to_code(kernel)
+    except ValueError as exc:
+        raise ConfigError(f"kernel: {exc}") from None
+    noise = float(args.noise)
+    return lambda h, w: degradation_maps(code, noise, h, w)
+
+
+def run(args: argparse.Namespace) -> int:
+    from srkit.infer.run import read_input_list, upscale, upscale_many
+    from srkit.utils.device import torch_threads
+
+    if args.input_list:
+        if args.input or args.output:
+            raise ConfigError("give either INPUT -o OUTPUT or --input-list with --output-dir")
+        if not args.output_dir:
+            raise ConfigError("--input-list needs --output-dir")
+    else:
+        if not args.input:
+            raise ConfigError("no input given (srkit upscale INPUT -o OUTPUT, or --input-list FILE --output-dir DIR)")
+        if not args.output and not args.output_dir:
+            raise ConfigError("no output given (-o OUTPUT or --output-dir DIR)")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    options = dict(weights=args.weights, device=args.device, precision=args.precision, tile=args.tile,
+                   tile_overlap=args.tile_overlap, max_memory=args.max_memory,
+                   channels_last=not args.no_channels_last, padding=args.padding, use_cache=not args.no_cache,
+                   condition=degradation_condition(args), batch_size=args.batch_size, overwrite=args.overwrite,
+                   resume=args.resume, quiet=args.quiet, codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
+                   lossless=args.lossless, fps=args.fps, output_kind=args.output_kind)
+    model = args.model or (None if args.weights else "edvr-m")
+    with torch_threads(args.threads):
+        if args.input_list or (args.output_dir and not args.output):
+            inputs = read_input_list(args.input_list) if args.input_list else [Path(args.input)]
+            results = upscale_many(inputs, args.output_dir, model, **options)
+        else:
+            results = [upscale(args.input, args.output, model, **options)]
+    if not args.quiet:
+        for r in results:
+            extra = f", {r.skipped} already done" if r.skipped else ""
+            print(f"{r.input} -> {r.output}: {r.frames} {'images' if r.kind == 'images' else 'frames'}{extra} "
+                  f"in {r.seconds:.1f}s ({r.fps:.2f}/s)", file=sys.stderr)
+    return 0

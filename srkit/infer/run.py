@@ -1,0 +1,528 @@
+"""File-level driver of ``srkit upscale``: videos, frame folders, images and lists of them.
+
+Input kinds: a video file (anything FFmpeg reads), a frame folder (a video model's clip), a single
+image or an image folder (single-image models). The output kind follows the output's extension
+(video extension -> video file, image extension -> image); any other output path is a folder: a
+frame folder of PNGs for clip inputs, a folder of images (same names, PNG) for image inputs. With
+``--input-list``/``--output-dir`` each input ``NAME`` goes to ``OUTPUT_DIR/NAME`` keeping its kind.
+
+Safety: every file is written under a temporary name and renamed when complete (videos on close,
+frames and images one by one), so an error, Ctrl-C or SIGTERM never leaves a partial file under a
+final name; an existing output is refused unless ``overwrite``; the output may not be the input;
+``resume`` continues a frame-folder output after its last complete frame, re-reading the context
+frames the next windows need so the frames are identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from torch import nn
+
+from srkit.errors import ConfigError, InputError, OutputError, SrkitError
+from srkit.io.atomic import check_output_path
+from srkit.io.images import IMAGE_EXTENSIONS, from_float, list_images, read_image, write_image
+
+__all__ = ["UpscaleResult", "upscale", "upscale_many", "read_input_list", "shard", "input_kind",
+           "VIDEO_EXTENSIONS"]
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".webm", ".avi", ".m4v", ".mpg", ".mpeg", ".ts", ".m2ts", ".flv",
+                    ".wmv", ".ogv", ".3gp", ".y4m")
+FRAME_PATTERN = "{:08d}.png"
+
+
+@dataclass
+class UpscaleResult:
+    """What one input produced."""
+
+    input: Path
+    output: Path
+    kind: str  # "video", "frames", "image", "images"
+    frames: int  # frames (or images) written by this run
+    skipped: int  # frames already present (resume)
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------------------- kinds
+def input_kind(path: Path) -> str:
+    """``video``, ``image`` or ``folder`` (frames or images, decided by the model)."""
+    if not path.exists():
+        raise InputError("no such file or folder", path)
+    if path.is_dir():
+        return "folder"
+    if not os.access(path, os.R_OK):
+        raise InputError("file is not readable (permission denied)", path)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return "image"
+    if suffix in VIDEO_EXTENSIONS:
+        return "video"
+    # Unknown extension: FFmpeg may still read it (its probe raises a one-line InputError otherwise).
+    from srkit.io.video import probe_video
+
+    probe_video(path)
+    return "video"
+
+
+def _is_video_name(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def _is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _same_or_inside(a: Path, b: Path) -> bool:
+    """True when ``a`` is ``b`` or lies inside folder ``b`` (both resolved)."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or b in a.parents
+
+
+# ---------------------------------------------------------------------------------------------- signals
+@contextlib.contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """Turn SIGTERM into ``SystemExit(143)`` so context managers remove temporary files on the way out."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise SystemExit(128 + signum)
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def _progress(total: int | None, quiet: bool, desc: str, initial: int = 0):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, unit="frame", desc=desc, file=sys.stderr, disable=quiet,
+                dynamic_ncols=True, leave=True, smoothing=0.1)
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    """Restored RGB of a replicated gray input -> one channel (ITU-R BT.601 luma, as cv2's RGB2GRAY)."""
+    return (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))[:, :, None]
+
+
+def _resize_alpha(alpha: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Alpha upscaled with MATLAB-compatible bicubic (as the image itself was degraded in training)."""
+    from srkit.data.imresize import imresize
+
+    if alpha.shape == (height, width):
+        return alpha
+    out = imresize(alpha.astype(np.float32) / np.float32(np.iinfo(alpha.dtype).max), output_shape=(height, width))
+    return from_float(out, alpha.dtype)
+
+
+def _bit_depth_dtype(pix_fmt: str) -> type:
+    """uint16 frames for high-bit-depth output pixel formats (yuv420p10le, gbrp12le, rgb48...)."""
+    return np.uint16 if re.search(r"(9|10|12|14|16)(le|be)?$|48|64", pix_fmt) else np.uint8
+
+
+@dataclass
+class _Options:
+    model: nn.Module
+    engine: dict[str, Any]
+    overwrite: bool
+    resume: bool
+    quiet: bool
+    codec: str
+    crf: float
+    pix_fmt: str | None
+    lossless: bool
+    fps: Fraction
+    output_kind: str
+    condition_factory: Callable[[int, int], np.ndarray] | None
+
+
+def _run_engine(frames: Iterable[np.ndarray], opts: _Options, *, start_frame: int = 0) -> Iterator[np.ndarray]:
+    from srkit.infer.engine import upscale_frames
+
+    return upscale_frames(frames, opts.model, condition=opts.condition_factory, start_frame=start_frame,
+                          **opts.engine)
+
+
+# ---------------------------------------------------------------------------------------------- per kind
+def _frame_writer(folder: Path, opts: _Options):
+    """The frame-folder writer (creates the folder; with ``resume`` counts the complete frames there)."""
+    from srkit.io.frames import FrameFolderWriter
+
+    if folder.exists() and folder.is_dir() and not os.access(folder, os.W_OK):
+        raise OutputError("output folder is not writable", folder)
+    parent = folder.parent if str(folder.parent) else Path(".")
+    if not folder.exists() and parent.is_dir() and not os.access(parent, os.W_OK):
+        raise OutputError("output folder's parent is not writable", parent)
+    return FrameFolderWriter(folder, pattern=FRAME_PATTERN, resume=opts.resume, overwrite=opts.overwrite)
+
+
+def _frames_output(writer, out_frames: Iterable[np.ndarray], dtype: type, opts: _Options, total: int | None,
+                   desc: str, start: int) -> int:
+    """Write restored frames ``start, start+1, ...`` atomically; returns how many were written."""
+    n = 0
+    with writer, _progress(total, opts.quiet, desc, initial=start) as bar:
+        for i, out in enumerate(out_frames, start):
+            writer.write(from_float(out, dtype), index=i)
+            n += 1
+            bar.update(1)
+    return n
+
+
+def _video_input(path: Path, output: Path, out_kind: str, opts: _Options) -> UpscaleResult:
+    from srkit.io.video import VideoWriter, open_video
+
+    t0 = time.perf_counter()
+    if out_kind == "video":
+        if opts.resume:
+            raise ConfigError("--resume needs a frame-folder output (a video file is written in one piece)")
+        check_output_path(output, overwrite=opts.overwrite)
+    with open_video(path) as reader:  # opening checks the input before any output is created
+        info = reader.info
+        frame_writer = _frame_writer(output, opts) if out_kind == "frames" else None
+        start = frame_writer.completed if (frame_writer is not None and opts.resume) else 0
+        high = getattr(info, "bit_depth", 8) and info.bit_depth > 8
+        pts_queue: deque = deque()
+
+        def decoded() -> Iterator[np.ndarray]:
+            for frame in reader:
+                pts_queue.append(frame.pts)
+                yield frame.rgb
+
+        total = info.num_frames or None
+        out_frames = _run_engine(decoded(), opts, start_frame=start)
+        if out_kind == "frames":
+            n = _frames_output(frame_writer, _drop_pts(out_frames, pts_queue), np.uint16 if high else np.uint8,
+                               opts, total, path.name, start)
+            return UpscaleResult(path, output, "frames", n, start, time.perf_counter() - t0)
+        dtype = np.uint16 if high or _bit_depth_dtype(opts.pix_fmt or "") is np.uint16 else np.uint8
+        writer = None
+        n = 0
+        try:
+            with _progress(total, opts.quiet, path.name) as bar:
+                for out in out_frames:
+                    if writer is None:  # sized from the first restored frame
+                        writer = VideoWriter(output, width=out.shape[1], height=out.shape[0], fps=info.fps,
+                                             time_base=info.time_base, codec=opts.codec, crf=opts.crf,
+                                             pix_fmt=opts.pix_fmt, lossless=opts.lossless, copy_streams_from=path,
+                                             rotation=0, overwrite=opts.overwrite,
+                                             bit_depth=16 if dtype is np.uint16 else 8)
+                    writer.write(from_float(out, dtype), pts=pts_queue.popleft())
+                    n += 1
+                    bar.update(1)
+            if writer is not None:
+                writer.close()
+                writer = None
+        finally:
+            if writer is not None:  # an exception escaped: abort so the temporary file is removed
+                _abort_writer(writer)
+    return UpscaleResult(path, output, "video", n, 0, time.perf_counter() - t0)
+
+
+def _abort_writer(writer) -> None:
+    abort = getattr(writer, "abort", None)
+    if callable(abort):
+        abort()
+        return
+    exit_ = getattr(writer, "__exit__", None)
+    if callable(exit_):
+        exit_(RuntimeError, RuntimeError("aborted"), None)
+
+
+def _drop_pts(frames: Iterable[np.ndarray], pts_queue: deque) -> Iterator[np.ndarray]:
+    for f in frames:
+        if pts_queue:
+            pts_queue.popleft()
+        yield f
+
+
+def _scale(opts: _Options) -> int:
+    spec = opts.model.spec
+    return 1 if spec.hr_input else spec.scale
+
+
+def _folder_clip_input(path: Path, output: Path, out_kind: str, opts: _Options) -> UpscaleResult:
+    """A frame folder restored as one clip by a video model."""
+    from srkit.io.frames import FrameFolderReader
+
+    t0 = time.perf_counter()
+    reader = FrameFolderReader(path)  # checks every frame's size up front
+    high = reader.dtype == np.uint16
+    frames = (f.rgb for f in reader)
+    if out_kind == "frames":
+        writer = _frame_writer(output, opts)
+        start = writer.completed if opts.resume else 0
+        out_frames = _run_engine(frames, opts, start_frame=start)
+        n = _frames_output(writer, out_frames, np.uint16 if high else np.uint8, opts, len(reader), path.name, start)
+        return UpscaleResult(path, output, "frames", n, start, time.perf_counter() - t0)
+    if out_kind != "video":
+        raise ConfigError(f"cannot write a clip of {len(reader)} frames to a single image", output)
+    if opts.resume:
+        raise ConfigError("--resume needs a frame-folder output (a video file is written in one piece)")
+    from srkit.io.video import VideoWriter
+
+    check_output_path(output, overwrite=opts.overwrite)
+    dtype = np.uint16 if high or _bit_depth_dtype(opts.pix_fmt or "") is np.uint16 else np.uint8
+    writer = None
+    n = 0
+    try:
+        with _progress(len(reader), opts.quiet, path.name) as bar:
+            for i, out in enumerate(_run_engine(frames, opts)):
+                if writer is None:
+                    writer = VideoWriter(output, width=out.shape[1], height=out.shape[0], fps=opts.fps,
+                                         time_base=1 / opts.fps, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
+                                         lossless=opts.lossless, overwrite=opts.overwrite,
+                                         bit_depth=16 if dtype is np.uint16 else 8)
+                writer.write(from_float(out, dtype), pts=i)
+                n += 1
+                bar.update(1)
+        if writer is not None:
+            writer.close()
+            writer = None
+    finally:
+        if writer is not None:
+            _abort_writer(writer)
+    return UpscaleResult(path, output, "video", n, 0, time.perf_counter() - t0)
+
+
+def _restore_image(src: Path, dst: Path, opts: _Options) -> None:
+    img = read_image(src)
+    out = next(iter(_run_engine([img.rgb], opts)))
+    if img.grayscale:
+        out = _gray(out)
+    alpha = None if img.alpha is None else _resize_alpha(img.alpha, out.shape[0], out.shape[1])
+    try:
+        write_image(dst, from_float(out, img.rgb.dtype), alpha)
+    except SrkitError:
+        raise
+    except Exception as exc:  # cv2 cannot encode this combination (e.g. 16-bit JPEG)
+        raise OutputError(f"cannot write image ({exc})", dst) from None
+
+
+def _image_output_name(src: Path) -> str:
+    # PNG keeps 16 bits and alpha and is lossless; TIFF inputs stay TIFF; JPEG & co become PNG.
+    return src.name if src.suffix.lower() in (".png", ".tif", ".tiff") else src.stem + ".png"
+
+
+def _images_input(files: Sequence[Path], folder_in: Path | None, output: Path, out_kind: str,
+                  opts: _Options) -> UpscaleResult:
+    t0 = time.perf_counter()
+    if out_kind == "image":
+        if len(files) != 1:
+            raise ConfigError(f"{len(files)} images cannot go to one image file (give a folder)", output)
+        check_output_path(output, overwrite=opts.overwrite)
+        _restore_image(files[0], output, opts)
+        return UpscaleResult(files[0], output, "image", 1, 0, time.perf_counter() - t0)
+    if out_kind != "images":
+        raise ConfigError("single-image models write images: give an image file or a folder as output", output)
+    if folder_in is None and output.is_dir():
+        pass
+    elif output.exists() and not output.is_dir():
+        raise OutputError("output exists and is not a folder", output)
+    parent = output if output.is_dir() else output.parent
+    if not output.exists() and not (parent.is_dir() and os.access(parent, os.W_OK)):
+        raise OutputError("output folder's parent does not exist or is not writable", parent)
+    if output.is_dir() and not os.access(output, os.W_OK):
+        raise OutputError("output folder is not writable", output)
+    targets = [(f, output / _image_output_name(f)) for f in files]
+    todo = []
+    for src, dst in targets:
+        if dst.exists() and not opts.overwrite:
+            if opts.resume:
+                continue
+            raise OutputError("output exists (use --overwrite to replace it or --resume to skip done images)", dst)
+        todo.append((src, dst))
+    output.mkdir(exist_ok=True)
+    with _progress(len(targets), opts.quiet, (folder_in or files[0]).name, initial=len(targets) - len(todo)) as bar:
+        for src, dst in todo:
+            _restore_image(src, dst, opts)
+            bar.update(1)
+    kind = "images" if folder_in is not None else "image"
+    return UpscaleResult(folder_in or files[0], output if folder_in else targets[0][1], kind, len(todo),
+                         len(targets) - len(todo), time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------------------------------- entry points
+def _resolve_output_kind(kind: str, is_video_model: bool, output: Path, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    if _is_video_name(output):
+        return "video"
+    if _is_image_name(output):
+        return "image"
+    return "frames" if is_video_model else "images"
+
+
+def _model_name(model: nn.Module) -> str:
+    return getattr(model, "preset", None) or type(model).__name__
+
+
+def _upscale_one(path: Path, output: Path, opts: _Options) -> UpscaleResult:
+    spec = opts.model.spec
+    video_model = spec.input_kind == "video" and spec.num_frames > 1
+    kind = input_kind(path)
+    if _same_or_inside(output, path) or (path.is_file() and output.resolve() == path.resolve()):
+        raise OutputError("output is the input (or inside the input folder); refusing to write there", output)
+    out_kind = _resolve_output_kind(kind, video_model, output, opts.output_kind)
+    if kind == "video":
+        if not video_model:
+            raise InputError(f"is a video but model {_model_name(opts.model)} restores single images "
+                             f"(extract the frames to a folder first)", path)
+        if out_kind not in ("video", "frames"):
+            raise ConfigError(f"a video cannot be written as {out_kind} (use a video or folder output)", output)
+        return _video_input(path, output, out_kind, opts)
+    if kind == "image":
+        if video_model:
+            raise InputError(f"is a single image but model {_model_name(opts.model)} restores video from "
+                             f"{spec.num_frames} frames (give a video or a frame folder)", path)
+        return _images_input([path], None, output, out_kind, opts)
+    # a folder
+    files = list_images(path)
+    if not files:
+        raise InputError("folder has no images (png, jpg, bmp, tif...)", path)
+    if video_model:
+        return _folder_clip_input(path, output, out_kind, opts)
+    return _images_input(files, path, output, "image" if out_kind == "image" else "images", opts)
+
+
+def _make_options(model, weights, device, precision, tile, tile_overlap, max_memory, channels_last, padding,
+                  use_cache, condition, batch_size, overwrite, resume, quiet, codec, crf, pix_fmt, lossless,
+                  fps, output_kind) -> _Options:
+    from srkit.infer.engine import _prepare, load_model
+    from srkit.utils.device import select_device
+
+    if overwrite and resume:
+        raise ConfigError("--overwrite and --resume exclude each other")
+    if output_kind not in ("auto", "video", "frames", "image", "images"):
+        raise ConfigError(f"unknown output kind {output_kind!r}")
+    dev = select_device(device) if isinstance(device, str) else device
+    net = _prepare(load_model(model, weights), dev, channels_last)
+    factory = None
+    if condition is not None:
+        factory = condition if callable(condition) else (lambda h, w, c=np.asarray(condition): c)
+    engine = dict(device=dev, precision=precision, tile=tile, tile_overlap=tile_overlap, max_memory=max_memory,
+                  channels_last=channels_last, padding=padding, use_cache=use_cache, batch_size=batch_size)
+    return _Options(net, engine, overwrite, resume, quiet, codec, crf, pix_fmt, lossless, Fraction(fps),
+                    output_kind, factory)
+
+
+def upscale(input: str | os.PathLike, output: str | os.PathLike, model: nn.Module | str = "edvr-m", *,  # noqa: A002
+            weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "fp32",
+            tile: int | None = None, tile_overlap: int = 16, max_memory: str | int | None = None,
+            channels_last: bool = True, padding: str = "reflection_circle", use_cache: bool = True,
+            condition: np.ndarray | Callable[[int, int], np.ndarray] | None = None, batch_size: int = 1,
+            overwrite: bool = False, resume: bool = False, quiet: bool = False, codec: str = "libx264",
+            crf: float = 18, pix_fmt: str | None = None, lossless: bool = False, fps: float | Fraction = 25,
+            output_kind: str = "auto") -> UpscaleResult:
+    """Restore one video, frame folder, image or image folder into ``output`` (see the module docstring).
+
+    ``condition`` gives a conditioned model (UDVD) its degradation maps: an array (C, H, W) or (C,),
+    or a function ``(height, width) -> (C, H, W)`` (used for every image size). ``fps`` is the frame
+    rate of a video written from a frame folder.
+    """
+    opts = _make_options(model, weights, device, precision, tile, tile_overlap, max_memory, channels_last, padding,
+                         use_cache, condition, batch_size, overwrite, resume, quiet, codec, crf, pix_fmt, lossless,
+                         fps, output_kind)
+    with terminate_as_exit():
+        return _with_path(Path(input), lambda: _upscale_one(Path(input), Path(output), opts))
+
+
+def _with_path(path: Path, fn: Callable[[], UpscaleResult]) -> UpscaleResult:
+    """Name the input in errors raised without a file (e.g. a frame of another size inside the engine)."""
+    try:
+        return fn()
+    except InputError as exc:
+        if exc.path is None:
+            raise InputError(str(exc), path) from None
+        raise
+
+
+def read_input_list(path: str | os.PathLike) -> list[Path]:
+    """Inputs listed one per line (blank lines and ``#`` comments skipped; relative to the list's folder)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError("no such file", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read input list ({exc})", path) from None
+    items = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        p = Path(line).expanduser()
+        items.append(p if p.is_absolute() else path.parent / p)
+    if not items:
+        raise InputError("input list is empty", path)
+    return items
+
+
+def shard(items: Sequence[Path], rank: int | None = None, world_size: int | None = None) -> list[Path]:
+    """This process's share of ``items``: every ``WORLD_SIZE``-th item from ``RANK`` (torchrun's env vars)."""
+    rank = int(os.environ.get("RANK", "0")) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"invalid RANK={rank} / WORLD_SIZE={world_size}")
+    return list(items[rank::world_size])
+
+
+def _output_for(path: Path, output_dir: Path) -> Path:
+    if path.is_file() and _is_image_name(path):
+        return output_dir / _image_output_name(path)
+    return output_dir / path.name
+
+
+def upscale_many(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, model: nn.Module | str = "edvr-m",
+                 *, rank: int | None = None, world_size: int | None = None, **kwargs) -> list[UpscaleResult]:
+    """Restore many inputs into ``output_dir`` (each keeps its name); this rank handles its shard only.
+
+    The model is built once. Inputs with the same name would collide; that is refused up front.
+    """
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        raise OutputError("output folder does not exist" if not output_dir.exists() else "not a folder", output_dir)
+    if not os.access(output_dir, os.W_OK):
+        raise OutputError("output folder is not writable", output_dir)
+    paths = [Path(p) for p in inputs]
+    names: dict[str, Path] = {}
+    for p in paths:
+        name = _output_for(p, output_dir).name
+        if name in names:
+            raise ConfigError(f"inputs {names[name]} and {p} would both write {output_dir / name}")
+        names[name] = p
+    mine = shard(paths, rank, world_size)
+    opts = _make_options(model, kwargs.pop("weights", None), kwargs.pop("device", "auto"),
+                         kwargs.pop("precision", "fp32"), kwargs.pop("tile", None), kwargs.pop("tile_overlap", 16),
+                         kwargs.pop("max_memory", None), kwargs.pop("channels_last", True),
+                         kwargs.pop("padding", "reflection_circle"), kwargs.pop("use_cache", True),
+                         kwargs.pop("condition", None), kwargs.pop("batch_size", 1), kwargs.pop("overwrite", False),
+                         kwargs.pop("resume", False), kwargs.pop("quiet", False), kwargs.pop("codec", "libx264"),
+                         kwargs.pop("crf", 18), kwargs.pop("pix_fmt", None), kwargs.pop("lossless", False),
+                         kwargs.pop("fps", 25), kwargs.pop("output_kind", "auto"))
+    if kwargs:
+        raise TypeError(f"unexpected options: {', '.join(kwargs)}")
+    results = []
+    with terminate_as_exit():
+        for p in mine:
+            results.append(_with_path(p, lambda p=p: _upscale_one(p, _output_for(p, output_dir), opts)))
+    return results
