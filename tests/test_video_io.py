@@ -580,3 +580,15 @@ def test_real_mp4_probe_and_read(shared_data):
             if i == 5:
                 break
     assert frame.rgb.std() > 10  # real picture content, not a blank conversion
+
+
+@pytest.mark.shared_data
+def test_real_clip_round_trip_keeps_ntsc_timing(shared_data, tmp_path):
+    src = shared_data / "mp4" / "carphone_pristine.mp4"
+    info, frames, _ = copy_video(src, tmp_path / "out.mp4")
+    assert info.fps == Fraction(30000, 1001) and len(frames) == 120
+    out_info, out = read_all(tmp_path / "out.mp4")
+    assert out_info.fps == info.fps and out_info.num_frames == 120
+    assert [f.time for f in out] == pytest.approx([f.time for f in frames], abs=1e-9)
+    assert out_info.duration == pytest.approx(info.duration, abs=1e-3)
+    assert min(psnr(a.rgb, b.rgb) for a, b in zip(frames, out)) > 35
