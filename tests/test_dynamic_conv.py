@@ -7,6 +7,14 @@ import torch
 from torch.nn import functional as F
 
 from srkit.ops import dynamic_conv2d, dynamic_upsample_conv2d, identity_kernels
+from srkit.utils.device import torch_threads
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a shared CI machine.
+    with torch_threads(1):
+        yield
 
 
 def unfold_reference(x: torch.Tensor, kernels: torch.Tensor, scale: int, padding: str = "zeros") -> torch.Tensor:
@@ -155,3 +163,21 @@ def test_cuda_matches_cpu():
     cpu = dynamic_upsample_conv2d(x, kernels, 2)
     gpu = dynamic_upsample_conv2d(x.cuda(), kernels.cuda(), 2).cpu()
     torch.testing.assert_close(gpu, cpu, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+def test_export_path_equals_function_path(monkeypatch):
+    # While exporting / tracing / compiling the op sums out-of-place with plain ops; same result.
+    import srkit.ops.dynamic_conv as dc
+
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 7, 8, generator=gen)
+    k_same = torch.randn(2, 25, 7, 8, generator=gen)
+    k_up = torch.randn(2, 9 * 25, 7, 8, generator=gen)
+    fast = dynamic_conv2d(x, k_same, padding="replicate"), dynamic_upsample_conv2d(x, k_up, 3)
+    monkeypatch.setattr(dc, "_graph_capture", lambda: True)
+    plain = dynamic_conv2d(x, k_same, padding="replicate"), dynamic_upsample_conv2d(x, k_up, 3)
+    for a, b in zip(fast, plain):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    traced = torch.jit.trace(lambda a, b: dynamic_upsample_conv2d(a, b, 3), (x, k_up))
+    torch.testing.assert_close(traced(x, k_up), fast[1], atol=1e-5, rtol=0)

@@ -237,3 +237,35 @@ def test_condition_field_matches_per_pixel_codes():
     assert np.all(maps[15] == np.float32(10 / 255))
     with pytest.raises(ValueError, match="kernel field"):
         udvd_condition_field(np.zeros((3, 4, 6, 6)))
+
+
+def test_onnx_export_matches_pytorch_at_another_size():
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import io
+    import warnings
+
+    model = create_model("udvd-x2", **TINY).eval()
+
+    class ImageOnly(torch.nn.Module):
+        def __init__(self, net: UDVD):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+            return self.net(x, maps).image
+
+    buf = io.BytesIO()
+    dyn = {2: "h", 3: "w"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about shape checks are expected
+        torch.onnx.export(ImageOnly(model), (torch.rand(1, 3, 12, 14), _maps(1, 12, 14)), buf,
+                          input_names=["x", "maps"], output_names=["y"], opset_version=17, dynamo=False,
+                          dynamic_axes={"x": dyn, "maps": dyn, "y": {2: "H", 3: "W"}})
+    session = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"])
+    x, maps = torch.rand(1, 3, 9, 11), _maps(1, 9, 11, seed=5)
+    (got,) = session.run(None, {"x": x.numpy(), "maps": maps.numpy()})
+    with torch.no_grad():
+        ref = model(x, maps).image.numpy()
+    assert got.shape == (1, 3, 18, 22)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)

@@ -20,7 +20,9 @@ is gigabytes. Here the input is padded once and the ``k*k`` taps are accumulated
 of it (in-place ``addcmul_``), so forward memory is the padded input plus the output. The backward is
 written by hand the same way (autograd through the view-slicing would allocate a full-size zero
 gradient per tap); it reads the same views and scatters into one padded gradient buffer.
-Everything is plain tensor arithmetic, so CPU, CUDA and MPS all work, in any floating dtype.
+Everything is plain tensor arithmetic, so CPU, CUDA and MPS all work, in any floating dtype. While
+exporting to ONNX, tracing or compiling, the same taps are summed out-of-place with ordinary ops
+(no custom autograd Function), so models using the op export and compile.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ def _check(x: torch.Tensor, kernels: torch.Tensor, kernel_size: int, groups: int
 
 
 def _kernel_size_from(kernels: torch.Tensor, groups: int, what: str) -> int:
-    taps = kernels.shape[1] // groups if kernels.dim() == 4 else 0
+    taps = int(kernels.shape[1]) // groups if kernels.dim() == 4 else 0
     k = int(round(taps**0.5))
     if kernels.dim() != 4 or k * k * groups != kernels.shape[1]:
         raise ValueError(
@@ -160,6 +162,30 @@ class _DynamicUpsampleConv(torch.autograd.Function):
         return grad_x, grad_k, None, None
 
 
+def _graph_capture() -> bool:
+    """True while exporting (ONNX), tracing, scripting or compiling: the custom autograd Function
+    and in-place accumulation are opaque to those, so the same arithmetic is written out-of-place."""
+    return (
+        torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+        or (hasattr(torch, "compiler") and torch.compiler.is_compiling())
+    )
+
+
+def _shifted_sum(xpad: torch.Tensor, kernels: torch.Tensor, k: int, scale: int) -> torch.Tensor:
+    """Out-of-place version of the forward (export path): same taps, same order, plain ops."""
+    n, c, hp, wp = xpad.shape
+    h, w = hp - k + 1, wp - k + 1
+    kview = kernels.reshape(n, scale * scale, k * k, h, w)
+    out = None
+    for t in range(k * k):
+        i, j = divmod(t, k)
+        term = xpad[:, :, None, i : i + h, j : j + w] * kview[:, None, :, t]
+        out = term if out is None else out + term
+    return out.reshape(n, c * scale * scale, h, w)
+
+
 def dynamic_conv2d(x: torch.Tensor, kernels: torch.Tensor, *, padding: PaddingMode = "zeros") -> torch.Tensor:
     """Per-pixel convolution at the same resolution.
 
@@ -176,6 +202,8 @@ def dynamic_conv2d(x: torch.Tensor, kernels: torch.Tensor, *, padding: PaddingMo
     _check(x, kernels, k, 1, "dynamic_conv2d")
     x, kernels = _common_dtype(x, kernels)
     xpad = _pad(x, k // 2, padding)
+    if _graph_capture():
+        return _shifted_sum(xpad, kernels, k, 1)
     return _DynamicConv.apply(xpad, kernels.contiguous(), k)
 
 
@@ -201,7 +229,10 @@ def dynamic_upsample_conv2d(
     _check(x, kernels, k, scale * scale, "dynamic_upsample_conv2d")
     x, kernels = _common_dtype(x, kernels)
     xpad = _pad(x, k // 2, padding)
-    out = _DynamicUpsampleConv.apply(xpad, kernels.contiguous(), k, scale)
+    if _graph_capture():
+        out = _shifted_sum(xpad, kernels, k, scale)
+    else:
+        out = _DynamicUpsampleConv.apply(xpad, kernels.contiguous(), k, scale)
     return F.pixel_shuffle(out, scale) if scale > 1 else out
 
 
