@@ -106,6 +106,27 @@ def test_gradients_match_torchvision_float32():
         torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("size", [(37, 53), (9, 11), (16, 32)])
+@pytest.mark.parametrize("kind", ["zero", "integer"])
+def test_offset_gradient_at_integer_positions_matches_torchvision(size, kind):
+    """Zero offsets (EDVR's initialisation) put every sample on the pixel grid, where bilinear has a
+    kink; torchvision takes the right derivative.  In float32 at a size that is not a power of two,
+    normalised grid coordinates would land an ulp below the pixel for a good fraction of samples and
+    flip the derivative there -- the op must keep integer positions exact."""
+    tv = pytest.importorskip("torchvision")
+    h, w = size
+    x, offset, weight, bias, mask, kw = _case(n=1, c=8, cout=4, h=h, w=w, dg=2, seed=7)
+    offset = torch.zeros_like(offset) if kind == "zero" else (offset * 2).round()
+
+    def offset_grad(fn):
+        o = offset.clone().requires_grad_()
+        out = fn(x, o, weight, bias, mask=mask, **kw)
+        out.backward(torch.randn(out.shape, generator=torch.Generator().manual_seed(1)))
+        return o.grad
+
+    torch.testing.assert_close(offset_grad(deform_conv2d), offset_grad(tv.ops.deform_conv2d), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("with_mask", [True, False], ids=["dcnv2", "dcnv1"])
 def test_gradcheck_float64(with_mask):
     x, offset, weight, bias, mask, kw = _case(

@@ -72,6 +72,10 @@ def _native_low_precision(device_type: str, dtype: torch.dtype) -> bool:
     return True
 
 
+def _next_pow2(v: int) -> int:
+    return 1 << max(int(v) - 1, 0).bit_length()
+
+
 def _base_grid(
     kh: int,
     kw: int,
@@ -200,15 +204,27 @@ def deform_conv2d(
         if offset.dtype not in _LOW_PRECISION:
             sample_dtype = torch.promote_types(sample_dtype, offset.dtype)
         x = input.to(sample_dtype)
+        # grid_sample works in normalised coordinates; the round trip pixel -> [-1, 1] -> pixel is
+        # exact only when the image size is a power of two.  Otherwise a sample at an integer
+        # position (every sample when offsets are zero, as at EDVR's initialisation) may land an ulp
+        # below it, and the offset gradient takes bilinear's left derivative where torchvision's
+        # kernel takes the right one.  When that gradient is needed, zero-pad the image to
+        # power-of-two sizes (zeros are what "outside" means anyway) so integer positions stay exact.
+        # Inference and ONNX tracing skip this: values differ only by rounding.
+        hs, ws = h, w
+        if offset.requires_grad and torch.is_grad_enabled() and not torch.jit.is_tracing():
+            hs, ws = _next_pow2(h), _next_pow2(w)
+            if (hs, ws) != (h, w):
+                x = F.pad(x, (0, ws - w, 0, hs - h))
         off = offset.to(sample_dtype).reshape(n, dg, k, 2, out_h, out_w)
-        base = _base_grid(kh, kw, out_h, out_w, stride, padding, dilation, h, w, input.device, sample_dtype)
+        base = _base_grid(kh, kw, out_h, out_w, stride, padding, dilation, hs, ws, input.device, sample_dtype)
         # grid[..., 0] is x (width), grid[..., 1] is y: grid_sample's convention, the reverse of the
         # (dy, dx) offset layout.
-        gx = off[:, :, :, 1] * (2.0 / w) + base[..., 0]
-        gy = off[:, :, :, 0] * (2.0 / h) + base[..., 1]
+        gx = off[:, :, :, 1] * (2.0 / ws) + base[..., 0]
+        gy = off[:, :, :, 0] * (2.0 / hs) + base[..., 1]
         grid = torch.stack((gx, gy), dim=-1).view(n * dg, k * out_h, out_w, 2)
         cols = F.grid_sample(
-            x.reshape(n * dg, cg, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            x.reshape(n * dg, cg, hs, ws), grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )  # (N*dg, Cg, K*Ho, Wo)
         if mask is not None:
             m = mask.to(sample_dtype).reshape(n * dg, 1, k * out_h, out_w)
