@@ -168,10 +168,15 @@ def make_video(
             # Text subtitle encoders take ASS events and need the ASS header that defines "Default".
             sub_stream.codec_context.subtitle_header = _ASS_HEADER
 
+        # Untagged, like most camera/phone files, and converted with the matrix players (and srkit's
+        # reader) assume for untagged video: BT.709 from 720 lines, BT.601 below.
+        from av.video.reformatter import Colorspace
+
+        matrix = Colorspace.ITU709 if height >= 720 else Colorspace.ITU601
         in_fmt = "rgb48le" if frames[0].dtype == np.uint16 else "rgb24"
         for img, p in zip(frames, pts):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format=in_fmt)
-            frame = frame.reformat(format=vs.pix_fmt)
+            frame = frame.reformat(format=vs.pix_fmt, dst_colorspace=matrix)
             frame.pts = p
             frame.time_base = time_base
             container.mux(vs.encode(frame))

@@ -15,7 +15,7 @@ import pytest
 
 from srkit.errors import ConfigError, InputError, OutputError
 from srkit.io.atomic import TMP_PREFIX
-from srkit.io.video import VideoReader, VideoWriter, encoder_available, open_video, probe_video
+from srkit.io.video import ColorTags, VideoReader, VideoWriter, encoder_available, open_video, probe_video
 from tests.media import VFR_PATTERN, make_frames, make_video
 
 needs = {name: pytest.mark.skipif(not encoder_available(name), reason=f"no {name} encoder in this FFmpeg")
@@ -345,6 +345,46 @@ def test_writer_colour_conversion_round_trips(tmp_path):
     _, back = read_all(tmp_path / "o.mp4")
     centres = back[0].rgb[8, 8::16].astype(int)
     assert np.abs(centres - colours.astype(int)).max() <= 2
+
+
+def _luma_of_red(path) -> float:
+    with av.open(str(path)) as c:
+        frame = next(c.decode(video=0))
+        return float(frame.to_ndarray(format="yuv444p")[0].mean())  # raw Y plane, no conversion
+
+
+@needs["libx264"]
+@pytest.mark.parametrize("matrix,kr", [(1, 0.2126), (6, 0.299), (9, 0.2627)])  # BT.709, BT.601, BT.2020
+def test_writer_uses_the_requested_matrix(tmp_path, matrix, kr):
+    red = np.zeros((16, 16, 3), np.uint8)
+    red[..., 0] = 255
+    out = tmp_path / "o.mkv"
+    with VideoWriter(out, width=16, height=16, fps=25, pix_fmt="yuv444p", crf=0,
+                     color=ColorTags(matrix=matrix)) as w:
+        w.write(red)
+    # Limited-range luma of pure red is 16 + 219 * Kr: tells the matrices apart by 10+ levels.
+    assert _luma_of_red(out) == pytest.approx(16 + 219 * kr, abs=1.0)
+    info, back = read_all(out)
+    assert info.color.matrix == matrix
+    assert np.abs(back[0].rgb.astype(int) - red).max() <= 2
+
+
+@needs["libx265"]
+@needs["aac"]
+def test_hdr_tags_survive_a_round_trip(tmp_path):
+    pq = ColorTags(matrix=9, primaries=9, trc=16)  # BT.2020 non-constant luminance, SMPTE ST 2084
+    frames = make_frames(4, (32, 24), dtype=np.uint16)
+    src = tmp_path / "hdr.mkv"
+    with VideoWriter(src, width=32, height=24, fps=25, codec="libx265", bit_depth=10, color=pq) as w:
+        for f in frames:
+            w.write(f)
+    info = probe_video(src)
+    assert info.color == pq and info.color.hdr and info.bit_depth == 10
+    # The output of a source keeps its colour by default (no color argument needed).
+    copy_video(src, tmp_path / "out.mp4", codec="libx265", bit_depth=10)
+    assert probe_video(tmp_path / "out.mp4").color == pq
+    # Untagged SD video is read as BT.601 (what players assume) and re-tagged explicitly.
+    assert probe_video(make_video(tmp_path / "sd.mp4", n_frames=2, audio=False).path).color.matrix == 6
 
 
 @needs["libx264"]

@@ -53,6 +53,7 @@ from srkit.errors import ConfigError, InputError, OutputError
 from srkit.io.atomic import _fsync_dir, check_output_path, temp_path_for
 
 __all__ = [
+    "ColorTags",
     "VideoInfo",
     "VideoFrame",
     "VideoReader",
@@ -79,6 +80,35 @@ _CS = av.video.reformatter.Colorspace
 _AVCOL_TO_SWS = {1: _CS.ITU709, 4: _CS.FCC, 5: _CS.ITU601, 6: _CS.ITU601, 7: _CS.SMPTE240M,
                  9: _CS.BT2020, 10: _CS.BT2020}
 _AVCOL_SPC_UNSPECIFIED = 2
+_MATRIX_NAMES = {1: "bt709", 4: "fcc", 5: "bt470bg", 6: "smpte170m", 7: "smpte240m", 9: "bt2020nc", 10: "bt2020c"}
+
+
+@dataclass(frozen=True)
+class ColorTags:
+    """How YUV relates to RGB and how RGB is to be displayed, as FFmpeg's enum values.
+
+    ``matrix`` (AVColorSpace: 1 BT.709, 5/6 BT.601, 9 BT.2020) is what the reader converted with and
+    the writer converts with; ``primaries`` (AVColorPrimaries) and ``trc`` (transfer, e.g. 16 PQ,
+    18 HLG) are only tags - srkit does not convert between them - and 2 means unspecified. Keeping a
+    source's tags on the output is what keeps HDR (BT.2020 PQ/HLG) footage looking right.
+    """
+
+    matrix: int = 1
+    primaries: int = 2
+    trc: int = 2
+
+    def __post_init__(self) -> None:
+        if self.matrix not in _AVCOL_TO_SWS:
+            raise ConfigError(f"unsupported colour matrix {self.matrix} (supported: "
+                              f"{', '.join(f'{k} {v}' for k, v in _MATRIX_NAMES.items())})")
+
+    @property
+    def matrix_name(self) -> str:
+        return _MATRIX_NAMES[self.matrix]
+
+    @property
+    def hdr(self) -> bool:
+        return self.trc in (16, 18)  # SMPTE ST 2084 (PQ), ARIB STD-B67 (HLG)
 
 
 # ----------------------------------------------------------------------------------------------- info
@@ -90,7 +120,9 @@ class VideoInfo:
     applied); ``coded_width``/``coded_height`` the size stored in the file. ``rotation`` is the display
     rotation (clockwise degrees) still to be applied by a player: 0 when the reader applies it,
     ``source_rotation`` otherwise. ``num_frames`` is exact when ``num_frames_exact`` (taken from the
-    container's index or counted), otherwise estimated from duration x frame rate.
+    container's index or counted), otherwise estimated from duration x frame rate. ``color`` holds the
+    matrix the reader converts with (the tagged one, or the players' guess for untagged video) and
+    the primaries/transfer tags, to be handed to :class:`VideoWriter`.
     """
 
     path: Path
@@ -114,6 +146,7 @@ class VideoInfo:
     coded_width: int
     coded_height: int
     stream_index: int
+    color: ColorTags = ColorTags()
 
     @property
     def frame_interval(self) -> int:
@@ -192,6 +225,14 @@ def _pick_video_stream(container: av.container.InputContainer, path: Path) -> av
         has = f" (it has {', '.join(kinds)} only)" if kinds else ""
         raise InputError(f"no video stream{has}", path)
     return streams[0]
+
+
+def _frame_color(frame: av.VideoFrame) -> ColorTags:
+    """The frame's colour tags; an untagged matrix is guessed as players do (HD BT.709, SD BT.601)."""
+    cs = frame.colorspace
+    if cs == _AVCOL_SPC_UNSPECIFIED or cs not in _AVCOL_TO_SWS:
+        cs = 1 if frame.height >= 720 else 6
+    return ColorTags(matrix=cs, primaries=int(frame.color_primaries), trc=int(frame.color_trc))
 
 
 def _has_frame_table(container: av.container.InputContainer) -> bool:
@@ -293,6 +334,7 @@ class VideoReader:
         self._rgb_format = "rgb48le" if self._dtype == np.uint16 else "rgb24"
         self._reformatter = av.video.reformatter.VideoReformatter()
         self._fast = fast_conversion
+        self._matrix_sws = _AVCOL_TO_SWS[self.info.color.matrix]
         self._rotate_k = (self.info.source_rotation // 90) if apply_rotation else 0
         self._iterated = False
 
@@ -337,6 +379,7 @@ class VideoReader:
             num, exact = max(1, int(round(duration * fps))), False
         else:
             num, exact = 0, False
+        color = _frame_color(first)
         rot = _frame_rotation_cw(first) or _stream_rotation_tag(s)
         w, h = first.width, first.height
         out_w, out_h = (h, w) if (self.apply_rotation and rot in (90, 270)) else (w, h)
@@ -348,7 +391,7 @@ class VideoReader:
             rotation=0 if self.apply_rotation else rot, source_rotation=rot,
             has_audio=len(c.streams.audio) > 0, num_audio_streams=len(c.streams.audio),
             num_subtitle_streams=len(c.streams.subtitles), duration=duration, start_time=start,
-            container=c.format.name, coded_width=w, coded_height=h, stream_index=s.index,
+            container=c.format.name, coded_width=w, coded_height=h, stream_index=s.index, color=color,
         )
 
     # -- decoding ---------------------------------------------------------------------------------
@@ -403,11 +446,8 @@ class VideoReader:
             kwargs["interpolation"] = _SWS_FLAGS
         if not frame.format.is_rgb:
             cs = frame.colorspace
-            if cs == _AVCOL_SPC_UNSPECIFIED or cs not in _AVCOL_TO_SWS:
-                # Untagged: do what players do (HD -> BT.709, SD -> BT.601).
-                kwargs["src_colorspace"] = _CS.ITU709 if frame.height >= 720 else _CS.ITU601
-            else:
-                kwargs["src_colorspace"] = _AVCOL_TO_SWS[cs]
+            # Untagged frames use the matrix decided from the first frame (the players' guess).
+            kwargs["src_colorspace"] = _AVCOL_TO_SWS.get(cs, self._matrix_sws)
         rgb = self._reformatter.reformat(frame, **kwargs).to_ndarray()
         if self._rotate_k:
             rgb = np.rot90(rgb, k=-self._rotate_k)  # negative k: clockwise
@@ -546,6 +586,10 @@ class VideoWriter:
         bit_depth: bits of the content (8, 10, 16...): picks the default ``pix_fmt``.
         odd_size: ``"pad"`` or ``"yuv444p"``: what to do with odd sizes in a subsampled format.
         preset: encoder speed preset (x264/x265), default ``medium``.
+        color: matrix to convert RGB->YUV with and primaries/transfer to tag (pass the source's
+            ``info.color``). ``None``: the colour of ``copy_streams_from``'s video when given (the
+            output is a processed version of it, HDR stays HDR), else BT.709. Always tagged, so
+            players never guess.
     """
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, fps: Fraction | float | int,
@@ -553,7 +597,8 @@ class VideoWriter:
                  pix_fmt: str | None = None, lossless: bool = False,
                  copy_streams_from: str | os.PathLike | None = None, rotation: int = 0,
                  overwrite: bool = False, extra_options: dict[str, Any] | None = None, bit_depth: int = 8,
-                 odd_size: Literal["pad", "yuv444p"] = "pad", preset: str | None = None):
+                 odd_size: Literal["pad", "yuv444p"] = "pad", preset: str | None = None,
+                 color: ColorTags | None = None):
         self.path = Path(path)
         self._closed = False
         self._container: av.container.OutputContainer | None = None
@@ -599,6 +644,9 @@ class VideoWriter:
 
         check_output_path(self.path, overwrite=overwrite)
         source_path = Path(copy_streams_from) if copy_streams_from is not None else None
+        if color is None and source_path is not None:
+            color = probe_video(source_path).color
+        self.color = color if color is not None else ColorTags()
         if source_path is not None:
             self._source = _open_input(source_path)
         try:
@@ -699,9 +747,11 @@ class VideoWriter:
         cc.framerate = self.fps
         self._yuv = not av.VideoFormat(self.pix_fmt).is_rgb
         if self._yuv:
-            # Tag what we convert with, so players do not guess: BT.709 matrix, limited range.
-            cc.colorspace = 1  # AVCOL_SPC_BT709
+            # Tag what we convert with (limited range, as every player expects), so nobody guesses.
+            cc.colorspace = self.color.matrix
             cc.color_range = 1  # AVCOL_RANGE_MPEG
+        cc.color_primaries = self.color.primaries
+        cc.color_trc = self.color.trc
         if self.rotation:
             stream.set_display_rotation(-self.rotation)  # PyAV: counter-clockwise degrees
         self._video = stream
@@ -836,7 +886,8 @@ class VideoWriter:
         fmt = "rgb48le" if rgb.dtype == np.uint16 else "rgb24"
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format=fmt)
         if self._yuv:
-            frame = self._reformatter.reformat(frame, format=self.pix_fmt, dst_colorspace=_CS.ITU709,
+            frame = self._reformatter.reformat(frame, format=self.pix_fmt,
+                                               dst_colorspace=_AVCOL_TO_SWS[self.color.matrix],
                                                dst_color_range=1, interpolation=_SWS_FLAGS)
         elif frame.format.name != self.pix_fmt:
             frame = self._reformatter.reformat(frame, format=self.pix_fmt, interpolation=_SWS_FLAGS)
