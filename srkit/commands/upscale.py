@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from srkit.errors import ConfigError, InputError
 
@@ -87,38 +85,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def degradation_condition(args: argparse.Namespace):
-    """``(height, width) -> (16, H, W)`` maps from the blur/noise options, or None when none is given."""
+    """``(height, width) -> (16, H, W)`` maps from the blur/noise options, or None when none is given.
+
+    The maps are UDVD's (``srkit.models.udvd.udvd_condition``: 15 PCA codes of the kernel + noise).
+    """
     given = args.blur is not None or args.kernel is not None or args.blur2 is not None or args.noise
     if not given:
         return None
-    from srkit.data.degrade import degradation_maps, gaussian_kernel, kernel_to_code
+    from srkit.models.udvd import udvd_condition
 
-    if args.kernel is not None and args.blur is not None:
-        raise ConfigError("give either --kernel or --blur, not both")
-    if args.noise < 0 or args.noise > 255:
-        raise ConfigError(f"--noise must be in 0..255, got {args.noise}")
-    if args.kernel is not None:
-        path = Path(args.kernel)
-        if not path.is_file():
-            raise InputError("no such file", path)
-        try:
-            kernel = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"not a .npy array ({exc})", path) from None
-        if kernel.ndim != 2 or not np.all(np.isfinite(kernel)) or kernel.sum() <= 0:
-            raise InputError(f"kernel must be a finite 2-D array with a positive sum, got shape {kernel.shape}", path)
-        kernel = (kernel / kernel.sum()).astype(np.float32)
-    else:
-        sigma = args.blur if args.blur is not None else 0.2  # noise only: the narrowest kernel trained on
-        if sigma <= 0 or (args.blur2 is not None and args.blur2 <= 0):
-            raise ConfigError("--blur and --blur2 must be positive")
-        kernel = gaussian_kernel(15, sigma, args.blur2, math.radians(args.angle))
-    try:
-        code = kernel_to_code(kernel)
-    except ValueError as exc:
-        raise ConfigError(f"kernel: {exc}") from None
-    noise = float(args.noise)
-    return lambda h, w: degradation_maps(code, noise, h, w)
+    if args.kernel is not None and not Path(args.kernel).is_file():
+        raise InputError("no such file", args.kernel)
+    options = dict(blur=args.blur, blur2=args.blur2, angle=args.angle, noise=args.noise, kernel=args.kernel)
+    udvd_condition(1, 1, **options)  # check the options now, before any input is read
+    return lambda h, w: udvd_condition(h, w, **options)
 
 
 def run(args: argparse.Namespace) -> int:
