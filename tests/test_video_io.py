@@ -260,6 +260,14 @@ def test_writer_without_pts_is_constant_rate(tmp_path):
 
 
 @needs["libx264"]
+def test_float_ntsc_rate_becomes_exact_fraction(tmp_path):
+    with VideoWriter(tmp_path / "o.mp4", width=32, height=24, fps=23.976) as w:
+        w.write(np.zeros((24, 32, 3), np.uint8))
+    assert w.fps == Fraction(24000, 1001)
+    assert probe_video(tmp_path / "o.mp4").fps == Fraction(24000, 1001)
+
+
+@needs["libx264"]
 def test_non_increasing_pts_are_moved_not_dropped(tmp_path):
     frames = make_frames(5, (32, 24))
     with VideoWriter(tmp_path / "o.mkv", width=32, height=24, fps=25, time_base=Fraction(1, 1000)) as w:

@@ -5,7 +5,14 @@ Reading
     :func:`open_video`) decodes it with FFmpeg's frame threading and yields :class:`VideoFrame` objects
     holding an ``HxWx3`` RGB array (``uint8``; ``uint16`` for sources with more than 8 bits per sample)
     and the source timestamp. Untagged YUV is converted with the matrix players assume (BT.709 from
-    720 lines up, BT.601 below); tagged sources use their tag and range.
+    720 lines up, BT.601 below); tagged sources use their tag and range. Chroma is interpolated
+    properly (swscale's accurate path, ~4 dB better colour than its default fast path).
+
+Timing
+    Frames keep the source's pts in the source's time base (variable frame rate included);
+    ``VideoFrame.duration`` is the gap to the next frame. Matroska cannot store negative timestamps:
+    when copied audio starts before 0 (AAC priming in MP4), FFmpeg shifts every stream of an MKV
+    output by the same amount, so sync is kept while absolute times move by a few milliseconds.
 
 Rotation (decision)
     Phones store portrait video as landscape pixels plus a display matrix. By default the reader
@@ -32,7 +39,8 @@ Writing
     (or KeyboardInterrupt) inside ``with VideoWriter(...)`` removes the temporary file.
     Formats with chroma subsampling (yuv420p...) need even sizes: odd frames are padded by repeating the
     last column/row (``odd_size="pad"``, the size is then one pixel larger) or encoded as 4:4:4
-    (``odd_size="yuv444p"``, exact size but fewer players).
+    (``odd_size="yuv444p"``, exact size but fewer players). The output's colour matrix and
+    primaries/transfer tags follow the source (:class:`ColorTags`), so HDR stays HDR.
 """
 
 from __future__ import annotations
@@ -544,6 +552,17 @@ _LOSSLESS_RGB_FORMAT = {  # codec -> (8-bit format, >8-bit format or None) that 
 _CRF_CODECS = {"libx264", "libx264rgb", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"}
 
 
+def _as_rate(fps: Fraction | float | int) -> Fraction:
+    """A frame rate as a Fraction; floats near the NTSC rates (29.97, 23.976, 59.94) become N*1000/1001."""
+    if isinstance(fps, (Fraction, int)):
+        return Fraction(fps)
+    fps = float(fps)
+    ntsc = Fraction(round(fps * 1.001) * 1000, 1001)
+    if abs(float(ntsc) - fps) < 5e-4 and round(fps * 1.001) != fps:
+        return ntsc
+    return Fraction(fps).limit_denominator(1001)
+
+
 def _chmod_like_new_file(path: Path) -> None:
     """mkstemp creates 0600 files; give the result the permissions a normal new file would get."""
     umask = os.umask(0)
@@ -607,7 +626,7 @@ class VideoWriter:
         if int(width) <= 0 or int(height) <= 0:
             raise ValueError(f"width and height must be positive, got {width}x{height}")
         self.width, self.height = int(width), int(height)
-        self.fps = Fraction(fps).limit_denominator(1_000_000) if not isinstance(fps, Fraction) else fps
+        self.fps = _as_rate(fps)
         if self.fps <= 0:
             raise ConfigError(f"frame rate must be positive, got {fps}")
         self.time_base = Fraction(time_base) if time_base is not None else 1 / self.fps
