@@ -66,20 +66,23 @@ def run(args: argparse.Namespace) -> int:
     from srkit.data.lmdb_store import pack
 
     bar = None
-    progress = None
-    if not args.quiet:
-        from tqdm import tqdm
 
-        bar = tqdm(unit="frame", desc="packing", file=sys.stderr, dynamic_ncols=True)
+    def on_total(total: int | None) -> None:
+        nonlocal bar
+        if not args.quiet:  # created only once the source is found, so errors are not preceded by a bar
+            from tqdm import tqdm
 
-        def progress(done: int) -> None:
+            bar = tqdm(total=total, unit="frame", desc="packing", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done: int) -> None:
+        if bar is not None:
             bar.update(done - bar.n)
 
     try:
         report = pack(args.src, args.out, layout=args.layout, which=args.which, degradation=args.degradation,
                       scale=args.scale, split=args.split, subset=args.subset, compress_level=args.compress_level,
                       map_size=args.map_size, resume=args.resume, overwrite=args.overwrite, workers=args.workers,
-                      progress=progress)
+                      progress=progress, on_total=on_total)
     finally:
         if bar is not None:
             bar.close()

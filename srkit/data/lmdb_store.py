@@ -271,17 +271,8 @@ def _write_batch(env, batch: list[tuple[bytes, bytes]], report: PackReport) -> N
             report.map_size = new_size
 
 
-def pack_records(records: Iterable[RecordSource], out_path: str | os.PathLike, *, compress_level: int = 1,
-                 map_size: int = 1 << 30, resume: bool = False, overwrite: bool = False, batch_records: int = 64,
-                 batch_bytes: int = 256 << 20, workers: int | None = None, info: dict | None = None,
-                 progress: Callable[[int], None] | None = None) -> PackReport:
-    """Pack ``(key, read_fn)`` records into the LMDB folder ``out_path`` (see the module docstring).
-
-    ``info`` describes the source (stored in ``srkit_pack.json``); resuming with a different ``info``
-    is refused, since mixing two sources in one pack would be silently wrong. ``progress(n)`` is
-    called with the number of records handled after each batch.
-    """
-    lmdb = _lmdb()
+def _check_pack_output(out_path: str | os.PathLike, *, resume: bool, overwrite: bool) -> tuple[Path, Path]:
+    """Fail early (one line) when ``out_path`` cannot be packed into; returns (out, out.partial)."""
     out = Path(out_path)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
     parent = out.parent if str(out.parent) else Path(".")
@@ -291,6 +282,26 @@ def pack_records(records: Iterable[RecordSource], out_path: str | os.PathLike, *
         raise OutputError("output folder is not writable", parent)
     if out.exists() and not overwrite:
         raise OutputError("output exists (use --overwrite to replace it)", out)
+    if partial.exists() and not resume and not overwrite:
+        raise OutputError(f"an interrupted pack exists at {partial.name} (use --resume to continue it, "
+                          "or --overwrite to start again)", out)
+    return out, partial
+
+
+def pack_records(records: Iterable[RecordSource], out_path: str | os.PathLike, *, compress_level: int = 1,
+                 map_size: int = 1 << 30, resume: bool = False, overwrite: bool = False, batch_records: int = 16,
+                 batch_bytes: int = 64 << 20, workers: int | None = None, info: dict | None = None,
+                 progress: Callable[[int], None] | None = None) -> PackReport:
+    """Pack ``(key, read_fn)`` records into the LMDB folder ``out_path`` (see the module docstring).
+
+    ``info`` describes the source (stored in ``srkit_pack.json``); resuming with a different ``info``
+    is refused, since mixing two sources in one pack would be silently wrong. ``progress(n)`` is
+    called with the number of records handled so far. Records are committed every ``batch_records``
+    frames (fewer when frames are large: a batch holds about ``batch_bytes``), which bounds both
+    memory and the work an interruption can lose.
+    """
+    lmdb = _lmdb()
+    out, partial = _check_pack_output(out_path, resume=resume, overwrite=overwrite)
     if not 0 <= compress_level <= 9:
         raise OutputError(f"PNG compression level must be 0-9, got {compress_level}", out)
     info = dict(info or {})
@@ -299,9 +310,6 @@ def pack_records(records: Iterable[RecordSource], out_path: str | os.PathLike, *
     if partial.exists():
         if overwrite and not resume:
             _remove_tree(partial)
-        elif not resume:
-            raise OutputError(f"an interrupted pack exists at {partial.name} (use --resume to continue it, "
-                              "or --overwrite to start again)", out)
         else:
             try:
                 old = json.loads(info_path.read_text(encoding="utf-8"))
@@ -353,7 +361,11 @@ def pack_records(records: Iterable[RecordSource], out_path: str | os.PathLike, *
 
             def flush() -> None:
                 nonlocal limit
-                encoded = list(pool.map(encode, batch))
+                encoded = []
+                for rec in pool.map(encode, batch):
+                    encoded.append(rec)
+                    if progress is not None:  # per frame: a batch of large frames takes a while
+                        progress(report.written + report.skipped + len(encoded))
                 _write_batch(env, [(k, v) for k, v, _ in encoded], report)
                 report.written += len(encoded)
                 report.bytes_written += sum(len(v) for _, v, _ in encoded)
@@ -362,8 +374,6 @@ def pack_records(records: Iterable[RecordSource], out_path: str | os.PathLike, *
                 largest = max(max(len(v), raw) for _, v, raw in encoded)
                 limit = max(1, min(batch_records, batch_bytes // max(1, largest)))
                 batch.clear()
-                if progress is not None:
-                    progress(report.written + report.skipped)
 
             for item in todo():
                 batch.append(item)
@@ -454,8 +464,9 @@ def verify(path: str | os.PathLike, *, progress: Callable[[int], None] | None = 
 
 def pack(src, out_path: str | os.PathLike, *, layout: str = "auto", which: str = "gt", degradation: str = "BI",
          scale: int = 4, split: str = "all", subset=None, compress_level: int = 1, map_size: int = 1 << 30,
-         resume: bool = False, overwrite: bool = False, workers: int | None = None, batch_records: int = 64,
-         progress: Callable[[int], None] | None = None) -> PackReport:
+         resume: bool = False, overwrite: bool = False, workers: int | None = None, batch_records: int = 16,
+         progress: Callable[[int], None] | None = None,
+         on_total: Callable[[int | None], None] | None = None) -> PackReport:
     """Pack a dataset into the LMDB folder ``out_path``.
 
     Args:
@@ -469,11 +480,17 @@ def pack(src, out_path: str | os.PathLike, *, layout: str = "auto", which: str =
         map_size: initial LMDB map size in bytes; it grows by itself when full.
         resume: continue an interrupted pack of the same source (records present are skipped).
         overwrite: replace an existing pack (or discard an interrupted one).
+        progress: called with the number of frames handled so far; ``on_total`` once with the
+            number of frames to pack (None when unknown before decoding, i.e. videos).
     """
-    from srkit.data.sources import open_sources
+    from srkit.data.sources import VideoSource, open_sources
 
+    _check_pack_output(out_path, resume=resume, overwrite=overwrite)  # before any slow source scan
     sources = open_sources(src, layout=layout, which=which, degradation=degradation, scale=scale, split=split,
                            subset=subset)
+    if on_total is not None:
+        # Known without decoding except for videos (their count may need a full decode: leave it open).
+        on_total(None if any(isinstance(s, VideoSource) for s in sources) else sum(len(s) for s in sources))
     if isinstance(src, list):
         described = "clips:" + ",".join(c.name for c in src)
     else:
