@@ -388,9 +388,12 @@ class Trainer:
             # DDP registers the parameters that need gradients when it is built: rebuild it per stage.
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            # Frozen parameters are invisible to DDP; trained ones can only go unused when a loss term is
+            # switched off in this stage (e.g. a parameter that only feeds an auxiliary loss).
+            weights = self.cfg.train.stages[idx].loss_weights
+            skipped = any(weights.get(t.name, t.weight) == 0.0 for t in self.cfg.train.losses)
             self._ddp = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                            find_unused_parameters=len(stage.trainable) < sum(1 for _ in self.model.parameters())
-                            or len(self.cfg.train.losses) > 1)
+                            find_unused_parameters=skipped)
         else:
             self._ddp = self.model
         n = sum(p.numel() for name, p in self.model.named_parameters() if name in stage.trainable)

@@ -1,0 +1,134 @@
+"""Training as separate processes: SIGKILL + exact resume, SIGTERM, torchrun/DDP, shipped small config.
+
+These start Python subprocesses (a few seconds of imports each), so they are marked ``slow``; they
+are still short (tiny EDVR, 32x32 crops, a handful of iterations).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from srkit.train.config import load_config
+from srkit.train.trainer import train
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "seed": 5, "threads": 1,
+    "model": {"name": "edvr-m", "overrides": {"num_feat": 8, "num_frame": 3, "deformable_groups": 1,
+                                              "num_extract_block": 1, "num_reconstruct_block": 1}},
+    "data": {"train": {"kind": "synthetic", "gt_size": 32, "length": 5, "random_reverse": True},
+             "batch_size": 2, "num_workers": 2},
+    "train": {"total_iters": 8, "optim": {"lr": 1e-3}, "schedule": {"periods": [8], "restart_weights": [1]},
+              "stages": [{"name": "fusion", "start_iter": 1, "trainable": ["fusion.*"]}, {"name": "all", "start_iter": 4}],
+              "ema": {"enabled": True, "decay": 0.8}},
+    "checkpoint": {"every": 3, "keep_last": 2},
+    "log": {"every": 1, "tensorboard": False, "progress": "off"},
+}
+
+
+def _write(tmp_path: Path, name: str, **extra) -> Path:
+    data = {**TINY, "name": name, "output_dir": str(tmp_path / "runs"), **extra}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _srkit(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "srkit", "train", *args], capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+def _last(run: Path) -> dict:
+    return torch.load(sorted((run / "checkpoints").glob("iter_*.pt"))[-1], weights_only=True)
+
+
+def test_sigkill_then_resume_auto_equals_uninterrupted(tmp_path) -> None:
+    cfg = _write(tmp_path, "killed")
+    # Killed by SIGKILL after iteration 7: the last checkpoint is at 6, iteration 7 is lost.
+    first = _srkit(str(cfg), "--set", "debug.kill_at_iter=7")
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    ckpts = sorted(p.name for p in (tmp_path / "runs" / "killed" / "checkpoints").glob("iter_*.pt"))
+    assert ckpts == ["iter_00000003.pt", "iter_00000006.pt"]
+    second = _srkit(str(cfg), "--resume", "auto")
+    assert second.returncode == 0, second.stderr
+    assert "resumed from" in second.stderr and "at iteration 6" in second.stderr
+    # The uninterrupted reference run (in this process: same code path, same thread count).
+    train(load_config(_write(tmp_path, "straight")))
+    a, b = _last(tmp_path / "runs" / "straight"), _last(tmp_path / "runs" / "killed")
+    assert a["iteration"] == b["iteration"] == 8
+    for key in ("params", "params_ema"):
+        for k in a[key]:
+            assert torch.equal(a[key][k], b[key][k]), (key, k)
+
+
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path) -> None:
+    cfg = _write(tmp_path, "term")
+    proc = subprocess.Popen([sys.executable, "-m", "srkit", "train", str(cfg), "--set", "train.total_iters=100000",
+                             "--set", "train.schedule.periods=[100000]", "--set", "checkpoint.every=100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    csv_path = tmp_path / "runs" / "term" / "scalars.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (csv_path.exists() and ",loss," in csv_path.read_text()):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "received SIGTERM: saving a checkpoint" in err and "resume with --resume auto" in err
+    state = _last(tmp_path / "runs" / "term")
+    assert state["iteration"] >= 1
+    assert f"stopped by SIGTERM at iteration {state['iteration']}" in err
+
+
+DDP_SCRIPT = textwrap.dedent("""
+    import sys, torch
+    from srkit.train.config import load_config
+    from srkit.train.trainer import Trainer
+    from srkit.train import distributed as D
+    tr = Trainer(load_config(sys.argv[1]))
+    tr.fit()
+    torch.save({k: v for k, v in tr.model.state_dict().items()}, f"{sys.argv[2]}/rank{tr.dist.rank}.pt")
+    D.shutdown_distributed(tr.dist)
+""")
+
+
+def test_torchrun_two_cpu_processes_keep_identical_weights(tmp_path) -> None:
+    cfg = _write(tmp_path, "ddp", data={**TINY["data"], "num_workers": 0,
+                                       "val": {"kind": "synthetic", "length": 1, "height": 16, "width": 16}},
+                 val={"every": 4, "ssim": False})
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), str(cfg), str(tmp_path)], capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    r0, r1 = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert all(torch.equal(r0[k], r1[k]) for k in r0)
+    start = _last(tmp_path / "runs" / "ddp")
+    assert start["world_size"] == 2 and len(start["rng"]) == 2  # both ranks' RNG states are saved
+    assert not torch.equal(start["rng"][0]["torch"], start["rng"][1]["torch"])
+    # Only rank 0 logged: one row per iteration, and validation ran.
+    rows = (tmp_path / "runs" / "ddp" / "scalars.csv").read_text().splitlines()
+    assert sum(1 for r in rows if ",loss," in r) == 8 and sum(1 for r in rows if ",val/psnr," in r) == 2
+
+
+@pytest.mark.shared_data
+def test_tiny_edvr_set8_runs_a_few_iterations(tmp_path, shared_data) -> None:
+    root = shared_data / "video_hr" / "set8"
+    res = _srkit("tiny-edvr-set8", "--set", f"output_dir={tmp_path}", "--set", "train.total_iters=2",
+                 "--set", "train.schedule.periods=[2]", "--set", f"data.train.root={root}", "--set", "data.train.gt_size=32",
+                 "--set", "data.val=null", "--set", "data.num_workers=1", "--set", "data.batch_size=1",
+                 "--set", "model.overrides.num_feat=8", "--set", "model.overrides.num_reconstruct_block=1")
+    assert res.returncode == 0, res.stderr[-2000:]
+    state = _last(tmp_path / "tiny-edvr-set8")
+    assert state["iteration"] == 2 and all(torch.isfinite(v).all() for v in state["params"].values())
