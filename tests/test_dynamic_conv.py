@@ -165,7 +165,6 @@ def test_cuda_matches_cpu():
     torch.testing.assert_close(gpu, cpu, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
 def test_export_path_equals_function_path(monkeypatch):
     # While exporting / tracing / compiling the op sums out-of-place with plain ops; same result.
     import srkit.ops.dynamic_conv as dc
@@ -179,5 +178,15 @@ def test_export_path_equals_function_path(monkeypatch):
     plain = dynamic_conv2d(x, k_same, padding="replicate"), dynamic_upsample_conv2d(x, k_up, 3)
     for a, b in zip(fast, plain):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
-    traced = torch.jit.trace(lambda a, b: dynamic_upsample_conv2d(a, b, 3), (x, k_up))
-    torch.testing.assert_close(traced(x, k_up), fast[1], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_torch_export_captures_the_op():
+    class Up(torch.nn.Module):
+        def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return dynamic_upsample_conv2d(a, b, 3, padding="replicate")
+
+    gen = torch.Generator().manual_seed(5)
+    x, kernels = torch.randn(1, 3, 6, 7, generator=gen), torch.randn(1, 9 * 25, 6, 7, generator=gen)
+    program = torch.export.export(Up(), (x, kernels))
+    torch.testing.assert_close(program.module()(x, kernels), Up()(x, kernels), atol=1e-5, rtol=0)
