@@ -249,6 +249,34 @@ def test_other_containers_and_codecs(tmp_path, suffix, codec, audio_codec):
 
 
 @needs["libx264"]
+@needs["aac"]
+def test_attachments_chapters_and_title_are_copied(tmp_path):
+    clip = make_video(tmp_path / "plain.mkv", n_frames=10, audio=True, subtitles=True)
+    src = tmp_path / "src.mkv"
+    chapters = [{"id": 1, "start": 0, "end": 200, "time_base": Fraction(1, 1000), "metadata": {"title": "Intro"}},
+                {"id": 2, "start": 200, "end": 400, "time_base": Fraction(1, 1000), "metadata": {"title": "Main"}}]
+    with av.open(str(clip.path)) as a, av.open(str(src), "w") as b:  # remux, adding the extras
+        out = {s.index: b.add_stream_from_template(s) for s in a.streams}
+        b.add_attachment("font.ttf", "font/ttf", b"FONTDATA" * 16)
+        b.set_chapters(chapters)
+        b.metadata["title"] = "My clip"
+        for p in a.demux():
+            if p.size:
+                p.stream = out[p.stream_index]
+                b.mux(p)
+    copy_video(src, tmp_path / "out.mkv")
+    with av.open(str(src)) as a, av.open(str(tmp_path / "out.mkv")) as b:
+        assert b.metadata.get("title") == "My clip"
+        assert [(c["start"], c["end"], c["metadata"]) for c in b.chapters()] == \
+            [(c["start"], c["end"], c["metadata"]) for c in a.chapters()]
+        att = [s for s in b.streams if s.type == "attachment"]
+        assert len(att) == 1 and att[0].name == "font.ttf" and bytes(att[0].data) == b"FONTDATA" * 16
+    with pytest.warns(UserWarning, match="attachment"):
+        _, _, writer = copy_video(src, tmp_path / "out.mp4")
+    assert any("attachment" in s for s in writer.skipped_streams)
+
+
+@needs["libx264"]
 def test_writer_without_pts_is_constant_rate(tmp_path):
     frames = make_frames(6, (32, 24))
     with VideoWriter(tmp_path / "o.mp4", width=32, height=24, fps=Fraction(30000, 1001)) as w:

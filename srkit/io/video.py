@@ -596,9 +596,10 @@ class VideoWriter:
             and the codec has it), or an RGB format when ``lossless``.
         lossless: exact RGB (ffv1 as bgr0/gbrp16le, x264 via libx264rgb qp 0, x265/vp9 lossless gbrp).
             With an explicit YUV ``pix_fmt`` the codec is lossless but the RGB->YUV step is not.
-        copy_streams_from: a source file whose audio and subtitle streams are copied (no re-encoding).
-            Streams the output container cannot hold are skipped with a warning
-            (:attr:`skipped_streams`).
+        copy_streams_from: a source file whose audio and subtitle streams are copied (no re-encoding),
+            with its attachments (Matroska only), chapters and title. Streams the output container
+            cannot hold are skipped with a warning; those and data/extra video streams are listed in
+            :attr:`skipped_streams`.
         rotation: display rotation (clockwise degrees) stored as a display matrix (MP4/MOV/MKV).
         overwrite: replace an existing ``path``.
         extra_options: encoder options passed to FFmpeg, overriding srkit's (e.g. ``{"preset": "slow"}``).
@@ -779,8 +780,22 @@ class VideoWriter:
         assert self._container is not None and self._source is not None
         supported = self._container.supported_codecs
         self._copy_map: dict[int, Any] = {}
+        video_index = _pick_video_stream(self._source, source_path).index
         for s in self._source.streams:
+            if s.type == "attachment":
+                # Fonts for ASS subtitles, cover art...: only Matroska can hold attachments.
+                label = f"attachment #{s.index} ({s.name})"
+                if self._container.format.name == "matroska":
+                    self._container.add_attachment(s.name, s.mimetype, s.data)
+                else:
+                    self.skipped_streams.append(label)
+                    warnings.warn(f"{self.path}: cannot store {label} in a {self.path.suffix} file; skipped",
+                                  stacklevel=3)
+                continue
             if s.type not in ("audio", "subtitle"):
+                if s.index != video_index:  # timecode/telemetry data, other video angles: not copied
+                    self.skipped_streams.append(f"{s.type} stream #{s.index}")
+                    log.info("%s: not copying %s stream #%d of %s", self.path, s.type, s.index, source_path)
                 continue
             name = s.codec_context.name if s.codec_context is not None else None
             name = {"srt": "subrip"}.get(name, name)
