@@ -208,6 +208,15 @@ def test_lmdb_gt_and_lr_packs_match_folders(tmp_path):
     assert len(folders) == len(lm)
     for i in (0, 7):
         assert torch.equal(folders[i]["lq"], lm[i]["lq"]) and torch.equal(folders[i]["gt"], lm[i]["gt"])
+    # The parent has the packs open now; forked workers must open their own handles and read the same.
+    loader = torch.utils.data.DataLoader(lm, batch_size=4, num_workers=2, multiprocessing_context="fork")
+    got = torch.cat([b["lq"] for b in loader])
+    assert torch.equal(got, torch.stack([lm[i]["lq"] for i in range(len(lm))]))
+    # Spawned workers receive a pickled copy: no LMDB handle inside, same items out.
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(lm))
+    assert copy.clips[0].gt.reader._env is None and torch.equal(copy[3]["gt"], lm[3]["gt"])
 
 
 def test_image_dataset_pairs_and_synthesis(tmp_path):

@@ -23,7 +23,9 @@ independent of worker count, worker assignment and previous items, so a run resu
 sees exactly the samples it would have seen. Call :meth:`VideoSRDataset.set_epoch` at the start of
 each epoch; the epoch lives in shared memory, so this reaches DataLoader workers already running
 (``persistent_workers=True``) too. Validation items (``train=False``) depend on ``seed`` and the clip
-only: whole frames, no augmentation, every centre frame, the same LR every time.
+only: whole frames, no augmentation, every centre frame, the same LR every time. (With a noisy
+synthetic degradation the kernel and noise level are fixed per clip, but a frame's noise
+realisation differs between the windows it appears in: each window is degraded as one sample.)
 """
 
 from __future__ import annotations
