@@ -168,7 +168,13 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        culprit = re.search(r"GLOBAL (\S+)", str(exc))
+        text = str(exc)
+        if not re.search(r"global|reduce|class", text, re.IGNORECASE):
+            # Not a refusal: the bytes are simply not a pickle (truncated / corrupt / other file).
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+            first = detail.group(1).strip() if detail else (text.strip().splitlines() or ["invalid pickle"])[0]
+            raise CheckpointError(f"not a readable checkpoint ({first})", path) from None
+        culprit = re.search(r"GLOBAL (\S+)", text)
         what = f" ({culprit.group(1)})" if culprit else ""
         raise CheckpointError(
             f"refused: this pickle needs to run code{what} to load; srkit only loads plain tensor "
