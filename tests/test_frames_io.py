@@ -33,7 +33,7 @@ def test_reader_natural_order_and_frames(tmp_path):
     frames = list(reader)
     assert [f.rgb[1, 1, 0] for f in frames] == [0, 10, 20, 90, 100]
     assert [f.pts for f in frames] == [0, 1, 2, 3, 4]
-    assert frames[3].time == pytest.approx(3 / 25)
+    assert frames[3].time == pytest.approx(3 / 25) and reader.time_base == Fraction(1, 25)
     np.testing.assert_array_equal(reader.read(4), frame(100))
 
 

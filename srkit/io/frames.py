@@ -72,6 +72,8 @@ class FrameFolderReader:
         if not self.files:
             raise InputError(f"no images ({', '.join(e.lstrip('.') for e in IMAGE_EXTENSIONS)})", self.folder)
         self.fps = Fraction(fps) if fps is not None else None
+        # Frames are numbered: pts counts frames, so one tick is one frame interval.
+        self.time_base = 1 / self.fps if self.fps else None
         first = self._read_file(self.files[0])
         self.height, self.width = first.shape[:2]
         self.dtype = first.dtype
