@@ -27,6 +27,7 @@ exporting to ONNX, tracing or compiling, the same taps are summed out-of-place w
 
 from __future__ import annotations
 
+import sys
 from typing import Literal
 
 import torch
@@ -165,10 +166,12 @@ class _DynamicUpsampleConv(torch.autograd.Function):
 def _graph_capture() -> bool:
     """True while exporting (ONNX), tracing, scripting or compiling: the custom autograd Function
     and in-place accumulation are opaque to those, so the same arithmetic is written out-of-place."""
+    # torch.onnx is imported lazily by torch (and is slow to import): no module, no export under way.
+    onnx = sys.modules.get("torch.onnx")
     return (
         torch.jit.is_tracing()
         or torch.jit.is_scripting()
-        or torch.onnx.is_in_onnx_export()
+        or (onnx is not None and onnx.is_in_onnx_export())
         or (hasattr(torch, "compiler") and torch.compiler.is_compiling())
     )
 
