@@ -105,6 +105,18 @@ def test_torch_matches_numpy(y_channel, crop):
     assert torch.allclose(psnr_torch(xu, yu), psnr_torch(x, y), atol=1e-6)
 
 
+def test_torch_only_ssim_path_matches_numpy():
+    # The GPU code path (shifted adds in torch), exercised on CPU tensors.
+    from srkit.metrics.quality import _ssim_torch_any_device
+
+    pairs = [_pair(s, (26, 31, 3)) for s in range(2)]
+    a = torch.stack([torch.from_numpy(p[1]).permute(2, 0, 1) for p in pairs]).double()
+    b = torch.stack([torch.from_numpy(p[0]).permute(2, 0, 1) for p in pairs]).double()
+    got = _ssim_torch_any_device(a, b)
+    for i, (gt, noisy) in enumerate(pairs):
+        assert got[i].item() == pytest.approx(ssim(noisy, gt), abs=1e-9)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="shapes differ"):
         psnr(np.zeros((4, 4, 3)), np.zeros((4, 5, 3)))

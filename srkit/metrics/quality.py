@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 __all__ = [
     "rgb_to_y",
@@ -99,21 +97,15 @@ def psnr(img1: np.ndarray, img2: np.ndarray, *, crop_border: int = 0, y_channel:
     return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)
 
 
-@lru_cache(maxsize=1)
-def _window() -> np.ndarray:
-    g = cv2.getGaussianKernel(SSIM_WINDOW, SSIM_SIGMA)
-    w = g @ g.T
-    w.setflags(write=False)
-    return w
-
-
 def _ssim_channel(a: np.ndarray, b: np.ndarray) -> float:
-    w = _window()
+    """Mean SSIM of two float64 2-D planes on the 0-255 scale."""
+    g = cv2.getGaussianKernel(SSIM_WINDOW, SSIM_SIGMA)
     r = SSIM_WINDOW // 2
 
     def filt(x: np.ndarray) -> np.ndarray:
-        # filter2D correlates; the window is symmetric. Crop to the 'valid' part (no padded pixels).
-        return cv2.filter2D(x, -1, w, borderType=cv2.BORDER_REFLECT_101)[r:-r, r:-r]
+        # The window is the outer product of g: two 1-D passes (SIMD, threaded) equal the 2-D filter
+        # to 1e-15. Border pixels are computed then cropped away: the result is the 'valid' part.
+        return cv2.sepFilter2D(x, cv2.CV_64F, g, g, borderType=cv2.BORDER_REFLECT_101)[r:-r, r:-r]
 
     mu1, mu2 = filt(a), filt(b)
     mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
@@ -178,23 +170,48 @@ def psnr_torch(x: torch.Tensor, y: torch.Tensor, *, crop_border: int = 0, y_chan
     return 10.0 * torch.log10(255.0**2 / mse)  # mse 0 -> inf, as numpy
 
 
+def _gaussian_valid(t: torch.Tensor) -> torch.Tensor:
+    """'Valid' 11x11 Gaussian filtering of the last two dims, as two 1-D passes of shifted adds.
+
+    float64 convolutions on CPU have no fast kernel in PyTorch (im2col of an 11x11 window needs 121x
+    the image in memory); 22 shifted multiply-adds are exact to 1e-15 and stay memory-light.
+    """
+    g = cv2.getGaussianKernel(SSIM_WINDOW, SSIM_SIGMA)[:, 0].tolist()
+    h = t.shape[-2] - SSIM_WINDOW + 1
+    y = t[..., 0:h, :] * g[0]
+    for i in range(1, SSIM_WINDOW):
+        y.add_(t[..., i : i + h, :], alpha=g[i])
+    w = t.shape[-1] - SSIM_WINDOW + 1
+    z = y[..., 0:w] * g[0]
+    for i in range(1, SSIM_WINDOW):
+        z.add_(y[..., i : i + w], alpha=g[i])
+    return z
+
+
 def ssim_torch(x: torch.Tensor, y: torch.Tensor, *, crop_border: int = 0, y_channel: bool = False,
                max_value: float | None = None) -> torch.Tensor:
     """Per-image SSIM of ``(N, C, H, W)`` batches: ``(N,)`` float64, same definition as :func:`ssim`."""
     a, b = _prepare_pair_torch(x, y, crop_border, y_channel, max_value)
     if min(a.shape[-2:]) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} after cropping, got {tuple(a.shape[-2:])}")
-    c = a.shape[1]
-    w = torch.from_numpy(np.array(_window())).to(a.device, torch.float64).expand(c, 1, SSIM_WINDOW, SSIM_WINDOW)
+    if a.device.type == "cpu":
+        # PyTorch has no fast float64 CPU convolution; OpenCV's separable filter is 3-10x faster than
+        # the shifted adds below and gives the numpy function's numbers exactly.
+        an, bn = a.numpy(), b.numpy()
+        vals = [[_ssim_channel(an[i, ch], bn[i, ch]) for ch in range(an.shape[1])] for i in range(an.shape[0])]
+        return torch.tensor(vals, dtype=torch.float64).mean(dim=1)
+    return _ssim_torch_any_device(a, b)
 
-    def filt(t: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(t, w, groups=c)  # 'valid': no padding
 
-    mu1, mu2 = filt(a), filt(b)
+def _ssim_torch_any_device(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM of float64 0-255 batches with torch ops only (GPU path)."""
+    # All five local statistics filtered in one go: (5, N, C, H, W).
+    stats = _gaussian_valid(torch.stack([a, b, a * a, b * b, a * b]))
+    mu1, mu2 = stats[0], stats[1]
     mu1_sq, mu2_sq, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
-    s1 = filt(a * a) - mu1_sq
-    s2 = filt(b * b) - mu2_sq
-    s12 = filt(a * b) - mu12
+    s1 = stats[2] - mu1_sq
+    s2 = stats[3] - mu2_sq
+    s12 = stats[4] - mu12
     ssim_map = ((2 * mu12 + _C1) * (2 * s12 + _C2)) / ((mu1_sq + mu2_sq + _C1) * (s1 + s2 + _C2))
     return ssim_map.mean(dim=(2, 3)).mean(dim=1)  # per channel, then over channels
 
