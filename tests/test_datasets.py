@@ -198,6 +198,21 @@ def test_vimeo_centre_only_and_lmdb_equivalence(tmp_path):
         assert x["key"] == y["key"] and torch.equal(x["lq"], y["lq"]) and torch.equal(x["gt"], y["gt"])
 
 
+def test_basicsr_vimeo_packs_with_only_the_4th_gt_frame(tmp_path):
+    seq = tmp_path / "sequences" / "00001" / "0001"
+    lr_dir = tmp_path / "lr" / "00001" / "0001"
+    for t in range(7):
+        write_image(seq / f"im{t + 1}.png", _frame(t))
+        write_image(lr_dir / f"im{t + 1}.png", from_float(_block_mean(to_float(_frame(t)))))
+    pack([Clip("00001/0001", [seq / "im4.png"], None)], tmp_path / "gt4.lmdb")
+    pack([Clip("00001/0001", sorted(lr_dir.iterdir()), None)], tmp_path / "lr.lmdb")
+    ds = VideoSRDataset(tmp_path / "gt4.lmdb", lr_source=tmp_path / "lr.lmdb", num_frames=7, gt_patch=16, seed=0)
+    assert len(ds) == 1 and ds[0]["key"] == "00001/0001/im4"
+    _check_aligned(ds[0], list(range(7)), atol=0.5 / 255 + 1e-6)
+    five = VideoSRDataset(tmp_path / "gt4.lmdb", lr_source=tmp_path / "lr.lmdb", num_frames=5, train=False)
+    _check_aligned(five[0], [1, 2, 3, 4, 5], atol=0.5 / 255 + 1e-6)
+
+
 def test_lmdb_gt_and_lr_packs_match_folders(tmp_path):
     root = _vid4_tree(tmp_path / "vid")
     pack(root, tmp_path / "gt.lmdb", layout="vid4")

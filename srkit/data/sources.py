@@ -173,6 +173,31 @@ class LmdbSource(FrameSource):
         return self.reader.shapes[self.keys[0]]
 
 
+class CentreOnly(FrameSource):
+    """A clip whose only stored GT frame is its middle one (BasicSR's ``vimeo90k_train_GT_only4th.lmdb``).
+
+    Presents ``length`` frames so indices line up with the clip's LR frames; reading any frame but the
+    middle one is an error (such clips are only usable with LR frames on disk, centred on the middle).
+    """
+
+    def __init__(self, inner: FrameSource, length: int):
+        if len(inner) != 1:
+            raise ValueError("CentreOnly wraps a one-frame source")
+        self.name, self.inner, self.length = inner.name, inner, length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, index: int) -> np.ndarray:
+        if index != self.length // 2:
+            raise InputError(f"clip {self.name}: only the middle ground-truth frame is stored (frame {index} "
+                             "requested; LR must come from disk for such packs)")
+        return self.inner.read(0)
+
+    def frame_key(self, index: int) -> str:
+        return self.inner.frame_key(0) if index == self.length // 2 else f"{self.name}/#{index}"
+
+
 def is_lmdb(path: str | os.PathLike) -> bool:
     """True for an LMDB folder (``data.mdb`` inside)."""
     return (Path(path) / "data.mdb").is_file()

@@ -7,7 +7,8 @@ Vimeo-90K septuplets (as EDVR trains and tests on them).
 
 Where frames come from: any layout of :mod:`srkit.data.layouts` (REDS train partition, Vimeo-90K
 lists, Vid4-style benchmarks, generic folders, video files) or an LMDB pack (``lr_source`` names the
-matching LR pack, if any). LR frames are read from disk when the layout has them for the requested
+matching LR pack, if any; BasicSR's Vimeo-90K GT pack holding only ``im4`` works with its 7-frame LR
+pack, centred on the middle frame). LR frames are read from disk when the layout has them for the requested
 degradation; otherwise they are synthesised from GT on the fly with
 :func:`srkit.data.degrade.make_degradation` (BI, BD, SRMD), one random draw per sample shared by all
 frames of the window.
@@ -42,7 +43,8 @@ from torch.utils.data import Dataset
 
 from srkit.data.layouts import Clip, discover_clips, read_name_list
 from srkit.data.lmdb_store import PACK_INFO_NAME
-from srkit.data.sources import DEFAULT_VIDEO_CACHE_BYTES, FrameSource, clip_source, is_lmdb, lmdb_sources
+from srkit.data.sources import (DEFAULT_VIDEO_CACHE_BYTES, CentreOnly, FrameSource, clip_source, is_lmdb,
+                                lmdb_sources)
 from srkit.data.transforms import check_patch, crop_pair, draw_augment, synth_pair, to_tensor
 from srkit.data.windows import check_window, strided_window, window_fits, window_indices
 from srkit.errors import ConfigError, InputError
@@ -87,6 +89,10 @@ def _subset_names(subset) -> list[str] | None:
     return list(subset) if isinstance(subset, (list, tuple)) else read_name_list(subset)
 
 
+def _stem(key: str) -> str:
+    return key.rsplit("/", 1)[-1]
+
+
 def _lmdb_layout(path: Path) -> str | None:
     try:
         return json.loads((path / PACK_INFO_NAME).read_text(encoding="utf-8")).get("layout")
@@ -103,17 +109,23 @@ def build_clips(source, *, layout: str = "auto", split: str = "train", subset=No
     clips: list[ClipFrames] = []
     if isinstance(source, (str, os.PathLike)) and is_lmdb(source):
         names = _subset_names(subset)
-        gts = lmdb_sources(source, names)
+        gts: list[FrameSource] = list(lmdb_sources(source, names))
         lrs: list[FrameSource | None] = [None] * len(gts)
+        only_middle = [False] * len(gts)
         if lr_source is not None and lr_from_disk:
             lr_all = {s.name: s for s in lmdb_sources(lr_source, [g.name for g in gts])}
             lrs = [lr_all[g.name] for g in gts]
-            for g, lr in zip(gts, lrs):
-                if len(lr) != len(g):
+            for k, (g, lr) in enumerate(zip(gts, lrs)):
+                if len(lr) == len(g):
+                    continue
+                if len(g) == 1 and _stem(g.frame_key(0)) == _stem(lr.frame_key(len(lr) // 2)):
+                    # BasicSR's Vimeo-90K GT pack keeps only im4: the GT of the middle LR frame.
+                    gts[k], only_middle[k] = CentreOnly(g, len(lr)), True
+                else:
                     raise InputError(f"clip {g.name}: {len(lr)} LR records but {len(g)} GT records", lr_source)
         middle = centers == "middle" or (centers == "auto" and _lmdb_layout(Path(source)) == "vimeo")
-        for g, lr in zip(gts, lrs):
-            clips.append(ClipFrames(g.name, g, lr, [len(g) // 2] if middle else list(range(len(g)))))
+        for g, lr, only in zip(gts, lrs, only_middle):
+            clips.append(ClipFrames(g.name, g, lr, [len(g) // 2] if middle or only else list(range(len(g)))))
         return clips
     if lr_source is not None:
         raise ConfigError("lr_source (an LR LMDB pack) goes with an LMDB GT source")
