@@ -267,6 +267,9 @@ def test_errors_are_one_line(tmp_path):
         write_image(root / "BIx4" / "c1" / f"{t:03d}.png", np.zeros((5, 5, 3), np.uint8))
     with pytest.raises(InputError, match="GT is 64x48 but LR is 5x5"):
         VideoSRDataset(root, layout="vid4", train=False, num_frames=3)[0]
+    for i in range(4):  # whatever the augmentation, the message gives the sizes as stored
+        with pytest.raises(InputError, match="GT is 64x48 but LR is 5x5"):
+            VideoSRDataset(root, layout="vid4", num_frames=3, gt_patch=8, seed=i)[0]
 
 
 def test_clip_list_source(tmp_path):

@@ -88,12 +88,8 @@ def check_patch(lq_patch: int, h: int, w: int, what: str) -> None:
                          "(lower gt_patch or drop the clip)")
 
 
-def crop_pair(lr_frames: Sequence[np.ndarray], gt: np.ndarray, scale: int, lq_patch: int | None,
-              rng: np.random.Generator | None, *, what: str = "sample") -> tuple[list[np.ndarray], np.ndarray]:
-    """Aligned random crop of LR frames read from disk and their GT (``lq_patch=None``: whole frames).
-
-    GT must be ``scale`` times the LR size, up to the ``scale - 1`` rows/columns that mod-crop removes.
-    """
+def check_pair_sizes(lr_frames: Sequence[np.ndarray], gt: np.ndarray, scale: int, what: str = "sample") -> None:
+    """One-line :class:`InputError` unless all LR frames share a size and GT is ``scale`` times it (mod-crop)."""
     h, w = lr_frames[0].shape[:2]
     for f in lr_frames[1:]:
         if f.shape[:2] != (h, w):
@@ -102,6 +98,16 @@ def crop_pair(lr_frames: Sequence[np.ndarray], gt: np.ndarray, scale: int, lq_pa
     if H // scale != h or W // scale != w:
         raise InputError(f"{what}: GT is {W}x{H} but LR is {w}x{h}; at x{scale} GT should be "
                          f"{w * scale}x{h * scale}")
+
+
+def crop_pair(lr_frames: Sequence[np.ndarray], gt: np.ndarray, scale: int, lq_patch: int | None,
+              rng: np.random.Generator | None, *, what: str = "sample") -> tuple[list[np.ndarray], np.ndarray]:
+    """Aligned random crop of LR frames read from disk and their GT (``lq_patch=None``: whole frames).
+
+    GT must be ``scale`` times the LR size, up to the ``scale - 1`` rows/columns that mod-crop removes.
+    """
+    check_pair_sizes(lr_frames, gt, scale, what)
+    h, w = lr_frames[0].shape[:2]
     gt = gt[: h * scale, : w * scale]
     if lq_patch is None:
         return list(lr_frames), gt

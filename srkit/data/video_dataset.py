@@ -45,7 +45,7 @@ from srkit.data.layouts import Clip, discover_clips, read_name_list
 from srkit.data.lmdb_store import PACK_INFO_NAME
 from srkit.data.sources import (DEFAULT_VIDEO_CACHE_BYTES, CentreOnly, FrameSource, clip_source, is_lmdb,
                                 lmdb_sources)
-from srkit.data.transforms import check_patch, crop_pair, draw_augment, synth_pair, to_tensor
+from srkit.data.transforms import check_pair_sizes, check_patch, crop_pair, draw_augment, synth_pair, to_tensor
 from srkit.data.windows import check_window, strided_window, window_fits, window_indices
 from srkit.errors import ConfigError, InputError
 
@@ -273,6 +273,7 @@ class VideoSRDataset(Dataset):
             lr_frames = read_window(clip.lr, indices)
             gt = clip.gt.read(center)
             if aug is not None:
+                check_pair_sizes(lr_frames, gt, self.scale, key)  # sizes as stored in messages
                 check_patch(self.lq_patch, lr_frames[0].shape[0], lr_frames[0].shape[1], key)
                 lr_frames = [aug.apply(f) for f in lr_frames]
                 gt = aug.apply(gt)
