@@ -470,6 +470,40 @@ def test_rotation_metadata_round_trip(tmp_path):
     assert up.rotation == 0 and (up.width, up.height) == (24, 40)
 
 
+# ---------------------------------------------------------------------------------------------- interlacing
+def _comb(rgb: np.ndarray) -> float:
+    """Combing energy: how much each row differs from the mean of its neighbours."""
+    g = rgb.astype(np.float64).mean(axis=2)
+    return float(np.abs(g[1:-1] - 0.5 * (g[:-2] + g[2:])).mean())
+
+
+@needs["libx264"]
+def test_interlaced_source_is_deinterlaced_keeping_timing(tmp_path):
+    # Woven frames: even rows show a bar at time 2t, odd rows at 2t+1 - the bar moves 6 px per
+    # field, so every frame combs like real interlaced camera footage.
+    h, w, n = 48, 64, 8
+    woven = []
+    for t in range(n):
+        img = np.full((h, w, 3), 40, np.uint8)
+        for field in (0, 1):
+            x = 4 + 6 * (2 * t + field)
+            img[field::2, x:x + 8] = 220
+        woven.append(img)
+    clip = make_video(tmp_path / "i.mkv", frames=woven, audio=False, pix_fmt="yuv444p",
+                      options={"x264-params": "interlaced=1:tff=1", "crf": "4"})
+    info_off, raw = read_all(clip.path, deinterlace="off")
+    assert info_off.interlaced
+    with VideoReader(clip.path) as reader:  # auto
+        assert reader.deinterlaced
+        clean = list(reader)
+    assert [f.pts for f in clean] == [f.pts for f in raw] and len(clean) == n
+    assert np.mean([_comb(f.rgb) for f in clean]) < 0.5 * np.mean([_comb(f.rgb) for f in raw])
+    # Progressive sources are left alone by "auto".
+    prog = make_video(tmp_path / "p.mkv", n_frames=3, audio=False)
+    with VideoReader(prog.path) as reader:
+        assert not reader.info.interlaced and not reader.deinterlaced
+
+
 # ---------------------------------------------------------------------------------------------- bad input
 def _one_line(exc: BaseException, path: Path) -> str:
     msg = str(exc)
