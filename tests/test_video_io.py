@@ -424,6 +424,34 @@ def test_hdr_tags_survive_a_round_trip(tmp_path):
 
 
 @needs["libx264"]
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_anamorphic_pixel_aspect_is_kept(tmp_path, suffix):
+    src = tmp_path / f"dvd{suffix}"
+    with VideoWriter(src, width=64, height=48, fps=25, sample_aspect_ratio=Fraction(32, 27)) as w:
+        for f in make_frames(3, (64, 48)):
+            w.write(f)
+    assert probe_video(src).sample_aspect_ratio == Fraction(32, 27)
+    copy_video(src, tmp_path / f"out{suffix}")  # taken from the source by default
+    assert probe_video(tmp_path / f"out{suffix}").sample_aspect_ratio == Fraction(32, 27)
+    assert make_video(tmp_path / f"sq{suffix}", n_frames=1, audio=False).path and \
+        probe_video(tmp_path / f"sq{suffix}").sample_aspect_ratio == 1
+
+
+@needs["libx264"]
+def test_anamorphic_and_rotated(tmp_path):
+    src = tmp_path / "phone.mp4"
+    with VideoWriter(src, width=64, height=48, fps=25, sample_aspect_ratio=Fraction(4, 3), rotation=90) as w:
+        for f in make_frames(2, (64, 48)):
+            w.write(f)
+    assert probe_video(src, apply_rotation=False).sample_aspect_ratio == Fraction(4, 3)
+    assert probe_video(src).sample_aspect_ratio == Fraction(3, 4)  # upright frames: ratio turned
+    copy_video(src, tmp_path / "upright.mp4")  # rotated pixels, rotation 0
+    assert probe_video(tmp_path / "upright.mp4").sample_aspect_ratio == Fraction(3, 4)
+    copy_video(src, tmp_path / "kept.mp4", apply_rotation=False)  # stored pixels + rotation 90
+    assert probe_video(tmp_path / "kept.mp4", apply_rotation=False).sample_aspect_ratio == Fraction(4, 3)
+
+
+@needs["libx264"]
 def test_odd_size_is_padded_or_444(tmp_path):
     frames = make_frames(3, (63, 47))
     with VideoWriter(tmp_path / "pad.mp4", width=63, height=47, fps=25) as w:

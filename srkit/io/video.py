@@ -163,6 +163,7 @@ class VideoInfo:
     stream_index: int
     color: ColorTags = ColorTags()
     interlaced: bool = False
+    sample_aspect_ratio: Fraction = Fraction(1)
 
     @property
     def frame_interval(self) -> int:
@@ -409,9 +410,15 @@ class VideoReader:
         else:
             num, exact = 0, False
         color = _frame_color(first)
+        # Anamorphic video (DVD, HDV) has non-square pixels; turning the picture swaps the ratio.
+        sar = Fraction(s.sample_aspect_ratio or s.codec_context.sample_aspect_ratio or 1)
+        if sar <= 0:
+            sar = Fraction(1)
         rot = _frame_rotation_cw(first) or _stream_rotation_tag(s)
         w, h = first.width, first.height
         out_w, out_h = (h, w) if (self.apply_rotation and rot in (90, 270)) else (w, h)
+        if self.apply_rotation and rot in (90, 270):
+            sar = 1 / sar
         pix_fmt = first.format.name
         start = float(s.start_time * tb) if s.start_time is not None else None
         return VideoInfo(
@@ -421,7 +428,7 @@ class VideoReader:
             has_audio=len(c.streams.audio) > 0, num_audio_streams=len(c.streams.audio),
             num_subtitle_streams=len(c.streams.subtitles), duration=duration, start_time=start,
             container=c.format.name, coded_width=w, coded_height=h, stream_index=s.index, color=color,
-            interlaced=bool(first.interlaced_frame),
+            interlaced=bool(first.interlaced_frame), sample_aspect_ratio=sar,
         )
 
     # -- decoding ---------------------------------------------------------------------------------
@@ -663,6 +670,8 @@ class VideoWriter:
             ``info.color``). ``None``: the colour of ``copy_streams_from``'s video when given (the
             output is a processed version of it, HDR stays HDR), else BT.709. Always tagged, so
             players never guess.
+        sample_aspect_ratio: pixel aspect ratio to store (anamorphic sources); ``None``: that of
+            ``copy_streams_from``'s video when given, else square pixels. Upscaling keeps it.
     """
 
     def __init__(self, path: str | os.PathLike, *, width: int, height: int, fps: Fraction | float | int,
@@ -671,7 +680,7 @@ class VideoWriter:
                  copy_streams_from: str | os.PathLike | None = None, rotation: int = 0,
                  overwrite: bool = False, extra_options: dict[str, Any] | None = None, bit_depth: int = 8,
                  odd_size: Literal["pad", "yuv444p"] = "pad", preset: str | None = None,
-                 color: ColorTags | None = None):
+                 color: ColorTags | None = None, sample_aspect_ratio: Fraction | None = None):
         self.path = Path(path)
         self._closed = False
         self._container: av.container.OutputContainer | None = None
@@ -717,9 +726,19 @@ class VideoWriter:
 
         check_output_path(self.path, overwrite=overwrite)
         source_path = Path(copy_streams_from) if copy_streams_from is not None else None
-        if color is None and source_path is not None:
-            color = probe_video(source_path).color
+        if (color is None or sample_aspect_ratio is None) and source_path is not None:
+            source_info = probe_video(source_path, apply_rotation=False)
+            color = source_info.color if color is None else color
+            if sample_aspect_ratio is None:
+                # Stored pixels' ratio; if the frames were turned by 90/270 degrees on the way (the
+                # reader's default), the ratio turns with them.
+                sample_aspect_ratio = source_info.sample_aspect_ratio
+                if (source_info.rotation - self.rotation) % 180 == 90:
+                    sample_aspect_ratio = 1 / sample_aspect_ratio
         self.color = color if color is not None else ColorTags()
+        self.sample_aspect_ratio = Fraction(sample_aspect_ratio) if sample_aspect_ratio else Fraction(1)
+        if self.sample_aspect_ratio <= 0:
+            raise ConfigError(f"sample aspect ratio must be positive, got {sample_aspect_ratio}")
         if source_path is not None:
             self._source = _open_input(source_path)
         try:
@@ -825,6 +844,8 @@ class VideoWriter:
             cc.color_range = 1  # AVCOL_RANGE_MPEG
         cc.color_primaries = self.color.primaries
         cc.color_trc = self.color.trc
+        if self.sample_aspect_ratio != 1:
+            cc.sample_aspect_ratio = self.sample_aspect_ratio
         if self.rotation:
             stream.set_display_rotation(-self.rotation)  # PyAV: counter-clockwise degrees
         self._video = stream
