@@ -93,3 +93,25 @@ def test_cli_prints_config_and_reports_errors(tmp_path, capsys) -> None:
     assert "missing.yaml: config file not found" in capsys.readouterr().err
     assert main(["train", "--list"]) == 0
     assert "tiny-edvr-set8" in capsys.readouterr().out.split()
+
+
+@pytest.mark.parametrize("name", list_shipped_configs())
+def test_shipped_configs_fit_their_models(name: str) -> None:
+    """Model presets, overrides, stage patterns and LR-multiplier patterns match the real network."""
+    import torch
+
+    from srkit.models import create_model, list_models
+    from srkit.train.schedule import resolve_stages
+    from srkit.train.trainer import build_optimizer
+
+    cfg = load_config(name)
+    if cfg.model.name not in list_models():
+        pytest.skip(f"model {cfg.model.name} is not in this build")
+    with torch.device("meta"):  # shapes only: EDVR-L builds in milliseconds
+        model = create_model(cfg.model.name, **cfg.model.overrides)
+    stages = resolve_stages(cfg.train.stages, model)
+    build_optimizer(model, cfg.train)
+    names = {n for n, _ in model.named_parameters()}
+    if cfg.model.init_allow_missing:  # the woTSA -> TSA chain: the allowed-missing keys are exactly TSA's fusion
+        assert stages[0].trainable == {n for n in names if n.startswith("fusion.")}
+    assert stages[-1].trainable == names or cfg.model.name.startswith("mana")

@@ -60,12 +60,16 @@ def test_loss_decreases_on_tiny_overfit(tmp_path) -> None:
     assert last < 0.8 * first, (first, last)
 
 
-def test_resume_equals_uninterrupted_across_stage_change(tmp_path) -> None:
-    train(config_from_data(tiny(tmp_path, "full")))
-    # Interrupted: stop at 2 (inside stage 0, inside the warm-up), resume to 6 (stage changes at 4).
-    train(config_from_data(tiny(tmp_path, "cut"), ["train.total_iters=2"]))
-    tr = Trainer(config_from_data(tiny(tmp_path, "cut")), resume="auto")
-    assert tr.iteration == 2
+@pytest.mark.parametrize("cut", [2, 5])
+def test_resume_equals_uninterrupted_across_stage_change(tmp_path, cut) -> None:
+    # Stage 1 starts at 4 with fresh optimiser moments (as MANA's stages do): a resume inside it (cut 5)
+    # must not reset them again.
+    sets = ["train.stages.1.reset_optimizer=true"]
+    train(config_from_data(tiny(tmp_path, "full"), sets))
+    # Interrupted at `cut` (2: inside stage 0 and the warm-up; 5: inside stage 1), resumed to 6.
+    train(config_from_data(tiny(tmp_path, "cut"), [*sets, f"train.total_iters={cut}"]))
+    tr = Trainer(config_from_data(tiny(tmp_path, "cut"), sets), resume="auto")
+    assert tr.iteration == cut
     tr.fit()
     a, b = _final(tmp_path / "full"), _final(tmp_path / "cut")
     assert a["iteration"] == b["iteration"] == 6 and b["stage"] == 1
@@ -74,8 +78,9 @@ def test_resume_equals_uninterrupted_across_stage_change(tmp_path) -> None:
         assert torch.equal(a["params_ema"][k], b["params_ema"][k]), k
     sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
     assert all(torch.equal(sa[i]["exp_avg"], sb[i]["exp_avg"]) for i in sa)
-    # The stage is re-derived from the iteration after the resume: stage 0 again at 3, stage 1 from 4.
-    assert [r[0] for r in _rows(tmp_path / "cut") if r[1] == "event/stage"] == ["1", "3", "4"]
+    # The stage is re-derived from the iteration after the resume.
+    expected = ["1", "3", "4"] if cut == 2 else ["1", "4", "6"]
+    assert [r[0] for r in _rows(tmp_path / "cut") if r[1] == "event/stage"] == expected
     lrs = {int(r[0]): float(r[2]) for r in _rows(tmp_path / "cut") if r[1] == "lr"}
     assert lrs[1] == pytest.approx(0.5e-3) and sorted(lrs) == [1, 2, 3, 4, 5, 6]
 

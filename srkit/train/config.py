@@ -146,6 +146,7 @@ class StageConfig:
     trainable: list[str] = _f(factory=lambda: ["*"], help="glob patterns of trained parameters")
     frozen: list[str] = _f(factory=list, help="glob patterns excluded from training (wins over trainable)")
     loss_weights: dict[str, float] = _f(factory=dict, help="per-loss-term weight overrides in this stage")
+    reset_optimizer: bool = _f(False, help="start the stage with fresh optimiser moments (MANA's code does)")
 
 
 @dataclass

@@ -384,6 +384,9 @@ class Trainer:
         stage = self.stages[idx]
         apply_stage(self.model, stage)
         self._stage_idx = idx
+        if self.cfg.train.stages[idx].reset_optimizer and iteration == self.cfg.train.stages[idx].start_iter:
+            # Only when the stage really begins: re-entering it after a resume keeps the saved moments.
+            self.optimizer.state.clear()
         if self.dist.enabled:
             # DDP registers the parameters that need gradients when it is built: rebuild it per stage.
             from torch.nn.parallel import DistributedDataParallel as DDP
