@@ -349,7 +349,7 @@ class VideoReader:
             except StopIteration:
                 raise InputError("no decodable video frames", self.path) from None
             self._first: av.VideoFrame | None = first
-            self._first_props = first
+            self._first_props = (first.width, first.height, first.format)
             self.info = self._make_info(first, exact_count)
         except BaseException:
             self.close()
@@ -395,8 +395,8 @@ class VideoReader:
         duration = None
         if s.duration and s.time_base:
             duration = float(s.duration * s.time_base)
-        elif self._expected_end is not None:
-            duration = self._expected_end
+        elif _parse_duration_tag(s.metadata.get("DURATION")) is not None:
+            duration = _parse_duration_tag(s.metadata.get("DURATION"))
         elif c.duration:
             duration = c.duration / av.time_base
         if exact_count is not None:
@@ -498,10 +498,9 @@ class VideoReader:
 
     def _deinterlace(self, frames: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
         """Run frames through FFmpeg's bwdif (one output frame per input frame, timestamps kept)."""
-        first = self._first_props
+        width, height, fmt = self._first_props
         graph = av.filter.Graph()
-        src = graph.add_buffer(width=first.width, height=first.height, format=first.format,
-                               time_base=self.info.time_base)
+        src = graph.add_buffer(width=width, height=height, format=fmt, time_base=self.info.time_base)
         # deint=interlaced leaves progressive frames of mixed content alone; "on" forces every frame.
         deint = "all" if self._deinterlace_mode == "on" else "interlaced"
         bwdif = graph.add("bwdif", f"mode=send_frame:parity=auto:deint={deint}")
