@@ -16,7 +16,7 @@ import pytest
 from srkit.errors import ConfigError, InputError, OutputError
 from srkit.io.atomic import TMP_PREFIX
 from srkit.io.video import ColorTags, VideoReader, VideoWriter, encoder_available, open_video, probe_video
-from tests.media import VFR_PATTERN, make_frames, make_video
+from tests.media import make_frames, make_video
 
 needs = {name: pytest.mark.skipif(not encoder_available(name), reason=f"no {name} encoder in this FFmpeg")
          for name in ("libx264", "libx265", "libvpx-vp9", "ffv1", "libx264rgb", "aac", "libopus")}
