@@ -123,6 +123,22 @@ def test_matches_reference_float(scale, shape):
     np.testing.assert_allclose(out, ref, atol=1e-12)
 
 
+@pytest.mark.parametrize("scale", [0.25, 0.5, 1 / 3, 2.0, 3.0, 4.0])
+def test_polyphase_path_equals_dense_matrices_on_tiny_and_odd_sizes(scale):
+    # Integer factors take the polyphase path; it must equal MATLAB's per-pixel weight matrices even
+    # when the kernel is longer than the signal (mirroring several times) and for odd lengths.
+    from srkit.data.imresize import _periodic_plan, resize_matrix
+
+    rng = np.random.default_rng(4)
+    for n in (1, 2, 3, 5, 8, 13):
+        out = math.ceil(n * scale)
+        assert _periodic_plan(n, out, scale, True) is not None
+        x = rng.random((n, 3))
+        got = imresize(x[:, None, :], (scale, 1.0))[:, 0]  # n x 1 x 3 image, only rows resized
+        np.testing.assert_allclose(got, resize_matrix(n, out, scale) @ x, atol=1e-12)
+    assert _periodic_plan(10, 4, 0.37, True) is None  # non-integer factor: dense matrices
+
+
 def test_output_shape_and_anisotropic_scale_and_no_antialias():
     rng = np.random.default_rng(1)
     img = rng.random((11, 13))

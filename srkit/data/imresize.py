@@ -45,11 +45,8 @@ def cubic(x: np.ndarray) -> np.ndarray:
     )
 
 
-def resize_weights(in_length: int, out_length: int, scale: float, antialias: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """MATLAB's ``contributions``: ``(weights, indices)``, both ``(out_length, P)``, 0-based indices.
-
-    Row ``i`` says which input samples (after symmetric mirroring) output sample ``i`` mixes, and how.
-    """
+def _raw_weights(in_length: int, out_length: int, scale: float, antialias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised weights and 0-based tap indices BEFORE mirroring (may be < 0 or >= in_length)."""
     kernel_width = 4.0
     shrink = scale < 1 and antialias
     if shrink:
@@ -62,11 +59,88 @@ def resize_weights(in_length: int, out_length: int, scale: float, antialias: boo
     dist = u[:, None] - indices
     weights = scale * cubic(scale * dist) if shrink else cubic(dist)
     weights = weights / weights.sum(axis=1, keepdims=True)
+    return weights, indices.astype(np.int64) - 1
+
+
+def _mirror(idx: np.ndarray, in_length: int) -> np.ndarray:
     # Symmetric mirroring: the sequence 1..n, n..1 repeats (MATLAB: aux(mod(k-1, 2n) + 1)).
     aux = np.concatenate([np.arange(in_length), np.arange(in_length - 1, -1, -1)])
-    idx = aux[np.mod(indices.astype(np.int64) - 1, 2 * in_length)]
+    return aux[np.mod(idx, 2 * in_length)]
+
+
+def resize_weights(in_length: int, out_length: int, scale: float, antialias: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB's ``contributions``: ``(weights, indices)``, both ``(out_length, P)``, 0-based indices.
+
+    Row ``i`` says which input samples (after symmetric mirroring) output sample ``i`` mixes, and how.
+    """
+    weights, raw = _raw_weights(in_length, out_length, scale, antialias)
+    idx = _mirror(raw, in_length)
     keep = np.any(weights != 0, axis=0)
     return weights[:, keep], idx[:, keep]
+
+
+@lru_cache(maxsize=64)
+def _periodic_plan(in_length: int, out_length: int, scale: float, antialias: bool):
+    """For integer factors (x1/s down, xs up) MATLAB's weights repeat: a polyphase filter.
+
+    Returns ``(period, step, weights (period, P), offsets (period, P))`` meaning
+    ``out[period*k + r] = sum_t weights[r, t] * x[mirror(step*k + offsets[r, t])]``, or None when the
+    weights are not periodic (non-integer factors; the dense matrix is used then). Periodicity is
+    VERIFIED on MATLAB's own per-pixel weights, never assumed, so both paths give the same numbers.
+    """
+    if scale < 1:
+        factor = round(1.0 / scale)
+        period, step = 1, factor
+    else:
+        factor = round(scale)
+        period, step = factor, 1
+    if factor < 2 or abs(factor * (scale if scale < 1 else 1.0 / scale) - 1.0) > 1e-12 or out_length < period:
+        return None
+    weights, raw = _raw_weights(in_length, out_length, scale, antialias)
+    k = np.arange(out_length) // period
+    r = np.arange(out_length) % period
+    base_w, base_i = weights[:period].copy(), raw[:period].copy()
+    if np.abs(weights - base_w[r]).max() > 1e-12 or np.any(raw - step * k[:, None] != base_i[r]):
+        return None
+    base_w[np.abs(base_w) < 1e-300] = 0.0
+    return period, step, base_w, base_i
+
+
+def _resize_axis0_periodic(x: np.ndarray, out_length: int, plan, dtype: type) -> np.ndarray:
+    """Apply a polyphase plan along axis 0 with strided views of ``x`` (no padded copy).
+
+    Interior outputs read only in-range samples: one multiply-add per tap over a strided view.
+    The few outputs near the ends, whose taps fall outside, gather their mirrored samples.
+    """
+    period, step, w, offsets = plan
+    n = x.shape[0]
+    out = np.empty((out_length,) + x.shape[1:], dtype=dtype)
+    tmp = None
+    for r in range(period):
+        count = len(range(r, out_length, period))
+        taps = [t for t in range(w.shape[1]) if w[r, t] != 0.0]
+        offs = offsets[r, taps]
+        # k such that every tap index step*k + off lies in [0, n-1]
+        k_lo = max(0, max(-(int(off) // step) for off in offs))  # ceil(-off / step)
+        k_hi = min(count, min((n - 1 - off) // step + 1 for off in offs))
+        if k_hi > k_lo:
+            dst = out[r + period * k_lo : r + period * (k_hi - 1) + 1 : period]
+            for j, t in enumerate(taps):
+                start = step * k_lo + int(offsets[r, t])
+                view = x[start : start + step * (k_hi - k_lo - 1) + 1 : step]
+                if j == 0:
+                    np.multiply(view, w[r, t], out=dst)
+                else:
+                    if tmp is None or tmp.shape != dst.shape:
+                        tmp = np.empty_like(dst)
+                    np.multiply(view, w[r, t], out=tmp)
+                    dst += tmp
+        else:
+            k_lo = k_hi = 0
+        for k in list(range(0, min(k_lo, count))) + list(range(max(k_hi, k_lo), count)):
+            idx = _mirror(step * k + offs, n)
+            out[r + period * k] = np.tensordot(w[r, taps], x[idx], axes=(0, 0))
+    return out
 
 
 @lru_cache(maxsize=64)
@@ -140,13 +214,21 @@ def imresize(
     # float32 images are resized in float32 (2x faster GEMMs; ~1e-7 relative difference, far below
     # image precision). Integer images need float64 so that MATLAB's rounding of each pass is exact.
     work = np.float32 if dtype in (np.float32, np.float16) else np.float64
-    x = img.astype(work)
+    x = img
     for dim in _order(scales):
         if x.shape[dim] == out_shape[dim] and scales[dim] == 1.0:
             continue  # MATLAB skips a dimension whose scale is exactly 1
-        mat = resize_matrix(x.shape[dim], out_shape[dim], scales[dim], antialias).astype(work, copy=False)
-        x = np.tensordot(mat, x, axes=([1], [dim]))  # resized axis comes first
-        x = np.moveaxis(x, 0, dim)
+        plan = _periodic_plan(x.shape[dim], out_shape[dim], scales[dim], antialias)
+        if plan is not None:
+            # Integer factor: polyphase filter on strided views, ~10x fewer operations than the GEMM
+            # (reads integer images directly: no float copy of the input).
+            moved = np.moveaxis(x, dim, 0)
+            x = np.moveaxis(_resize_axis0_periodic(moved, out_shape[dim], plan, work), 0, dim)
+        else:
+            x = x.astype(work, copy=False)
+            mat = resize_matrix(x.shape[dim], out_shape[dim], scales[dim], antialias).astype(work, copy=False)
+            x = np.tensordot(mat, x, axes=([1], [dim]))  # resized axis comes first
+            x = np.moveaxis(x, 0, dim)
         if integer:
             x = np.floor(np.clip(x, 0.0, peak) + 0.5)
     if integer:
