@@ -117,18 +117,36 @@ def test_torchrun_two_cpu_processes_keep_identical_weights(tmp_path) -> None:
     start = _last(tmp_path / "runs" / "ddp")
     assert start["world_size"] == 2 and len(start["rng"]) == 2  # both ranks' RNG states are saved
     assert not torch.equal(start["rng"][0]["torch"], start["rng"][1]["torch"])
+    assert len(start["guard"]) == 2 and start["data_position"]["world_size"] == 2
     # Only rank 0 logged: one row per iteration, and validation ran.
     rows = (tmp_path / "runs" / "ddp" / "scalars.csv").read_text().splitlines()
     assert sum(1 for r in rows if ",loss," in r) == 8 and sum(1 for r in rows if ",val/psnr," in r) == 2
 
 
+SMALL_OVERRIDES = {
+    "tiny-edvr-set8": ["model.overrides.num_feat=8", "model.overrides.num_reconstruct_block=1"],
+    "tiny-udvd-set8": ["model.overrides.num_feat=8", "model.overrides.num_blocks=1"],
+    "tiny-mana-vimeo": [],
+}
+
+
 @pytest.mark.shared_data
-def test_tiny_edvr_set8_runs_a_few_iterations(tmp_path, shared_data) -> None:
-    root = shared_data / "video_hr" / "set8"
-    res = _srkit("tiny-edvr-set8", "--set", f"output_dir={tmp_path}", "--set", "train.total_iters=2",
-                 "--set", "train.schedule.periods=[2]", "--set", f"data.train.root={root}", "--set", "data.train.gt_size=32",
-                 "--set", "data.val=null", "--set", "data.num_workers=1", "--set", "data.batch_size=1",
-                 "--set", "model.overrides.num_feat=8", "--set", "model.overrides.num_reconstruct_block=1")
-    assert res.returncode == 0, res.stderr[-2000:]
-    state = _last(tmp_path / "tiny-edvr-set8")
-    assert state["iteration"] == 2 and all(torch.isfinite(v).all() for v in state["params"].values())
+@pytest.mark.parametrize("name", sorted(SMALL_OVERRIDES))
+def test_shipped_small_configs_run_on_shared_data(tmp_path, shared_data, name) -> None:
+    from srkit.models import list_models
+
+    cfg0 = load_config(name)
+    if cfg0.model.name not in list_models():
+        pytest.skip(f"model {cfg0.model.name} is not in this build")
+    root = shared_data / "video_hr" / Path(cfg0.data.train.root).name
+    sets = [f"output_dir={tmp_path}", "train.total_iters=2", f"data.train.root={root}", "data.train.gt_size=32",
+            "data.num_workers=1", "data.batch_size=2", "data.val=null", *SMALL_OVERRIDES[name]]
+    if cfg0.train.schedule.type == "cosine_restart":
+        sets += ["train.schedule.periods=[2]", "train.schedule.restart_weights=[1]"]
+    if len(cfg0.train.stages) > 1:  # visit every stage: one iteration each where possible
+        sets += [f"train.stages.{i}.start_iter={i + 1}" for i in range(1, len(cfg0.train.stages))]
+        sets[1] = f"train.total_iters={len(cfg0.train.stages)}"
+    summary = train(load_config(name, sets))
+    state = _last(tmp_path / name)
+    assert summary["iteration"] == state["iteration"] >= 2
+    assert all(torch.isfinite(v).all() for v in state["params"].values())

@@ -329,6 +329,8 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         """The full training state (called on every rank: RNG states are gathered from all of them)."""
         rngs = D.gather_objects(self.dist, rng_state())
+        guards = D.gather_objects(self.dist, self.guard.state_dict())  # each rank judges its own losses
+        epoch, offset = divmod(self.iteration * self.cfg.data.batch_size, -(-len(self.train_set) // self.dist.world_size))
         return {
             "params": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "params_ema": None if self.ema is None else {k: v.detach().cpu() for k, v in self.ema.state_dict().items()},
@@ -338,7 +340,10 @@ class Trainer:
             "stage": stage_index(self.cfg.train.stages, max(self.iteration, 1)),
             "rng": rngs,
             "world_size": self.dist.world_size,
-            "guard": self.guard.state_dict(),
+            "guard": guards,
+            # Informational: the sampler position follows from (iteration, batch size, world size).
+            "data_position": {"epoch": epoch, "offset": offset, "batch_size": self.cfg.data.batch_size,
+                              "world_size": self.dist.world_size, "dataset_len": len(self.train_set)},
             "best": self.best,
             "meta": {"preset": self.cfg.model.name, "model_config": json.dumps(self.model.config_dict(), default=str),
                      "config": dump_yaml(self.cfg), "srkit_version": _srkit_version()},
@@ -356,10 +361,16 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.best = state.get("best")
+        same_world = int(state.get("world_size", 1)) == self.dist.world_size
         if restore_guard:
-            self.guard.load_state_dict(state.get("guard", {}))
+            guards = state.get("guard") or [{}]
+            self.guard.load_state_dict(guards[self.dist.rank] if same_world and len(guards) > self.dist.rank else guards[0])
+        pos = state.get("data_position") or {}
+        if pos and (pos.get("batch_size"), pos.get("dataset_len")) != (self.cfg.data.batch_size, len(self.train_set)):
+            self._log(f"batch size / dataset size changed since the checkpoint ({pos.get('batch_size')}/{pos.get('dataset_len')} "
+                      f"-> {self.cfg.data.batch_size}/{len(self.train_set)}): the data order will differ from the original run")
         rngs = state.get("rng") or []
-        if int(state.get("world_size", 1)) == self.dist.world_size and len(rngs) == self.dist.world_size:
+        if same_world and len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])
         else:
             self._log(f"checkpoint was written by {state.get('world_size')} processes, this run has "
