@@ -329,3 +329,29 @@ def test_gradcheck_float64_full_jacobian_tiny():
     assert torch.autograd.gradcheck(
         lambda a, o, w_, b, m: deform_conv2d(a, o, w_, b, mask=m, **kw), inputs, eps=1e-6, atol=1e-6
     )
+
+
+def test_inference_batch_chunking_gives_identical_results(monkeypatch):
+    """Without autograd the batch is processed in pieces to bound the column matrix's memory."""
+    x, offset, weight, bias, mask, kw = _case(n=5, c=8, dg=2)
+    with torch.no_grad():
+        whole = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+        calls = []
+        real = dc_module.F.grid_sample
+        monkeypatch.setattr(dc_module.F, "grid_sample", lambda *a, **k: calls.append(a[0].shape[0]) or real(*a, **k))
+        # Room for two samples' columns per piece: 5 samples -> pieces of 2, 2, 1.
+        per_sample = 8 * 9 * whole.shape[-2] * whole.shape[-1] * 4
+        monkeypatch.setattr(dc_module, "_INFERENCE_COLS_BYTES", 2 * per_sample)
+        pieces = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+    assert calls == [2 * 2, 2 * 2, 1 * 2]  # grid_sample batch is N * deformable groups
+    torch.testing.assert_close(pieces, whole, atol=1e-5, rtol=1e-6)  # GEMM blocking may differ
+
+
+def test_monitor_abs_mean_is_accurate_on_large_tensors():
+    """The fast reduction must not drift (a plain float32 vector norm of 40M elements is ~2% off)."""
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(2, 36, 180, 320, generator=g) * 7.0
+    ref = t.double().abs().mean().item()
+    assert dc_module._abs_mean(t) == pytest.approx(ref, rel=1e-6)
+    assert dc_module._abs_mean(t[:, :18]) == pytest.approx(t[:, :18].double().abs().mean().item(), rel=1e-6)
+    assert dc_module._abs_mean(t.bfloat16()) == pytest.approx(ref, rel=1e-2)
