@@ -57,7 +57,8 @@ class EvalOptions:
     """What to evaluate and how (the fields are the ``srkit eval`` options)."""
 
     data: str
-    model: str = "bicubic"
+    # preset name, "bicubic", or None: the network the weights file describes (bicubic without weights)
+    model: str | None = None
     weights: str | None = None
     layout: str = "auto"
     split: str = "test"
@@ -101,6 +102,8 @@ class EvalOptions:
             raise ConfigError(f"--jpeg quality must be in 1..100, got {self.jpeg}")
         if self.model == "bicubic" and self.weights:
             raise ConfigError("--weights makes no sense with --model bicubic")
+        if self.model is None and not self.weights:
+            self.model = "bicubic"
         if self.crop_size < 8:
             raise ConfigError(f"crop size must be >= 8, got {self.crop_size}")
 
@@ -328,6 +331,8 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
     from srkit.data.layouts import discover_clips
 
     opts = options
+    if model is not None:  # a module given directly: record what it is, never "bicubic"
+        opts.model = getattr(model, "preset", None) or type(model).__name__
     opts.validate()
     start = time.perf_counter()
     clips = discover_clips(opts.data, opts.layout, degradation=opts.degradation, scale=opts.scale,
@@ -338,7 +343,7 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
     net = spec = None
     if not bicubic:
         net, spec = _load_model(opts, model)
-    model_name = "bicubic" if bicubic else (getattr(net, "preset", None) or opts.model)
+    model_name = "bicubic" if bicubic else (getattr(net, "preset", None) or opts.model or type(net).__name__)
     from tqdm import tqdm
 
     total = sum(len(_scored_indices(c, min(c.num_frames or 0, opts.frames or 10**9))) for c in clips)

@@ -129,6 +129,26 @@ def test_tiny_edvr_scores_equal_direct_inference(tmp_path):
         assert data["clips"][clip]["per_frame"]["ssim"][0] == pytest.approx(ssim(outs[0], gt[0]), abs=1e-9)
 
 
+def test_cli_weights_file_alone_rebuilds_the_network(tmp_path, capsys):
+    import torch
+
+    from srkit.models import create_model
+    from srkit.models.checkpoint import save_model
+
+    root = _make_vid4(tmp_path / "vid4", frames=2, size=(24, 28))
+    torch.manual_seed(1)
+    net = create_model("edvr-m", num_feat=8, deformable_groups=1, num_extract_block=1, num_reconstruct_block=1).eval()
+    ckpt = save_model(net, tmp_path / "tiny.safetensors")
+    out = tmp_path / "rep"
+    assert main(["eval", "--weights", str(ckpt), "--data", str(root), "--layout", "vid4", "--device", "cpu",
+                 "--out", str(out), "--quiet", "--no-ssim"]) == 0
+    data = json.loads((out / "eval.json").read_text())
+    assert data["model"] == "edvr-m"
+    direct = evaluate(EvalOptions(data=str(root), layout="vid4", device="cpu", quiet=True, ssim=False), model=net)
+    assert data["mean"]["psnr"] == pytest.approx(direct.scores.mean("psnr"), abs=1e-9)
+    assert "edvr-m" in capsys.readouterr().out
+
+
 def test_srmd_synthesis_is_seeded_per_clip_and_conditions_udvd(tmp_path):
     root = _make_vid4(tmp_path / "vid4", frames=2, size=(24, 28))
     base = dict(data=str(root), layout="vid4", degradation="SRMD", blur=1.2, noise=10.0, quiet=True)

@@ -17,6 +17,7 @@ EXAMPLES = textwrap.dedent(
       # MATLAB-bicubic baseline on Vid4 (BI x4, Y channel, as EDVR reports Vid4)
       srkit eval --model bicubic --data datasets/Vid4 --layout vid4 --y-channel
       # EDVR-M on REDS4 (RGB, no crop), with a report folder and side-by-side crops
+      # (--model may be omitted: the checkpoint says which network it is)
       srkit eval --model edvr-m --weights edvr_m_reds.safetensors --data datasets/REDS --layout reds4 \\
           --out results/edvr_m_reds4 --crops
       # UDVD on images degraded by blur 1.6 and noise 15 (synthesised from the ground truth)
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = EXAMPLES
     S = argparse.SUPPRESS  # unset options fall back to --config, then to the built-in defaults
     g = parser.add_argument_group("what to evaluate")
-    g.add_argument("--model", default=S, metavar="NAME", help="registered model preset, or 'bicubic' for the MATLAB-bicubic baseline (default bicubic)")
+    g.add_argument("--model", default=S, metavar="NAME", help="registered model preset, or 'bicubic' for the MATLAB-bicubic baseline (default: the network the --weights file describes; bicubic without weights)")
     g.add_argument("--weights", default=S, metavar="FILE", help="checkpoint for the model (any format srkit loads)")
     g.add_argument("--config", metavar="FILE.yaml", help="read options from a YAML mapping (keys: long option names, e.g. 'y-channel: true', 'ssim: false'); command-line options win")
     d = parser.add_argument_group("data")
