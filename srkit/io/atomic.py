@@ -38,6 +38,13 @@ def temp_path_for(path: str | os.PathLike) -> Path:
     return Path(tmp)
 
 
+def _default_file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give (mkstemp's files are 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _fsync_dir(folder: Path) -> None:
     with contextlib.suppress(OSError):  # not every filesystem supports it
         fd = os.open(folder, os.O_RDONLY)
@@ -58,9 +65,11 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
     tmp = temp_path_for(path)
     try:
         yield tmp
-        if fsync and tmp.is_file():
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
+        if tmp.is_file():
+            os.chmod(tmp, _default_file_mode())
+            if fsync:
+                with open(tmp, "rb+") as fh:
+                    os.fsync(fh.fileno())
         os.replace(tmp, path)
         if fsync:
             _fsync_dir(path.parent if str(path.parent) else Path("."))
