@@ -112,7 +112,8 @@ class EpochIndexed(Dataset):
             cell = getattr(node, "_epoch", None)
             if torch.is_tensor(cell) and cell.is_shared():
                 node._epoch = cell.clone()
-            node = getattr(node, "dataset", None) or getattr(node, "_frames", None)
+            inner = getattr(node, "dataset", None)
+            node = inner if inner is not None else getattr(node, "_frames", None)
             if node is None:
                 break
 

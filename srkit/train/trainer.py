@@ -456,8 +456,9 @@ class Trainer:
             self.logger = RunLogger(None, cfg.log, enabled=False, total_iters=total)
         old_handlers = self._install_signals()
         try:
-            if self.iteration == 0 and not self.store._candidates():
-                self.save()  # the rollback target before any step
+            # The rollback target before any step. Rank 0 decides: save() is collective, every rank must agree.
+            if D.broadcast_object(self.dist, self.iteration == 0 and not self.store._candidates()):
+                self.save()
             return self._loop(total)
         finally:
             for sig, h in old_handlers.items():
