@@ -43,7 +43,7 @@ def test_video_dataset_stream_is_exact_across_workers_and_resume(clips) -> None:
     with_workers = _batches(build_dataset(ds_cfg, SPEC, seed=7, train=True, where="data.train"), 2, 0, 6)
     resumed = _batches(build_dataset(ds_cfg, SPEC, seed=7, train=True, where="data.train"), 2, 3, 3)
     for got in (with_workers, [None] * 3 + resumed):
-        for a, b in zip(ref, got):
+        for a, b in zip(ref, got, strict=True):
             if b is not None:
                 assert a["key"] == b["key"]
                 assert torch.equal(a["lq"], b["lq"]) and torch.equal(a["gt"], b["gt"])

@@ -70,7 +70,7 @@ def mean_across_ranks(info: DistInfo, values: dict[str, float], device: torch.de
     keys = sorted(values)
     t = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return {k: v / info.world_size for k, v in zip(keys, t.tolist())}
+    return {k: v / info.world_size for k, v in zip(keys, t.tolist(), strict=True)}
 
 
 def gather_objects(info: DistInfo, obj: Any) -> list[Any]:

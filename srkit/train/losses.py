@@ -93,7 +93,7 @@ class LossSet:
                 f"loss {term.name!r}: stage_weights has {len(sw)} values but the model returns {len(stages)} outputs"
             )
         total = None
-        for w, img in zip(sw, stages):
+        for w, img in zip(sw, stages, strict=True):
             if w == 0.0:
                 continue
             v = w * pixel_loss(term, img, gt)

@@ -111,7 +111,8 @@ def init_model_from(model: nn.Module, path: str, key: str, allow_missing: list[s
             parts.append(f"missing {len(bad_missing)} keys (e.g. {', '.join(bad_missing[:3])})")
         if bad_shape:
             k = bad_shape[0]
-            parts.append(f"shape mismatch for {len(bad_shape)} keys (e.g. {k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
+            parts.append(f"shape mismatch for {len(bad_shape)} keys "
+                         f"(e.g. {k}: {tuple(state[k].shape)} vs model {tuple(own[k].shape)})")
         raise CheckpointError(f"does not fit model {getattr(model, 'preset', '?')}: {'; '.join(parts)} "
                               f"(model.init_allow_missing: {allow_missing})", path)
     keep = {k: v for k, v in state.items() if k in own and k not in mismatched}
@@ -238,10 +239,6 @@ class Validator:
 
 # --------------------------------------------------------------------------------------------------
 # The trainer
-
-
-class StopRequested(Exception):
-    pass
 
 
 class Trainer:
