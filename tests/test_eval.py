@@ -202,3 +202,18 @@ def test_config_file_and_command_line_precedence(tmp_path, capsys):
     assert "--scale is 2" in capsys.readouterr().err
     assert main(["eval", "--data", str(root), "--layout", "vid4", "--degradation", "blur_bicubic", "--quiet"]) == 2
     assert "no LR frames on disk for degradation 'blur_bicubic'" in capsys.readouterr().err
+
+
+@pytest.mark.shared_data
+def test_vimeo_scores_only_the_centre_frame_on_real_septuplets(shared_data, tmp_path):
+    root = shared_data / "video_hr" / "vimeo_septuplet"
+    subset = tmp_path / "list.txt"
+    subset.write_text("00001/0002\n00002/0003\n")
+    r = evaluate(EvalOptions(data=str(root), layout="vimeo", split="all", subset=str(subset), y_channel=True, quiet=True))
+    assert list(r.scores.clips) == ["00001/0002", "00002/0003"]
+    for name, clip in r.scores.clips.items():
+        assert clip.frames == ["im4"]  # 7 frames in, only the middle one scored (EDVR/BasicSR protocol)
+        gt = read_rgb(root / "sequences" / name / "im4.png")
+        sr = imresize(imresize(gt, 0.25), 4.0)
+        assert clip.metrics["psnr"][0] == pytest.approx(psnr(sr, gt, y_channel=True), abs=1e-9)
+        assert 25 < clip.metrics["psnr"][0] < 45
