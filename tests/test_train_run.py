@@ -87,6 +87,12 @@ def test_resume_equals_uninterrupted_across_stage_change(tmp_path, cut) -> None:
 
 def test_stage_freezes_everything_but_fusion(tmp_path) -> None:
     tr = Trainer(config_from_data(tiny(tmp_path), ["train.total_iters=3"]))
+    # dcn_lr_mul: parameters whose name matches *dcn* run at half the scheduled LR.
+    lr = tr._set_lr(5)
+    groups = {g["name"]: g for g in tr.optimizer.param_groups}
+    assert groups["default"]["lr"] == pytest.approx(lr) and groups["*dcn*"]["lr"] == pytest.approx(0.5 * lr)
+    dcn = {id(p) for n, p in tr.model.named_parameters() if "dcn" in n}
+    assert dcn and {id(p) for p in groups["*dcn*"]["params"]} == dcn
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
     tr.fit()
     after = tr.model.state_dict()

@@ -392,9 +392,12 @@ class Trainer:
         stage = self.stages[idx]
         apply_stage(self.model, stage)
         self._stage_idx = idx
-        if self.cfg.train.stages[idx].reset_optimizer and iteration == self.cfg.train.stages[idx].start_iter:
-            # Only when the stage really begins: re-entering it after a resume keeps the saved moments.
-            self.optimizer.state.clear()
+        if iteration == self.cfg.train.stages[idx].start_iter:  # the stage really begins (not a resume into it)
+            if self.cfg.train.stages[idx].reset_optimizer:
+                self.optimizer.state.clear()
+            # A stage may train another loss (MANA's quantization stage): earlier losses are no baseline
+            # for the spike test.
+            self.guard.history.clear()
         if self.dist.enabled:
             # DDP registers the parameters that need gradients when it is built: rebuild it per stage.
             from torch.nn.parallel import DistributedDataParallel as DDP
