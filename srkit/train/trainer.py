@@ -64,30 +64,24 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def read_weights(path: str | os.PathLike, key: str = "params") -> dict[str, torch.Tensor]:
-    """A state dict from a srkit training checkpoint, a BasicSR ``.pth`` or a safetensors file."""
+    """A state dict from any checkpoint srkit reads (srkit / BasicSR / MMagic / safetensors / bare).
+
+    ``key`` picks the entry of a BasicSR-style file (``params`` or ``params_ema``; ``auto`` prefers
+    the EMA weights); srkit training checkpoints are BasicSR-style.
+    """
+    from srkit.models.checkpoint import read_checkpoint
+
     p = Path(path)
     if not p.is_file():
         raise CheckpointError("model.init_from: file not found", p)
-    if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(p))
-        except Exception as exc:  # noqa: BLE001
-            raise CheckpointError(f"cannot read safetensors ({exc})", p) from None
+    param_key = None if key == "auto" else key
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise CheckpointError(f"cannot read weights ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", p) from None
-    if isinstance(obj, dict):
-        order = ["params_ema", "params"] if key in ("auto", "params_ema") else ["params", "params_ema"]
-        for k in [*order, "state_dict", "model"]:
-            if isinstance(obj.get(k), dict):
-                obj = obj[k]
-                break
-    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
-        raise CheckpointError("no state dict found (expected params / params_ema / state_dict of tensors)", p)
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+        return read_checkpoint(p, map_location="cpu", param_key=param_key).state
+    except (CheckpointError, TypeError):  # TypeError: the entry exists but is empty (no EMA was kept)
+        if param_key is None:
+            raise
+        # Not BasicSR-style (MMagic, safetensors, bare state dict): there is only one set of weights.
+        return read_checkpoint(p, map_location="cpu").state
 
 
 def init_model_from(model: nn.Module, path: str, key: str, allow_missing: list[str]) -> list[str]:
