@@ -190,8 +190,8 @@ def _condition_for(opts: EvalOptions, sample_maps: np.ndarray | None):
     from srkit.data.degrade import degradation_maps, gaussian_kernel, kernel_to_code
 
     deg = opts.degradation.upper()
-    # Without a known kernel: BI is (nearly) no blur -> the narrowest trained width; BD is sigma 1.6.
-    sigma = opts.blur if opts.blur is not None else (1.6 if deg == "BD" else 0.2)
+    # Without a known kernel: BI is (nearly) no blur -> the narrowest trained width; BD is 0.4 * scale.
+    sigma = opts.blur if opts.blur is not None else (0.4 * opts.scale if deg == "BD" else 0.2)
     code = kernel_to_code(gaussian_kernel(15, sigma))
     noise = float(opts.noise or 0.0)
     return lambda h, w: degradation_maps(code, noise, h, w)

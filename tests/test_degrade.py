@@ -57,6 +57,17 @@ def test_bd_downsample_definition_and_torch():
     np.testing.assert_array_equal(out8, np.floor(np.clip(D.bd_downsample(u8.astype(np.float32), 4), 0, 255) + 0.5))
 
 
+def test_bd_sigma_follows_duf_rule():
+    rng = np.random.default_rng(11)
+    img = rng.random((24, 24, 3)).astype(np.float32)
+    np.testing.assert_array_equal(D.bd_downsample(img, 4), D.bd_downsample(img, 4, 1.6))
+    np.testing.assert_allclose(D.bd_downsample(img, 2), D.bd_downsample(img, 2, 0.8), atol=0)
+    np.testing.assert_allclose(D.bd_downsample(img, 3), D.bd_downsample(img, 3, 1.2), atol=0)
+    assert not np.allclose(D.bd_downsample(img, 2), D.bd_downsample(img, 2, 1.6))
+    lr = D.make_degradation("BD", 2)([img], rng).lr[0]
+    np.testing.assert_array_equal(lr, D.bd_downsample(img, 2, 0.8))
+
+
 def test_bicubic_downsample_is_imresize_quarter():
     rng = np.random.default_rng(1)
     img = rng.random((16, 20, 3)).astype(np.float32)

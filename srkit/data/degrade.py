@@ -4,10 +4,11 @@ Three families, as the literature names them:
 
 * **BI** — MATLAB bicubic downsampling (:func:`bicubic_downsample`), the default of EDVR/BasicVSR on
   REDS and Vimeo-90K.
-* **BD** — Gaussian blur (13x13, sigma 1.6) followed by taking every ``scale``-th pixel
-  (:func:`bd_downsample`), the DUF / Vid4-BD / Vimeo-BD protocol. Borders are reflected (``dcb|abcd|cba``,
-  OpenCV's BORDER_REFLECT_101) and the samples kept are rows/columns ``0, s, 2s, ...``, the same grid as
-  the DUF evaluation code that produced the published BD inputs.
+* **BD** — Gaussian blur (13x13, sigma ``0.4 * scale``: 1.6 at x4) followed by taking every
+  ``scale``-th pixel (:func:`bd_downsample`), the DUF protocol used for Vid4-BD / Vimeo-90K-BD.
+  Borders are reflected (``dcb|abcd|cba``, OpenCV's BORDER_REFLECT_101) and the samples kept are
+  rows/columns ``0, s, 2s, ...``: the sampling grid of DUF's downsampler (as BasicSR's
+  ``duf_downsample``, whose reflect pad + strided conv + 2-pixel crop reduce to exactly this).
 * **SRMD** — the general model of SRMD (Zhang et al., CVPR 2018) used by UDVD (Xu et al., CVPR 2020):
   ``y = bicubic_down(x (*) k) + n`` with a random isotropic or anisotropic Gaussian ``k`` and AWGN ``n``
   (optionally JPEG after). Non-blind models are told the degradation through 16 maps: the 15-D PCA code
@@ -106,6 +107,11 @@ def bd_kernel(kernel_size: int = 13, sigma: float = 1.6) -> np.ndarray:
     return np.outer(g, g)
 
 
+def _bd_sigma(scale: int, sigma: float | None) -> float:
+    # DUF ties the blur to the scale: sigma = 0.4 * scale (1.6 at x4, the published BD setting).
+    return 0.4 * scale if sigma is None else float(sigma)
+
+
 def _check_bd(scale: int, sigma: float, kernel_size: int) -> None:
     if scale < 1 or int(scale) != scale:
         raise ValueError(f"BD scale must be a positive integer, got {scale}")
@@ -115,12 +121,13 @@ def _check_bd(scale: int, sigma: float, kernel_size: int) -> None:
         raise ValueError(f"BD sigma must be positive, got {sigma}")
 
 
-def bd_downsample(img: np.ndarray, scale: int = 4, sigma: float = 1.6, kernel_size: int = 13) -> np.ndarray:
+def bd_downsample(img: np.ndarray, scale: int = 4, sigma: float | None = None, kernel_size: int = 13) -> np.ndarray:
     """BD: Gaussian blur (reflect-101 borders), then keep pixels ``[0::scale, 0::scale]``.
 
-    Output size ``ceil(H/scale) x ceil(W/scale)``. uint8 in -> uint8 out (rounded half up), float in ->
-    float32 out.
+    ``sigma`` defaults to ``0.4 * scale`` (1.6 at x4). Output size ``ceil(H/scale) x ceil(W/scale)``.
+    uint8 in -> uint8 out (rounded half up), float in -> float32 out.
     """
+    sigma = _bd_sigma(scale, sigma)
     _check_bd(scale, sigma, kernel_size)
     img = np.asarray(img)
     g = _gaussian_1d(int(kernel_size), float(sigma)).astype(np.float32)
@@ -136,8 +143,9 @@ def bd_downsample(img: np.ndarray, scale: int = 4, sigma: float = 1.6, kernel_si
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def bd_downsample_torch(x: torch.Tensor, scale: int = 4, sigma: float = 1.6, kernel_size: int = 13) -> torch.Tensor:
+def bd_downsample_torch(x: torch.Tensor, scale: int = 4, sigma: float | None = None, kernel_size: int = 13) -> torch.Tensor:
     """BD for a float batch ``(..., H, W)`` on any device; equals :func:`bd_downsample` (float32)."""
+    sigma = _bd_sigma(scale, sigma)
     _check_bd(scale, sigma, kernel_size)
     shape = x.shape
     h, w = shape[-2:]
@@ -525,9 +533,10 @@ class BIDegradation:
 
 @dataclasses.dataclass
 class BDDegradation(BIDegradation):
-    """Gaussian blur (``sigma``, ``kernel_size``) then ``[0::scale]`` subsampling (+ optional noise/JPEG)."""
+    """Gaussian blur (``sigma``, default ``0.4 * scale``; ``kernel_size``) then ``[0::scale]`` subsampling
+    (+ optional noise/JPEG)."""
 
-    sigma: float = 1.6
+    sigma: float | None = None
     kernel_size: int = 13
 
     def _down(self, f: np.ndarray) -> np.ndarray:
