@@ -453,19 +453,28 @@ def _plot(report: EvalReport, path: Path) -> None:
     fig = Figure(figsize=(9, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    for name, c in report.scores.clips.items():
-        vals = np.array(c.metrics.get("psnr", []), dtype=np.float64)
+    clips = report.scores.clips
+    one_frame = all(len(c.frames) <= 1 for c in clips.values())
+    if one_frame:
+        # One scored frame per clip (Vimeo-90K centre frames, image sets): one point per clip, not
+        # thousands of one-point lines.
+        vals = np.array([c.mean("psnr") for c in clips.values()], dtype=np.float64)
         vals[~np.isfinite(vals)] = np.nan
-        ax.plot(np.arange(len(vals)), vals, marker="." if len(vals) < 40 else None, label=f"{name} ({c.mean('psnr'):.2f} dB)")
+        ax.plot(np.arange(len(vals)), vals, ".", markersize=4 if len(vals) > 200 else 8)
+    else:
+        for name, c in clips.items():
+            vals = np.array(c.metrics.get("psnr", []), dtype=np.float64)
+            vals[~np.isfinite(vals)] = np.nan
+            ax.plot(np.arange(len(vals)), vals, marker="." if len(vals) < 40 else None, label=f"{name} ({c.mean('psnr'):.2f} dB)")
     o = report.options
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("frame")
+    ax.set_xlabel("clip" if one_frame else "frame")
     ax.set_ylabel(f"PSNR (dB, {'Y' if o.y_channel else 'RGB'})")
     ax.set_title(f"{report.model_name} x{o.scale} {o.degradation} — mean {report.scores.mean('psnr'):.3f} dB")
     ax.grid(True, alpha=0.3)
-    if len(report.scores.clips) <= 20:
+    if not one_frame and len(clips) <= 20:
         ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     with atomic_path(path) as tmp:
