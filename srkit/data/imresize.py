@@ -20,8 +20,10 @@ module reproduces MATLAB's algorithm (``imresize.m`` / ``imresizemex``):
   only at the end (BasicSR, MMagic) differ from MATLAB by one grey level on a few pixels; this one does
   not. Float input stays float (no clipping: bicubic overshoots, as in MATLAB).
 
-Each one-dimensional pass is a product with a dense ``(out, in)`` weight matrix: BLAS/GEMM is the
-fastest way to apply a short, position-dependent filter on CPU and GPU alike.
+Each one-dimensional pass applies MATLAB's per-pixel weights. For integer factors (x1/s, xs: the
+super-resolution cases) the weights repeat with the output position, so numpy applies them as a
+polyphase filter on strided views (``taps`` multiply-adds per output sample); other factors, and the
+torch version (batched, any device), multiply by a dense ``(out, in)`` weight matrix (GEMM).
 """
 
 from __future__ import annotations
