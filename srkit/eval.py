@@ -397,6 +397,9 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
                     result.panel, result.panel_frame = _panel(parts, top, left, size), names[i]
                 bar.update(1)
             results.append(result)
+    if not scores.clips:
+        raise ConfigError("nothing was scored: --frames leaves no scored frame in any clip "
+                          "(Vimeo-90K scores only the centre frame, im4)")
     return EvalReport(opts, str(model_name), scores, results, time.perf_counter() - start)
 
 
@@ -414,9 +417,10 @@ def format_table(report: EvalReport) -> str:
     n_frames = sum(len(c.frames) for c in s.clips.values())
     lines.append(f"{'mean':<{width}}{n_frames:>7}" + "".join(_fmt(m, s.mean(m)) for m in metrics))
     o = report.options
+    sources = sorted({c.lr_source for c in report.clips})
     lines.append(
         f"{report.model_name} x{o.scale} {o.degradation}, {'Y' if o.y_channel else 'RGB'}, crop {o.crop_border}; "
-        f"mean of {len(s.clips)} clip means; {report.seconds:.1f} s"
+        f"LR {'/'.join(sources)}; mean of {len(s.clips)} clip means; {report.seconds:.1f} s"
     )
     return "\n".join(lines)
 

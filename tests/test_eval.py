@@ -186,7 +186,7 @@ def test_config_file_and_command_line_precedence(tmp_path, capsys):
     cfg.write_text(f"data: {root}\nlayout: vid4\ny-channel: true\nframes: 1\nquiet: true\n")
     assert main(["eval", "--config", str(cfg), "--no-ssim"]) == 0
     table = capsys.readouterr().out
-    assert "SSIM" not in table and ", Y," in table
+    assert "SSIM" not in table and ", Y," in table and "LR synthesised" in table
     assert _mean_row(table)[:2] == ["mean", "2"]  # frames: 1 from the config, 2 clips
     assert main(["eval", "--config", str(cfg), "--frames", "2"]) == 0
     assert _mean_row(capsys.readouterr().out)[:2] == ["mean", "4"]  # the command line wins
