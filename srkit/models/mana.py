@@ -1,0 +1,349 @@
+"""MANA: Memory-Augmented Non-Local Attention for Video Super-Resolution (Yu et al., CVPR 2022).
+
+The network of the official release (``jiy173/MANA`` ``models.py``; training code only), with its
+module and parameter names so that its checkpoints load:
+
+* encoder: ``conv_first`` (3 -> ``num_feat``) + LeakyReLU(0.1), ``encoder`` = 5 residual blocks
+  (conv-ReLU-conv), applied to every frame;
+* cross-frame non-local attention ``nonloc_spatial``: ``norm`` = GroupNorm(32, eps 1e-6) on every
+  frame's features; 1x1 convs to ``num_feat // 2`` channels: ``phi`` (query, centre frame only),
+  ``theta`` (keys) and ``g`` (values) of every frame; per frame, ``softmax_j(q_p . k_j)`` over all
+  positions j of that frame (no 1/sqrt(C) scaling), multiplied by ``exp(-d(p, j)^2 / (2 std^2))``
+  with ``d`` the pixel distance and ``std`` learnable (init 4), not re-normalised afterwards; the
+  T results concatenated frame by frame -> ``W_z`` (1x1, zero-initialised);
+* memory-augmented attention: a learned bank ``mb`` (``num_feat // 2`` x ``memory_size``) read by the
+  same query, ``softmax(q . mb / sqrt(C)) . mb^T`` -> ``W_z1`` (1x1, zero-initialised); the
+  quantization loss is ``mean |q - read-out|``;
+* ``W_z(...) + W_z1(...) +`` the un-normalised centre features -> ``decoder`` (40 residual blocks) ->
+  ``upconv1``/``upconv2`` pixel shuffles, ``conv_hr``, ``conv_last`` (LeakyReLU 0.1 between, as EDVR)
+  -> plus the bilinearly x4-upsampled centre frame.
+
+Checked against the official code (deviations are execution only unless listed):
+
+* The official ``D`` parameter holds the SQUARED distances ``(x1-x2)^2 + (y1-y2)^2`` between all
+  pairs of positions of a fixed ``height x width`` grid (``np.meshgrid(x1, y1, y2, x2)`` with 'xy'
+  indexing, flattened row-major), and the weight is ``exp(-0.5 * D / std^2)`` applied AFTER the
+  softmax. srkit computes the same weights from two separable 1-D tables for any frame size and never
+  builds the (H*W)^2 matrix (:mod:`srkit.ops.attention`; exact, chunked over query positions). The
+  official ``D`` in a checkpoint is recognised and dropped on load.
+* The official names are confusing and kept: ``phi`` embeds the QUERY (centre frame), ``theta`` the
+  keys and ``g`` the values. The centre frame is normalised once with the others (GroupNorm is per
+  sample, so ``norm(q)`` equals the centre slice of ``norm(all frames)``).
+* The official code hard-codes 7 frames (``x[:, 3]``, ``W_z`` with ``7 * C/2`` inputs); here the
+  frame count is ``num_frame`` (any odd count) and the centre ``num_frame // 2``.
+* The official ``is_training=False`` path (fp16 ``D``/``std`` and fp16 attention) cannot even be
+  constructed (it assigns ``std.half()``, a plain tensor, to a Parameter slot: TypeError). srkit
+  computes in the chosen precision (fp32, or bf16/fp16 under :func:`srkit.utils.device.autocast`).
+* Residual blocks keep PyTorch's default initialisation, as the official ``ResidualBlockNoBN``
+  (which never calls BasicSR's scaled init).
+* ``norm_groups`` defaults to 32 (official); narrower development models (``num_feat`` not a
+  multiple of 32) use ``gcd(32, num_feat)`` groups.
+* Any H/W: every layer is size-agnostic once ``D`` is gone, so no padding is needed
+  (``pad_multiple = 1``). NOTE: because the attention is not re-normalised after the Gaussian, the
+  softmax mass spread over far positions grows with the frame size — at 180x320 a query's Gaussian
+  neighbourhood holds a smaller share of the softmax than in the 64x64 training crops. The exact
+  result is what the official formula gives at that size. ``attention_window = r`` is a faster
+  approximation: numerator over keys within ``r * std`` (the rest weigh < ``exp(-r^2/2)``), softmax
+  denominator over the whole frame with far keys sampled every ``attention_window_stride`` pixels;
+  its error is reported by the tests and ``benchmarks/mana_memory.py``.
+
+Training (stage names for configs): :data:`MEMORY_PARAMS` are the memory bank and its 1x1 conv (stage 2
+trains only them on the ``quantization`` aux loss; stage 1 freezes them).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from srkit.errors import ConfigError, InputError
+from srkit.models._api import ModelSpec, SRModel, SROutput, config_field
+from srkit.models._blocks import ResidualBlockNoBN, make_layer
+from srkit.models._registry import register_model
+from srkit.ops.attention import gaussian_nonlocal_attention
+
+__all__ = ["MANA", "MANAConfig", "NonLocalMemoryAttention", "MEMORY_PARAMS", "official_key_adapter"]
+
+# Parameter-name patterns of the memory branch (fnmatch style, as training configs use them).
+MEMORY_PARAMS: tuple[str, ...] = ("nonloc_spatial.mb", "nonloc_spatial.W_z1.*")
+
+# Width after the pixel shuffles: fixed at 64 in the official network (as in EDVR).
+_HR_FEAT = 64
+
+
+@dataclass
+class MANAConfig:
+    """Hyper-parameters of :class:`MANA` (official names where the official config has them)."""
+
+    num_feat: int = config_field(128, "feature channels (official 'in_channels'); attention uses half")
+    num_frame: int = config_field(7, "frames in the input window (odd; the official code fixes 7)")
+    center_frame_idx: int | None = config_field(None, "index of the restored frame; None = middle")
+    encoder_nblocks: int = config_field(5, "residual blocks of the per-frame encoder")
+    decoder_nblocks: int = config_field(40, "residual blocks of the decoder")
+    memory_size: int = config_field(256, "slots of the memory bank (256 official; 512 option)")
+    norm_groups: int | None = config_field(None, "GroupNorm groups; None = 32 (official) or gcd(32, num_feat)")
+    std_init: float = config_field(4.0, "initial standard deviation (pixels) of the attention's Gaussian")
+    attention_window: float | None = config_field(
+        None, "None = exact attention over whole frames; r = approximate: keys within r*std pixels only")
+    attention_window_stride: int | None = config_field(
+        4, "window mode: far keys counted in the softmax denominator on a grid of this stride (1 = all; "
+           "None = softmax over the window only)")
+    attention_chunk: int | None = config_field(
+        None, "query positions per attention chunk (exact mode); None = from attention_memory_mb")
+    attention_memory_mb: float = config_field(256.0, "memory budget of one attention chunk's scores (MB)")
+    grad_checkpoint: bool = config_field(
+        True, "recompute attention chunks in backward (training memory O(HW*chunk) instead of O((HW)^2))")
+
+
+class NonLocalMemoryAttention(nn.Module):
+    """The official ``nonlocal_attention`` module (cross-frame Gaussian non-local + memory bank).
+
+    ``forward(feats (B, T, C, H, W)) -> (z (B, C, H, W), quantization loss)``.
+    """
+
+    def __init__(self, num_feat: int, num_frame: int, center: int, memory_size: int, norm_groups: int,
+                 std_init: float):
+        super().__init__()
+        inter = num_feat // 2
+        self.inter_channels = inter
+        self.center = center
+        # Registration order as the official module (state-dict order is cosmetic; names matter).
+        self.g = nn.Conv2d(num_feat, inter, 1)
+        self.W_z = nn.Conv2d(inter * num_frame, num_feat, 1)
+        nn.init.zeros_(self.W_z.weight)
+        nn.init.zeros_(self.W_z.bias)
+        self.theta = nn.Conv2d(num_feat, inter, 1)
+        self.phi = nn.Conv2d(num_feat, inter, 1)
+        self.norm = nn.GroupNorm(norm_groups, num_feat, eps=1e-6, affine=True)
+        self.std = nn.Parameter(torch.full((1,), float(std_init)))
+        self.W_z1 = nn.Conv2d(inter, num_feat, 1)
+        nn.init.zeros_(self.W_z1.weight)
+        nn.init.zeros_(self.W_z1.bias)
+        self.mb = nn.Parameter(torch.randn(inter, memory_size))
+        # Execution settings (not architecture): set from the model config.
+        self.window: float | None = None
+        self.window_stride: int | None = 4
+        self.chunk: int | None = None
+        self.memory_mb: float = 256.0
+        self.grad_checkpoint = True
+
+    def read_memory(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory read-out of queries ``q (B, L, C)``: ``softmax(q mb / sqrt(C)) mb^T`` and mean |q - it|."""
+        mb = self.mb.to(q.dtype)
+        att = torch.softmax(torch.matmul(q, mb) * (self.inter_channels ** -0.5), dim=-1)
+        recon = torch.matmul(att, mb.t())
+        return recon, (q - recon).abs().mean()
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b, t, c, h, w = x.shape
+        center = x[:, self.center]
+        normed = self.norm(x.reshape(b * t, c, h, w))
+        keys = self.theta(normed).reshape(b, t, self.inter_channels, h, w)
+        values = self.g(normed).reshape(b, t, self.inter_channels, h, w)
+        query = self.phi(normed.reshape(b, t, c, h, w)[:, self.center])  # (B, C/2, H, W)
+
+        y = gaussian_nonlocal_attention(query, keys, values, self.std, chunk_size=self.chunk,
+                                        memory_budget_mb=self.memory_mb, window=self.window,
+                                        window_stride=self.window_stride, checkpoint=self.grad_checkpoint)
+        # (B, T, C/2, H, W) -> (B, T*C/2, H, W): frame 0's channels first, as torch.cat(corr_l, 1).
+        w_y = self.W_z(y.reshape(b, t * self.inter_channels, h, w))
+
+        recon, qloss = self.read_memory(query.flatten(2).transpose(1, 2))
+        w_y1 = self.W_z1(recon.transpose(1, 2).reshape(b, self.inter_channels, h, w))
+        return w_y + center + w_y1, qloss
+
+
+class MANA(SRModel):
+    """MANA x4 video SR. Input ``(N, T, 3, H, W)`` RGB in [0, 1], any H/W; output ``(N, 3, 4H, 4W)``.
+
+    ``forward`` returns :class:`SROutput` with ``aux_losses={"quantization": ...}``.
+    """
+
+    family = "mana"
+
+    def __init__(self, config: MANAConfig | None = None, **overrides: Any):
+        config = config if config is not None else MANAConfig(**overrides)
+        groups = _validate(config)
+        super().__init__(config)
+        nf = config.num_feat
+        self.center_frame_idx = config.num_frame // 2 if config.center_frame_idx is None else config.center_frame_idx
+        self.conv_first = nn.Conv2d(3, nf, 3, 1, 1)
+        self.encoder = make_layer(ResidualBlockNoBN, config.encoder_nblocks, num_feat=nf)
+        self.decoder = make_layer(ResidualBlockNoBN, config.decoder_nblocks, num_feat=nf)
+        self.nonloc_spatial = NonLocalMemoryAttention(nf, config.num_frame, self.center_frame_idx,
+                                                      config.memory_size, groups, config.std_init)
+        self.upconv1 = nn.Conv2d(nf, nf * 4, 3, 1, 1)
+        self.upconv2 = nn.Conv2d(nf, _HR_FEAT * 4, 3, 1, 1)
+        self.conv_hr = nn.Conv2d(_HR_FEAT, _HR_FEAT, 3, 1, 1)
+        self.conv_last = nn.Conv2d(_HR_FEAT, 3, 3, 1, 1)
+        self.set_attention(window=config.attention_window, window_stride=config.attention_window_stride,
+                           chunk=config.attention_chunk,
+                           memory_mb=config.attention_memory_mb, grad_checkpoint=config.grad_checkpoint)
+
+    def set_attention(self, *, window: float | None = None, window_stride: int | None | str = "keep",
+                      chunk: int | None = None,
+                      memory_mb: float | None = None, grad_checkpoint: bool | None = None) -> None:
+        """Change how the attention is executed (exact/window, chunking) without touching the weights.
+
+        The config is updated too, so a saved checkpoint records the mode it was used with.
+        """
+        if window is not None and not (isinstance(window, (int, float)) and window > 0):
+            raise ConfigError(f"MANA attention_window must be a positive number or None, got {window!r}")
+        att = self.nonloc_spatial
+        att.window = None if window is None else float(window)
+        att.chunk = chunk
+        if window_stride != "keep":
+            if window_stride is not None and not (isinstance(window_stride, int) and window_stride >= 1):
+                raise ConfigError(f"MANA attention_window_stride must be a positive integer or None, got {window_stride!r}")
+            att.window_stride = window_stride
+            self.config.attention_window_stride = window_stride
+        self.config.attention_window = att.window
+        self.config.attention_chunk = chunk
+        if memory_mb is not None:
+            att.memory_mb = float(memory_mb)
+            self.config.attention_memory_mb = float(memory_mb)
+        if grad_checkpoint is not None:
+            att.grad_checkpoint = bool(grad_checkpoint)
+            self.config.grad_checkpoint = bool(grad_checkpoint)
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(scale=4, num_frames=self.config.num_frame, center_index=self.center_frame_idx,
+                         input_kind="video", pad_multiple=1, condition=None, hr_input=False)
+
+    # ------------------------------------------------------------------ feature cache API
+    def encode(self, frames: torch.Tensor) -> list[torch.Tensor]:
+        """Per-frame encoder features ``[F]`` of ``frames (B, 3, H, W)`` (computed once per frame when streaming)."""
+        return [self.encoder(F.leaky_relu(self.conv_first(frames), 0.1, inplace=True))]
+
+    def decode(self, feats: Sequence[Sequence[torch.Tensor]], center: torch.Tensor) -> torch.Tensor:
+        """Restore the centre frame from ``T`` cached encodings (each ``[F]``) and its pixels ``(B, 3, H, W)``."""
+        if len(feats) != self.config.num_frame:
+            raise InputError(f"MANA decode: expected {self.config.num_frame} frame encodings, got {len(feats)}")
+        return self._decode(torch.stack([f[0] for f in feats], dim=1), center)[0]
+
+    def _decode(self, feats: torch.Tensor, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        res, qloss = self.nonloc_spatial(feats)
+        out = self.decoder(res)
+        out = F.leaky_relu(F.pixel_shuffle(self.upconv1(out), 2), 0.1, inplace=True)
+        out = F.leaky_relu(F.pixel_shuffle(self.upconv2(out), 2), 0.1, inplace=True)
+        out = F.leaky_relu(self.conv_hr(out), 0.1, inplace=True)
+        out = self.conv_last(out)
+        return out + F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False), qloss
+
+    def forward(self, x: torch.Tensor) -> SROutput:
+        """``x (N, T, 3, H, W)`` -> ``SROutput(image (N, 3, 4H, 4W), (image,), {"quantization": q})``."""
+        if x.dim() != 5:
+            raise InputError(f"MANA expects (N, T, C, H, W) frames, got a tensor of shape {tuple(x.shape)}")
+        n, t, c, h, w = x.shape
+        if t != self.config.num_frame or c != 3:
+            raise InputError(f"MANA ({self.preset or 'custom'}) expects {self.config.num_frame} RGB frames, "
+                             f"got {t} frames of {c} channels")
+        feats = self.encode(x.reshape(n * t, c, h, w))[0].reshape(n, t, -1, h, w)
+        image, qloss = self._decode(feats, x[:, self.center_frame_idx])
+        return SROutput(image, (image,), {"quantization": qloss})
+
+
+def _validate(cfg: MANAConfig) -> int:
+    """Check ``cfg``; returns the GroupNorm group count."""
+    def bad(msg: str) -> None:
+        raise ConfigError(f"MANA config: {msg}")
+
+    for name in ("num_feat", "num_frame", "memory_size"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            bad(f"{name} must be a positive integer, got {v!r}")
+    for name in ("encoder_nblocks", "decoder_nblocks"):
+        v = getattr(cfg, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            bad(f"{name} must be a non-negative integer, got {v!r}")
+    if cfg.num_feat % 2:
+        bad(f"num_feat must be even (the attention uses num_feat // 2 channels), got {cfg.num_feat}")
+    if cfg.num_frame % 2 == 0 and cfg.center_frame_idx is None:
+        bad(f"num_frame must be odd (got {cfg.num_frame}) unless center_frame_idx is given")
+    if cfg.center_frame_idx is not None and not 0 <= cfg.center_frame_idx < cfg.num_frame:
+        bad(f"center_frame_idx {cfg.center_frame_idx} is outside 0..{cfg.num_frame - 1}")
+    groups = cfg.norm_groups if cfg.norm_groups is not None else math.gcd(32, cfg.num_feat)
+    if not isinstance(groups, int) or groups < 1 or cfg.num_feat % groups:
+        bad(f"norm_groups ({cfg.norm_groups}) must be a positive divisor of num_feat ({cfg.num_feat})")
+    if not (isinstance(cfg.std_init, (int, float)) and math.isfinite(cfg.std_init) and cfg.std_init > 0):
+        bad(f"std_init must be a positive number, got {cfg.std_init!r}")
+    if cfg.attention_window is not None and not (
+            isinstance(cfg.attention_window, (int, float)) and cfg.attention_window > 0):
+        bad(f"attention_window must be a positive number or None, got {cfg.attention_window!r}")
+    if cfg.attention_chunk is not None and not (isinstance(cfg.attention_chunk, int) and cfg.attention_chunk > 0):
+        bad(f"attention_chunk must be a positive integer or None, got {cfg.attention_chunk!r}")
+    if not (isinstance(cfg.attention_memory_mb, (int, float)) and cfg.attention_memory_mb > 0):
+        bad(f"attention_memory_mb must be positive, got {cfg.attention_memory_mb!r}")
+    return groups
+
+
+# ---------------------------------------------------------------------- official checkpoints
+def official_key_adapter(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """Official ``jiy173/MANA`` state dict -> srkit names (the same names, minus the ``D`` matrix).
+
+    Recognised by ``nonloc_spatial.D`` (the fixed-size squared-distance matrix, square 2-D). Also
+    unwraps ``module.`` / ``model.`` prefixes left on some of the keys (partly wrapped saves).
+    """
+    def unwrap(key: str) -> str:
+        for prefix in ("module.", "model.", "net."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        return key
+
+    renamed = {unwrap(k): v for k, v in state.items()}
+    d = renamed.get("nonloc_spatial.D")
+    if d is None or d.dim() != 2 or d.shape[0] != d.shape[1]:
+        return None
+    renamed.pop("nonloc_spatial.D")
+    return renamed
+
+
+def _config_from_state(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]] | None:
+    """Preset + overrides of a MANA state dict (srkit names) trained with non-preset sizes."""
+    need = ("conv_first.weight", "nonloc_spatial.mb", "nonloc_spatial.W_z.weight")
+    if not all(k in state for k in need):
+        return None
+    nf = int(state["conv_first.weight"].shape[0])
+    inter = int(state["nonloc_spatial.mb"].shape[0])
+    if inter * 2 != nf:
+        return None
+
+    def count(prefix: str) -> int:
+        idx = {int(k.split(".")[1]) for k in state if k.startswith(prefix + ".") and k.split(".")[1].isdigit()}
+        return max(idx) + 1 if idx else 0
+
+    frames = int(state["nonloc_spatial.W_z.weight"].shape[1]) // inter
+    return "mana", dict(num_feat=nf, num_frame=frames, encoder_nblocks=count("encoder"),
+                        decoder_nblocks=count("decoder"), memory_size=int(state["nonloc_spatial.mb"].shape[1]))
+
+
+def _register_checkpoint_hooks() -> None:
+    try:
+        from srkit.models.checkpoint import register_config_inferrer, register_key_adapter
+    except Exception:  # noqa: BLE001 - the model still works without checkpoint conversion
+        return
+    register_key_adapter("mana", official_key_adapter)
+    register_config_inferrer("mana", _config_from_state)
+
+
+_register_checkpoint_hooks()
+
+
+# ---------------------------------------------------------------------- presets
+@register_model("mana", family="mana",
+                description="MANA x4 video SR (7 frames, 128 ch, cross-frame Gaussian non-local + 256-slot "
+                            "memory attention); official checkpoints load; any frame size")
+def mana(**overrides: Any) -> MANA:
+    return MANA(MANAConfig(**overrides))
+
+
+@register_model("mana-m512", family="mana",
+                description="MANA x4 with a 512-slot memory bank (the paper's larger-memory option)")
+def mana_m512(**overrides: Any) -> MANA:
+    return MANA(MANAConfig(**{"memory_size": 512, **overrides}))

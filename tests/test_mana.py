@@ -1,0 +1,399 @@
+"""MANA: the chunked attention and the whole network against dense re-formulations of the official code.
+
+The references below follow ``jiy173/MANA`` ``models.py`` literally: the (H*W)^2 squared-distance
+matrix ``D`` built with ``np.meshgrid(x1, y1, y2, x2)`` and flattened row-major, the weight
+``exp(-0.5 * D / std^2)`` multiplied AFTER a softmax over each frame's positions, the per-frame results
+concatenated along channels, the memory read-out and the decoder.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from srkit.errors import CheckpointError, ConfigError, InputError
+from srkit.models import create_model, list_models
+from srkit.models.checkpoint import load_model, load_weights
+from srkit.models.mana import MANA, MEMORY_PARAMS, official_key_adapter
+from srkit.ops.attention import gaussian_nonlocal_attention
+
+TINY = dict(num_feat=16, encoder_nblocks=1, decoder_nblocks=1)
+
+
+# ------------------------------------------------------------------------------ dense references
+def official_D(height: int, width: int) -> torch.Tensor:
+    """The official distance matrix, built exactly as ``nonlocal_attention.__init__`` builds it."""
+    x1 = np.linspace(0, width - 1, width)
+    y1 = np.linspace(0, height - 1, height)
+    x2 = np.linspace(0, width - 1, width)
+    y2 = np.linspace(0, height - 1, height)
+    X1, Y1, Y2, X2 = np.meshgrid(x1, y1, y2, x2)
+    D = (X1 - X2) ** 2 + (Y1 - Y2) ** 2
+    # einops 'a b c d -> (a b) (c d)' is a row-major reshape.
+    return torch.from_numpy(D.reshape(height * width, height * width)).float()
+
+
+def dense_attention(q, k, v, std):
+    """Official per-frame loop: ``softmax(phi @ theta) * weight @ g`` for each frame, stacked."""
+    b, c, h, w = q.shape
+    t = k.shape[1]
+    weight = torch.exp(-0.5 * (official_D(h, w) / (std * std)))
+    phi = q.reshape(b, c, -1).permute(0, 2, 1)
+    outs = []
+    for i in range(t):
+        theta = k[:, i].reshape(b, c, -1)
+        g = v[:, i].reshape(b, v.shape[2], -1).permute(0, 2, 1)
+        f = F.softmax(torch.matmul(phi, theta), dim=-1) * weight
+        outs.append(torch.matmul(f, g).permute(0, 2, 1).reshape(b, -1, h, w))
+    return torch.stack(outs, 1)
+
+
+def dense_window_attention(q, k, v, std, r, stride=None):
+    """Window mode written densely: numerator over keys within r*|std|; denominator over those keys
+    plus (with ``stride``) the keys outside the disk sampled on a grid, each standing for H*W/Ls keys."""
+    b, c, h, w = q.shape
+    D = official_D(h, w)
+    sd = abs(float(std.detach()))
+    inside = D <= (r * sd) ** 2
+    weight = torch.exp(-0.5 * (D / (std * std))) * inside
+    if stride is not None:
+        ys = torch.arange((stride - 1) // 2, h, stride)
+        xs = torch.arange((stride - 1) // 2, w, stride)
+        grid = torch.zeros(h, w, dtype=torch.bool)
+        grid[ys[:, None], xs[None, :]] = True
+        far = grid.reshape(1, -1) & ~inside
+        factor = h * w / (len(ys) * len(xs))
+    phi = q.reshape(b, c, -1).permute(0, 2, 1)
+    outs = []
+    for i in range(k.shape[1]):
+        f = torch.matmul(phi, k[:, i].reshape(b, c, -1))
+        m = f.detach().amax(-1, keepdim=True)
+        e = torch.exp(f - m)
+        z = (e * inside).sum(-1, keepdim=True)
+        if stride is not None:
+            z = z + factor * (e * far).sum(-1, keepdim=True)
+        g = v[:, i].reshape(b, v.shape[2], -1).permute(0, 2, 1)
+        outs.append((torch.matmul(e * weight, g) / z).permute(0, 2, 1).reshape(b, -1, h, w))
+    return torch.stack(outs, 1)
+
+
+def official_forward(model: MANA, x: torch.Tensor):
+    """The official ``mana.forward`` written with the model's parameters and the dense D."""
+    p = dict(model.named_parameters())
+    b, t, c, h, w = x.shape
+    ci = t // 2
+    lx = F.interpolate(x[:, ci], scale_factor=4, mode="bilinear", align_corners=False)
+
+    def resblocks(prefix, n, feat):
+        for i in range(n):
+            out = F.conv2d(feat, p[f"{prefix}.{i}.conv1.weight"], p[f"{prefix}.{i}.conv1.bias"], padding=1)
+            out = F.conv2d(F.relu(out), p[f"{prefix}.{i}.conv2.weight"], p[f"{prefix}.{i}.conv2.bias"], padding=1)
+            feat = feat + out
+        return feat
+
+    enc = F.leaky_relu(F.conv2d(x.reshape(-1, c, h, w), p["conv_first.weight"], p["conv_first.bias"], padding=1), 0.1)
+    enc = resblocks("encoder", model.config.encoder_nblocks, enc)
+    nf = enc.shape[1]
+    inter = nf // 2
+    mem = enc.reshape(b, t, nf, h, w)
+    q = mem[:, ci]
+    ns = model.nonloc_spatial
+    h_ = F.group_norm(mem.reshape(b * t, nf, h, w), ns.norm.num_groups, p["nonloc_spatial.norm.weight"],
+                      p["nonloc_spatial.norm.bias"], 1e-6)
+    q_ = F.group_norm(q, ns.norm.num_groups, p["nonloc_spatial.norm.weight"], p["nonloc_spatial.norm.bias"], 1e-6)
+    conv1 = lambda name, z: F.conv2d(z, p[f"nonloc_spatial.{name}.weight"], p[f"nonloc_spatial.{name}.bias"])  # noqa: E731
+    g_x = conv1("g", h_).reshape(b, t, inter, h, w)
+    theta_x = conv1("theta", h_).reshape(b, t, inter, h, w)
+    phi = conv1("phi", q_)
+    y = dense_attention(phi, theta_x, g_x, p["nonloc_spatial.std"])
+    W_y = conv1("W_z", y.reshape(b, -1, h, w))
+    phi_x = phi.reshape(b, inter, -1).permute(0, 2, 1)
+    mbg = p["nonloc_spatial.mb"].unsqueeze(0).repeat(b, 1, 1)
+    f1 = F.softmax(torch.matmul(phi_x, mbg) * (int(inter) ** (-0.5)), dim=-1)
+    y1 = torch.matmul(f1, mbg.permute(0, 2, 1))
+    qloss = torch.mean(torch.abs(phi_x - y1))
+    W_y1 = conv1("W_z1", y1.permute(0, 2, 1).reshape(b, inter, h, w))
+    out = resblocks("decoder", model.config.decoder_nblocks, W_y + q + W_y1)
+    out = F.leaky_relu(F.pixel_shuffle(F.conv2d(out, p["upconv1.weight"], p["upconv1.bias"], padding=1), 2), 0.1)
+    out = F.leaky_relu(F.pixel_shuffle(F.conv2d(out, p["upconv2.weight"], p["upconv2.bias"], padding=1), 2), 0.1)
+    out = F.leaky_relu(F.conv2d(out, p["conv_hr.weight"], p["conv_hr.bias"], padding=1), 0.1)
+    out = F.conv2d(out, p["conv_last.weight"], p["conv_last.bias"], padding=1)
+    return lx + out, qloss
+
+
+def _randomise(model: MANA) -> MANA:
+    """Give the zero-initialised attention outputs (W_z, W_z1) weights, so every branch matters."""
+    with torch.no_grad():
+        for name in ("W_z", "W_z1"):
+            conv = getattr(model.nonloc_spatial, name)
+            conv.weight.normal_(0, 0.2)
+            conv.bias.normal_(0, 0.1)
+        model.nonloc_spatial.std.fill_(1.7)
+    return model
+
+
+def _qkv(b=2, t=3, c=4, h=5, w=7, scale=2.0):
+    g = torch.Generator().manual_seed(1)
+    q = torch.randn(b, c, h, w, generator=g) * scale
+    k = torch.randn(b, t, c, h, w, generator=g) * scale
+    v = torch.randn(b, t, c + 1, h, w, generator=g)
+    return q, k, v
+
+
+# ------------------------------------------------------------------------------ the attention op
+def test_official_D_holds_squared_distances():
+    D = official_D(3, 4)
+    # position (y, x) is row-major index y * 4 + x: (0, 0) vs (2, 3) are 2^2 + 3^2 apart.
+    assert D[0, 2 * 4 + 3] == 13 and D[1 * 4 + 2, 1 * 4 + 0] == 4 and D.shape == (12, 12)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 16, 35, 1000, None])
+def test_chunked_attention_equals_dense(chunk):
+    q, k, v = _qkv()
+    std = torch.tensor([1.3])
+    ref = dense_attention(q, k, v, std)
+    with torch.no_grad():
+        out = gaussian_nonlocal_attention(q, k, v, std, chunk_size=chunk)
+    assert out.shape == ref.shape == (2, 3, 5, 5, 7)
+    assert (out - ref).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("checkpoint", [True, False])
+def test_chunked_attention_gradients_equal_dense(checkpoint):
+    q, k, v = _qkv(h=4, w=6)
+    inputs = [x.clone().requires_grad_(True) for x in (q, k, v, torch.tensor([1.6]))]
+    dense = [x.clone().detach().requires_grad_(True) for x in inputs]
+    gy = torch.randn(2, 3, 5, 4, 6)
+    out = gaussian_nonlocal_attention(*inputs, chunk_size=5, checkpoint=checkpoint)
+    (out * gy).sum().backward()
+    (dense_attention(*dense) * gy).sum().backward()
+    for a, b in zip(inputs, dense):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), (a.grad - b.grad).abs().max()
+    assert inputs[3].grad.abs().item() > 0  # the learnable std does get a gradient
+
+
+def test_window_covering_the_frame_is_exact():
+    q, k, v = _qkv(h=6, w=9)
+    std = torch.tensor([2.0])
+    radius_needed = math.hypot(5, 8) / 2.0  # in units of std
+    with torch.no_grad():
+        exact = gaussian_nonlocal_attention(q, k, v, std)
+        for tile in (1, 4, 8):
+            for stride in (None, 1, 3):
+                win = gaussian_nonlocal_attention(q, k, v, std, window=radius_needed + 0.01, window_tile=tile,
+                                                  window_stride=stride)
+                assert (win - exact).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize("r,stride", [(1.5, None), (3.0, None), (1.5, 1), (2.0, 3), (3.0, 4)])
+def test_window_mode_equals_its_dense_definition(r, stride):
+    q, k, v = _qkv(h=11, w=13)
+    std = torch.tensor([1.5])
+    ref = dense_window_attention(q, k, v, std, r, stride)
+    with torch.no_grad():
+        for tile in (3, 8):
+            win = gaussian_nonlocal_attention(q, k, v, std, window=r, window_tile=tile, window_stride=stride,
+                                              memory_budget_mb=0.01)  # several tile groups per band
+            assert (win - ref).abs().max().item() < 1e-5
+
+
+def test_window_error_against_exact_is_reported_and_bounded(capsys):
+    # Smooth features (as real encoder features are) on a 24x24 frame, std 2 (pixels).
+    g = torch.Generator().manual_seed(3)
+    base = F.avg_pool2d(torch.randn(1, 4, 28, 28, generator=g), 5, 1)
+    q = base * 3
+    k = torch.stack([base + 0.1 * torch.randn(base.shape, generator=g) for _ in range(3)], 1) * 3
+    v = torch.randn(1, 3, 4, 24, 24, generator=g)
+    std = torch.tensor([2.0])
+    errors = {}
+    with torch.no_grad():
+        exact = gaussian_nonlocal_attention(q, k, v, std)
+        for stride in (1, 2, 4, None):
+            for r in (2.0, 3.0, 4.0):
+                out = gaussian_nonlocal_attention(q, k, v, std, window=r, window_stride=stride)
+                errors[stride, r] = (out - exact).abs().max().item()
+    with capsys.disabled():
+        print(f"\nMANA window-mode max |error| vs exact (24x24, std 2, max |out| {exact.abs().max().item():.3f}):")
+        for stride in (1, 2, 4, None):
+            print(f"  stride {stride}: " + ", ".join(f"r={r:g}: {errors[stride, r]:.2e}" for r in (2.0, 3.0, 4.0)))
+    vmax = v.abs().max().item()
+    for r in (2.0, 3.0, 4.0):
+        # Exact denominator: the only error is the dropped numerator terms (Gaussian < exp(-r^2/2)).
+        assert errors[1, r] <= math.exp(-r * r / 2) * vmax + 1e-6
+        # A sparse far-field grid is far closer to exact than a window-only softmax.
+        assert errors[4, r] < errors[None, r] / 5
+    assert errors[None, 4.0] > 0.1  # window-only normalisation IS a different operator
+
+
+def test_window_mode_gradients_match_dense_window():
+    q, k, v = _qkv(h=7, w=9)
+    for stride in (None, 2):
+        inputs = [x.clone().requires_grad_(True) for x in (q, k, v, torch.tensor([1.5]))]
+        dense = [x.clone().detach().requires_grad_(True) for x in inputs]
+        gy = torch.randn(2, 3, 5, 7, 9)
+        (gaussian_nonlocal_attention(*inputs, window=2.0, window_tile=4, window_stride=stride) * gy).sum().backward()
+        (dense_window_attention(*dense, 2.0, stride) * gy).sum().backward()
+        for a, b in zip(inputs, dense):
+            assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4)
+
+
+def test_attention_argument_errors():
+    q, k, v = _qkv()
+    with pytest.raises(ValueError, match="keys"):
+        gaussian_nonlocal_attention(q, k[..., :4], v, torch.ones(1))
+    with pytest.raises(ValueError, match="window"):
+        gaussian_nonlocal_attention(q, k, v, torch.ones(1), window=0)
+
+
+# ------------------------------------------------------------------------------ the network
+def test_network_equals_official_formulation_at_odd_size():
+    model = _randomise(create_model("mana", **{**TINY, "decoder_nblocks": 2})).eval()
+    x = torch.rand(2, 7, 3, 13, 19)
+    with torch.no_grad():
+        out = model(x)
+        ref, ref_q = official_forward(model, x)
+    assert out.image.shape == (2, 3, 52, 76)
+    assert out.stages == (out.image,)
+    assert (out.image - ref).abs().max().item() < 1e-5
+    assert abs(out.aux_losses["quantization"].item() - ref_q.item()) < 1e-6
+
+
+def test_network_five_frames_and_explicit_center():
+    model = _randomise(create_model("mana", **TINY, num_frame=5)).eval()
+    assert model.spec.num_frames == 5 and model.spec.center_index == 2 and model.spec.scale == 4
+    assert model.nonloc_spatial.W_z.in_channels == 5 * 8
+    with torch.no_grad():
+        x = torch.rand(1, 5, 3, 6, 5)
+        assert (model(x).image - official_forward(model, x)[0]).abs().max().item() < 1e-5
+
+
+def test_forward_backward_tiny_with_chunked_checkpointed_attention():
+    model = _randomise(create_model("mana", **TINY, attention_chunk=37))
+    ref_model = create_model("mana", **TINY)
+    ref_model.load_state_dict(model.state_dict())
+    x = torch.rand(2, 7, 3, 13, 19)
+    target = torch.rand(2, 3, 52, 76)
+    out = model(x)
+    (F.l1_loss(out.image, target) + out.aux_losses["quantization"]).backward()
+    ref, ref_q = official_forward(ref_model, x)
+    (F.l1_loss(ref, target) + ref_q).backward()
+    grads = dict(model.named_parameters())
+    for name in ("nonloc_spatial.std", "nonloc_spatial.mb", "nonloc_spatial.W_z1.weight", "conv_first.weight"):
+        assert grads[name].grad.abs().sum() > 0, name
+    for (n, a), b in zip(model.named_parameters(), ref_model.parameters()):
+        assert torch.isfinite(a.grad).all(), n
+        assert torch.allclose(a.grad, b.grad, atol=1e-6, rtol=1e-3), (n, (a.grad - b.grad).abs().max())
+
+
+def test_encode_decode_equals_forward():
+    model = _randomise(create_model("mana", **TINY)).eval()
+    x = torch.rand(1, 7, 3, 8, 10)
+    with torch.no_grad():
+        feats = [model.encode(x[:, i]) for i in range(7)]
+        # Equal up to the rounding of batched vs per-frame convolutions.
+        assert (model.decode(feats, x[:, 3]) - model(x).image).abs().max().item() < 1e-6
+        with pytest.raises(InputError, match="7 frame encodings"):
+            model.decode(feats[:5], x[:, 3])
+
+
+def test_window_config_runs_and_is_recorded():
+    model = create_model("mana", **TINY, attention_window=3.0)
+    assert model.nonloc_spatial.window == 3.0
+    with torch.no_grad():
+        assert model(torch.rand(1, 7, 3, 9, 9)).image.shape == (1, 3, 36, 36)
+    model.set_attention(window=None)
+    assert model.config.attention_window is None and model.nonloc_spatial.window is None
+
+
+def test_bad_inputs_and_configs():
+    model = create_model("mana", **TINY)
+    with pytest.raises(InputError, match="expects 7 RGB frames, got 5"):
+        model(torch.rand(1, 5, 3, 8, 8))
+    with pytest.raises(InputError, match="N, T, C, H, W"):
+        model(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ConfigError, match="num_frame must be odd"):
+        create_model("mana", **TINY, num_frame=6)
+    with pytest.raises(ConfigError, match="norm_groups"):
+        create_model("mana", **TINY, norm_groups=5)
+    with pytest.raises(ConfigError, match="attention_window"):
+        create_model("mana", **TINY, attention_window=-1)
+
+
+def test_presets_and_official_sizes():
+    assert {"mana", "mana-m512"} <= set(list_models("mana"))
+    with torch.device("meta"):
+        model = create_model("mana")
+        big = create_model("mana-m512")
+    sd = model.state_dict()
+    assert model.nonloc_spatial.norm.num_groups == 32
+    assert sd["conv_first.weight"].shape == (128, 3, 3, 3)
+    assert sd["nonloc_spatial.W_z.weight"].shape == (128, 7 * 64, 1, 1)
+    assert sd["nonloc_spatial.mb"].shape == (64, 256) and big.state_dict()["nonloc_spatial.mb"].shape == (64, 512)
+    assert sd["nonloc_spatial.std"].shape == (1,)
+    assert "decoder.39.conv2.weight" in sd and "encoder.4.conv1.weight" in sd and "decoder.40.conv1.weight" not in sd
+    # Nothing of size (H*W)^2 anywhere: no D.
+    assert not any(k.endswith(".D") for k in sd)
+
+
+def test_memory_param_patterns_name_the_memory_branch():
+    import fnmatch
+
+    model = create_model("mana", **TINY)
+    names = [n for n, _ in model.named_parameters()]
+    hit = [n for n in names if any(fnmatch.fnmatch(n, p) for p in MEMORY_PARAMS)]
+    assert sorted(hit) == ["nonloc_spatial.W_z1.bias", "nonloc_spatial.W_z1.weight", "nonloc_spatial.mb"]
+
+
+# ------------------------------------------------------------------------------ official checkpoints
+def _official_state(model: MANA, h: int = 8, w: int = 8, half_std: bool = False) -> dict[str, torch.Tensor]:
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["nonloc_spatial.D"] = official_D(h, w)
+    if half_std:
+        state["nonloc_spatial.std"] = state["nonloc_spatial.std"].half()
+        state["nonloc_spatial.D"] = state["nonloc_spatial.D"].half()
+    return state
+
+
+@pytest.mark.parametrize("wrap", ["bare", "dataparallel", "params"])
+def test_official_checkpoint_loads_and_D_is_dropped(tmp_path, wrap):
+    src = _randomise(create_model("mana", **TINY))
+    state = _official_state(src)
+    if wrap == "dataparallel":
+        state = {f"module.{k}": v for k, v in state.items()}
+    obj = {"params": state} if wrap == "params" else state
+    path = tmp_path / "checkpt.pt"
+    torch.save(obj, path)
+    dst = create_model("mana", **TINY, weights=path)
+    for k, v in src.state_dict().items():
+        assert torch.equal(dst.state_dict()[k], v), k
+    # The preset and sizes are inferred from the file alone (tiny sizes via the config inferrer).
+    loaded = load_model(path)
+    assert isinstance(loaded, MANA) and loaded.config.num_feat == 16 and loaded.config.decoder_nblocks == 1
+    x = torch.rand(1, 7, 3, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).image, src.eval()(x).image)
+
+
+def test_official_fp16_std_loads_as_float(tmp_path):
+    src = create_model("mana", **TINY)
+    path = tmp_path / "half.pt"
+    torch.save(_official_state(src, half_std=True), path)
+    dst = load_weights(create_model("mana", **TINY), path)
+    assert dst.nonloc_spatial.std.dtype == torch.float32 and dst.nonloc_spatial.std.item() == 4.0
+
+
+def test_adapter_ignores_other_checkpoints_and_misfits_are_one_line(tmp_path):
+    assert official_key_adapter({"conv_first.weight": torch.zeros(1)}) is None
+    src = create_model("mana", **TINY)
+    state = _official_state(src)
+    del state["nonloc_spatial.mb"]
+    path = tmp_path / "broken.pt"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as info:
+        load_weights(create_model("mana", **TINY), path)
+    msg = str(info.value)
+    assert "\n" not in msg and "nonloc_spatial.mb" in msg and "broken.pt" in msg
