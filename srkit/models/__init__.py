@@ -10,6 +10,7 @@ from srkit.models._registry import create_model, list_models, model_entry, regis
 # Model files (explicit imports; each registers its presets).
 from srkit.models import edvr  # noqa: F401
 from srkit.models import udvd  # noqa: F401
+from srkit.models import mana  # noqa: F401
 
 __all__ = [
     "ModelSpec",

@@ -4,3 +4,4 @@ from srkit.ops.deform_conv import ModulatedDeformConv2d, OffsetMonitor, deform_c
 
 __all__ = ["ModulatedDeformConv2d", "OffsetMonitor", "deform_conv2d"]
 from srkit.ops.dynamic_conv import dynamic_conv2d, dynamic_upsample_conv2d, identity_kernels  # noqa: E402,F401
+from srkit.ops.attention import gaussian_nonlocal_attention  # noqa: E402,F401
