@@ -269,3 +269,27 @@ def test_onnx_export_matches_pytorch_at_another_size():
         ref = model(x, maps).image.numpy()
     assert got.shape == (1, 3, 18, 22)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_multi_stage_l1_training_fits_one_image_better_than_bilinear():
+    # End-to-end sanity of the gradients through both dynamic-conv forms and the heads' init:
+    # a few Adam steps on one pair must beat bilinear upsampling, which is where training starts.
+    torch.manual_seed(0)
+    model = create_model("udvd-x2", **TINY)
+    hr = F.interpolate(torch.rand(1, 3, 8, 8), size=(32, 32), mode="bicubic", align_corners=False)
+    hr = hr + 0.1 * torch.randn_like(hr)
+    lr = F.avg_pool2d(hr, 2)
+    maps = _maps(1, 16, 16)
+    bilinear = F.l1_loss(F.interpolate(lr, scale_factor=2, mode="bilinear", align_corners=False), hr).item()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    weights = model.config.stage_loss_weights
+    for _ in range(60):
+        out = model(lr, maps)
+        loss = sum(w * F.l1_loss(s, hr) for w, s in zip(weights, out.stages))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        final = F.l1_loss(model(lr, maps).image, hr).item()
+    assert final < 0.9 * bilinear, (final, bilinear)
