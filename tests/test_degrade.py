@@ -213,6 +213,9 @@ def test_noise_and_jpeg():
     red[..., 0] = 200
     out = D.jpeg_compress(red, 50)
     assert out.dtype == np.uint8 and out[..., 0].mean() > 180 and out[..., 2].mean() < 20
+    out16 = D.jpeg_compress(red.astype(np.uint16) * 257, 50)
+    assert out16.dtype == np.uint16
+    np.testing.assert_array_equal(out16, out.astype(np.uint16) * 257)  # 16-bit goes through 8-bit JPEG
     with pytest.raises(ValueError):
         D.jpeg_compress(img, 0)
 

@@ -248,7 +248,14 @@ def jpeg_compress(img: np.ndarray, quality: int) -> np.ndarray:
         raise ValueError(f"JPEG quality must be in 1..100, got {quality}")
     img = np.asarray(img)
     is_float = np.issubdtype(img.dtype, np.floating)
-    u8 = np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8) if is_float else img.astype(np.uint8)
+    if is_float:
+        u8 = np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+    elif img.dtype == np.uint8:
+        u8 = img
+    elif img.dtype == np.uint16:  # baseline JPEG is 8-bit: quantise, and scale back after decoding
+        u8 = np.floor(img / 257.0 + 0.5).astype(np.uint8)
+    else:
+        raise ValueError(f"jpeg_compress: unsupported dtype {img.dtype}")
     squeeze = u8.ndim == 3 and u8.shape[2] == 1
     src = u8[:, :, 0] if squeeze else u8
     if src.ndim == 3:
@@ -261,7 +268,9 @@ def jpeg_compress(img: np.ndarray, quality: int) -> np.ndarray:
         dec = cv2.cvtColor(dec, cv2.COLOR_BGR2RGB)
     elif squeeze or img.ndim == 3:
         dec = dec[:, :, None]
-    return dec.astype(np.float32) / 255.0 if is_float else dec.astype(img.dtype)
+    if is_float:
+        return dec.astype(np.float32) / 255.0
+    return dec.astype(np.uint16) * 257 if img.dtype == np.uint16 else dec
 
 
 # ----------------------------------------------------------------------------------------------------
