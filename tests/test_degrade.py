@@ -171,6 +171,8 @@ def test_srmd_degrade_definition_and_noise():
     noisy = D.srmd_degrade(flat, k, 25.0, 2, np.random.default_rng(0))
     assert noisy.shape == (200, 200, 3)
     assert np.std(noisy - 0.5) == pytest.approx(25 / 255, rel=0.02)
+    u8 = (hr * 255).astype(np.uint8)
+    np.testing.assert_allclose(D.srmd_degrade(u8, k, 0.0, 4, rng), D.srmd_degrade(u8 / 255.0, k, 0.0, 4, rng), atol=1e-6)
     jp = D.srmd_degrade(hr, k, 5.0, 2, rng, jpeg_quality=30)
     assert jp.shape == (12, 10, 3) and jp.min() >= 0 and jp.max() <= 1
 

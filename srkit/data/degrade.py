@@ -355,12 +355,13 @@ def srmd_degrade(
     *,
     jpeg_quality: int | None = None,
 ) -> np.ndarray:
-    """SRMD's ``y = bicubic_down(x (*) k) + n`` on a float [0, 1] HxWxC image, then optional JPEG.
+    """SRMD's ``y = bicubic_down(x (*) k) + n`` on an HxWxC image (float [0, 1], or integer, which is
+    scaled to [0, 1]), then optional JPEG. Returns float32.
 
     Blur with replicated borders then MATLAB bicubic ``1/scale``, as SRMD's MATLAB data generation.
     With ``jpeg_quality`` the noisy image is clipped, quantised and JPEG round-tripped.
     """
-    x = np.asarray(hr, dtype=np.float32)
+    x = _as_float_frames([hr])[0]  # integer images -> [0, 1] (noise is in 0-255 units of that range)
     lr = bicubic_downsample(blur(x, kernel), scale).astype(np.float32)
     if noise_sigma_255 > 0:
         lr = add_gaussian_noise(lr, noise_sigma_255, rng)
@@ -427,7 +428,7 @@ def spatially_variant_degrade(
     ``noise_sigma_255`` (scalar or ``(h, w)``) is added. ``maps`` holds each LR pixel's kernel code and
     noise level, exactly what a non-blind model (UDVD) needs to undo it.
     """
-    x = np.asarray(hr, dtype=np.float32)
+    x = _as_float_frames([hr])[0]
     if x.ndim == 2:
         x = x[:, :, None]
     H, W = x.shape[:2]
