@@ -1,0 +1,181 @@
+"""Rank clips by motion: mean optical-flow magnitude (OpenCV Farnebäck) between consecutive frames.
+
+MANA's claim is about large motion, so its evaluation uses the clips that move most. This module
+scores every clip of a dataset layout (:func:`srkit.data.layouts.discover_clips`) by the mean
+magnitude (pixels per frame, in the clip's own resolution) of the dense Farnebäck flow between
+consecutive grayscale frames, averaged over all pixels and all frame pairs, and writes the top fraction
+as a subset list (one :attr:`Clip.name` per line) that ``srkit eval --subset`` reads.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from srkit.data.layouts import Clip
+from srkit.errors import ConfigError, InputError
+from srkit.io.atomic import atomic_write_text, check_output_path
+
+__all__ = ["ClipMotion", "FarnebackParams", "mean_flow_magnitude", "clip_motion", "rank_clips",
+           "select_top", "write_subset"]
+
+
+@dataclass(frozen=True)
+class FarnebackParams:
+    """``cv2.calcOpticalFlowFarneback`` settings (OpenCV's documented example values)."""
+
+    pyr_scale: float = 0.5
+    levels: int = 3
+    winsize: int = 15
+    iterations: int = 3
+    poly_n: int = 5
+    poly_sigma: float = 1.2
+
+
+@dataclass(frozen=True)
+class ClipMotion:
+    """A clip's motion score: ``mean_flow`` pixels/frame over ``pairs`` consecutive frame pairs."""
+
+    name: str
+    mean_flow: float
+    pairs: int
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if rgb.dtype == np.uint16:  # Farnebäck wants 8-bit; the flow does not care about the last bits
+        rgb = (rgb.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+    if rgb.ndim == 2:
+        return rgb
+    if rgb.shape[2] == 1:
+        return rgb[:, :, 0]
+    return cv2.cvtColor(np.ascontiguousarray(rgb[:, :, :3]), cv2.COLOR_RGB2GRAY)
+
+
+def _shrink(gray: np.ndarray, max_side: int | None) -> tuple[np.ndarray, float]:
+    """Downscale so the long side is at most ``max_side``; returns the image and the factor applied."""
+    import cv2
+
+    h, w = gray.shape
+    if not max_side or max(h, w) <= max_side:
+        return gray, 1.0
+    f = max_side / max(h, w)
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), f
+
+
+def mean_flow_magnitude(frames: Iterable[np.ndarray], *, params: FarnebackParams = FarnebackParams(),
+                        max_side: int | None = None) -> tuple[float, int]:
+    """Mean Farnebäck flow magnitude (pixels/frame at the frames' size) over consecutive pairs.
+
+    ``frames`` are RGB (HxWx3) or grayscale (HxW) arrays, uint8 or uint16. With ``max_side`` the flow
+    is computed on frames shrunk to that long side and scaled back (faster on large frames).
+    Returns ``(mean magnitude, number of pairs)``; ``(0.0, 0)`` for fewer than two frames.
+    """
+    import cv2
+
+    prev = None
+    total = 0.0
+    pairs = 0
+    for rgb in frames:
+        gray, f = _shrink(_gray(np.asarray(rgb)), max_side)
+        if prev is not None:
+            if prev.shape != gray.shape:
+                raise InputError(f"frame size changes inside the clip ({prev.shape[1]}x{prev.shape[0]} -> "
+                                 f"{gray.shape[1]}x{gray.shape[0]})")
+            flow = cv2.calcOpticalFlowFarneback(prev, gray, None, params.pyr_scale, params.levels, params.winsize,
+                                                params.iterations, params.poly_n, params.poly_sigma, 0)
+            total += float(np.sqrt(np.square(flow, dtype=np.float64).sum(axis=2)).mean()) / f
+            pairs += 1
+        prev = gray
+    return (total / pairs if pairs else 0.0), pairs
+
+
+def _clip_frames(clip: Clip, max_frames: int | None) -> Iterator[np.ndarray]:
+    from srkit.io.images import read_rgb
+
+    paths = clip.gt if clip.gt is not None else clip.lr
+    if paths is not None:
+        for i, p in enumerate(paths):
+            if max_frames is not None and i >= max_frames:
+                return
+            yield read_rgb(p)
+        return
+    if clip.video is not None:
+        from srkit.io.video import VideoReader
+
+        with VideoReader(clip.video, dtype=np.uint8) as reader:
+            for i, frame in enumerate(reader):
+                if max_frames is not None and i >= max_frames:
+                    return
+                yield frame.rgb
+        return
+    raise InputError(f"clip {clip.name} has no frames")
+
+
+def clip_motion(clip: Clip, *, max_frames: int | None = None, max_side: int | None = None,
+                params: FarnebackParams = FarnebackParams()) -> ClipMotion:
+    """Score one clip (ground-truth frames when present, else LR frames, else its video file)."""
+    try:
+        mean, pairs = mean_flow_magnitude(_clip_frames(clip, max_frames), params=params, max_side=max_side)
+    except InputError as exc:
+        if exc.path is None:  # say which clip (frame readers already name their file)
+            where = clip.video or (Path(clip.gt[0]).parent if clip.gt else Path(clip.lr[0]).parent if clip.lr else None)
+            raise InputError(f"clip {clip.name}: {exc}", where) from None
+        raise
+    if pairs == 0:
+        where = clip.video or (Path(clip.gt[0]).parent if clip.gt else Path(clip.lr[0]).parent if clip.lr else None)
+        raise InputError(f"clip {clip.name} has fewer than 2 frames: no motion to measure", where)
+    return ClipMotion(clip.name, mean, pairs)
+
+
+def rank_clips(clips: Sequence[Clip], *, max_frames: int | None = None, max_side: int | None = None,
+               params: FarnebackParams = FarnebackParams(),
+               progress: Callable[[int, ClipMotion], None] | None = None) -> list[ClipMotion]:
+    """Score every clip; returns them by decreasing motion (ties keep the dataset order)."""
+    if max_frames is not None and max_frames < 2:
+        raise ConfigError(f"max_frames must be at least 2 (a frame pair), got {max_frames}")
+    scores = []
+    for i, clip in enumerate(clips):
+        scores.append(clip_motion(clip, max_frames=max_frames, max_side=max_side, params=params))
+        if progress is not None:
+            progress(i + 1, scores[-1])
+    return sorted(scores, key=lambda s: -s.mean_flow)  # sorted() is stable
+
+
+def select_top(ranked: Sequence[ClipMotion], top: float) -> list[ClipMotion]:
+    """The ``top`` fraction (0 < top <= 1; at least one clip) or, for a whole number > 1, that many clips."""
+    if not ranked:
+        return []
+    if not (isinstance(top, (int, float)) and math.isfinite(top) and top > 0):
+        raise ConfigError(f"--top must be a fraction in (0, 1] or a clip count, got {top!r}")
+    if top <= 1:
+        n = max(1, math.ceil(top * len(ranked) - 1e-9))
+    elif float(top).is_integer():
+        n = int(top)
+    else:
+        raise ConfigError(f"--top must be a fraction in (0, 1] or a whole clip count, got {top!r}")
+    return list(ranked[:min(n, len(ranked))])
+
+
+def write_subset(path: str | os.PathLike, chosen: Sequence[ClipMotion], *, header: str = "",
+                 overwrite: bool = False) -> Path:
+    """Write one clip name per line (score as a trailing ``#`` comment), atomically.
+
+    The file is what :func:`srkit.data.layouts.read_name_list` (``srkit eval --subset``) reads: the
+    first token of each line, ``#`` starting a comment.
+    """
+    path = check_output_path(path, overwrite=overwrite)
+    bad = [c.name for c in chosen if not c.name or any(ch.isspace() for ch in c.name) or "#" in c.name]
+    if bad:
+        raise InputError(f"clip name {bad[0]!r} cannot be written to a subset list (whitespace or '#')", path)
+    lines = [f"# {line}" for line in header.splitlines()] if header else []
+    lines += [f"{c.name}  # mean flow {c.mean_flow:.3f} px/frame over {c.pairs} pairs" for c in chosen]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
