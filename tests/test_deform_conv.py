@@ -187,13 +187,14 @@ def test_channels_last_and_noncontiguous_inputs():
 
 
 def test_no_grad_inference_matches_autograd_path():
-    """The no-grad path multiplies the mask in place; it must give the same numbers."""
+    """The no-grad path multiplies the mask in place and folds the bias into the GEMM."""
     x, offset, weight, bias, mask, kw = _case()
     mask.requires_grad_()
     with_grad = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
     with torch.no_grad():
         without = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
-    torch.testing.assert_close(with_grad.detach(), without, atol=0, rtol=0)
+    # Same samples; only the GEMM differs (bias folded into addmm), so agreement is to rounding.
+    torch.testing.assert_close(with_grad.detach(), without, atol=2e-6, rtol=1e-6)
 
 
 def test_bf16_autocast_keeps_coordinates_fp32():

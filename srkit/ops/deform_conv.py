@@ -123,13 +123,14 @@ def _base_grid(
     in_w: int,
     device: torch.device,
     dtype: torch.dtype,
-) -> Tensor:
-    """Normalised ``grid_sample`` coordinates of the undeformed taps, shape ``(K, Ho, Wo, 2)`` (x, y).
+) -> tuple[Tensor, Tensor]:
+    """Normalised coordinates of the undeformed taps, ``(K, Ho, Wo, 2)`` in (y, x) order, and the
+    per-coordinate scale ``(2,)`` that turns a pixel offset into a normalised one.
 
     With ``align_corners=False`` grid_sample maps a normalised coordinate ``g`` to the pixel coordinate
     ``((g + 1) * size - 1) / 2``; the inverse is ``g = (2 * p + 1) / size - 1``.  Writing the sample
     position as ``p = base + offset`` gives ``g = offset * (2 / size) + ((2 * base + 1) / size - 1)``:
-    the constant part is computed here once, so the per-call work is one multiply-add per coordinate.
+    the constant part is computed here, so the per-call work is one fused multiply-add.
     """
     sh, sw = stride
     ph, pw = padding
@@ -139,13 +140,19 @@ def _base_grid(
     xs = torch.arange(out_w, device=device, dtype=torch.float64) * sw - pw
     ty = torch.arange(kh, device=device, dtype=torch.float64) * dh
     tx = torch.arange(kw, device=device, dtype=torch.float64) * dw
-    py = (ty[:, None] + ys[None, :])  # (kh, Ho)
-    px = (tx[:, None] + xs[None, :])  # (kw, Wo)
-    gy = (2.0 * py + 1.0) / in_h - 1.0
-    gx = (2.0 * px + 1.0) / in_w - 1.0
+    gy = (2.0 * (ty[:, None] + ys[None, :]) + 1.0) / in_h - 1.0  # (kh, Ho)
+    gx = (2.0 * (tx[:, None] + xs[None, :]) + 1.0) / in_w - 1.0  # (kw, Wo)
     gy = gy[:, None, :, None].expand(kh, kw, out_h, out_w)
     gx = gx[None, :, None, :].expand(kh, kw, out_h, out_w)
-    return torch.stack((gx, gy), dim=-1).reshape(kh * kw, out_h, out_w, 2).to(dtype)
+    base = torch.stack((gy, gx), dim=-1).reshape(kh * kw, out_h, out_w, 2).to(dtype)
+    # as_tensor + stack rather than torch.tensor([...]): under tracing the sizes are traced values and
+    # the scale must stay a function of them (ONNX graphs with dynamic height/width).
+    scale = torch.stack([torch.as_tensor(2.0 / in_h, dtype=torch.float64, device=device),
+                         torch.as_tensor(2.0 / in_w, dtype=torch.float64, device=device)]).to(dtype)
+    return base, scale
+
+
+_cached_base_grid = functools.lru_cache(maxsize=32)(_base_grid)
 
 
 def _check_args(
@@ -264,15 +271,19 @@ def deform_conv2d(
             hs, ws = _next_pow2(h), _next_pow2(w)
             if (hs, ws) != (h, w):
                 x = F.pad(x, (0, ws - w, 0, hs - h))
-        off = offset.to(sample_dtype).reshape(n, dg, k, 2, out_h, out_w)
-        base = _base_grid(kh, kw, out_h, out_w, stride, padding, dilation, hs, ws, input.device, sample_dtype)
-        # grid[..., 0] is x (width), grid[..., 1] is y: grid_sample's convention, the reverse of the
-        # (dy, dx) offset layout.
-        gx = off[:, :, :, 1] * (2.0 / ws) + base[..., 0]
-        gy = off[:, :, :, 0] * (2.0 / hs) + base[..., 1]
-        grid = torch.stack((gx, gy), dim=-1).view(n * dg, k * out_h, out_w, 2)
+        # Tracing (ONNX export) must record the grid's construction from the input's shape, so it
+        # is not taken from the cache there.
+        make_base = _base_grid if torch.jit.is_tracing() else _cached_base_grid
+        base, scale = make_base(kh, kw, out_h, out_w, stride, padding, dilation, hs, ws, input.device, sample_dtype)
+        # Offsets are laid out (dy, dx); grid_sample wants (x, y) in the last dim.  Rather than
+        # reorder, keep (y, x) and sample the image transposed (a free view with the same memory
+        # access pattern): grid_sample's "x" then runs along H.  The grid is then a single fused
+        # multiply-add over a strided view of the offsets.
+        off = offset.to(sample_dtype).reshape(n, dg, k, 2, out_h, out_w).permute(0, 1, 2, 4, 5, 3)
+        grid = torch.addcmul(base, off, scale).reshape(n * dg, k * out_h, out_w, 2)
         cols = F.grid_sample(
-            x.reshape(n * dg, cg, hs, ws), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            x.reshape(n * dg, cg, hs, ws).transpose(2, 3), grid,
+            mode="bilinear", padding_mode="zeros", align_corners=False,
         )  # (N*dg, Cg, K*Ho, Wo)
         m = None if mask is None else mask.to(sample_dtype).reshape(n * dg, 1, k * out_h, out_w)
     wmat = weight.reshape(groups, cout // groups, cin_g * k)
@@ -296,18 +307,42 @@ def deform_conv2d(
         low = input.dtype
     if input.dtype == torch.float64:  # autocast leaves float64 alone; so do we
         low = None
+    fresh = not (torch.jit.is_tracing() or grad_needed)  # may write into preallocated outputs
     if low is not None and not _native_low_precision(device_type, low):
         # Without hardware bf16/fp16 (e.g. AVX2-only x86) oneDNN emulates low-precision GEMMs, ~50x
         # slower than float32: compute in float32 and return the low-precision dtype.
         with torch.autocast(device_type=device_type, enabled=False):
-            out = torch.matmul(wmat.to(cols.dtype), cols).to(low)
+            out = _gemm_bias(wmat.to(cols.dtype), cols, bias, fresh).to(low)
     elif low is not None:
-        out = torch.matmul(wmat.to(low), cols.to(low))
+        out = _gemm_bias(wmat.to(low), cols.to(low), bias, fresh)
     else:
+        out = _gemm_bias(wmat, cols, bias, fresh)
+    return out.view(n, cout, out_h, out_w)
+
+
+def _gemm_bias(wmat: Tensor, cols: Tensor, bias: Tensor | None, fresh: bool) -> Tensor:
+    """``wmat (G, Co/G, CK/G) @ cols (N, G, CK/G, P) + bias`` -> ``(N, G, Co/G, P)``.
+
+    Without autograd the bias is folded into the GEMM (addmm / baddbmm initialise the accumulator
+    with it) and each sample's product is written straight into the output: no extra pass.
+    """
+    n, groups, _, p = cols.shape
+    co_g = wmat.shape[1]
+    b = None if bias is None else bias.to(cols.dtype).view(groups, co_g, 1)
+    if not fresh:
         out = torch.matmul(wmat, cols)
-    out = out.view(n, cout, out_h, out_w)
-    if bias is not None:
-        out = out + bias.to(out.dtype).view(1, cout, 1, 1)
+        return out if b is None else out + b
+    out = cols.new_empty(n, groups, co_g, p)
+    for i in range(n):
+        if groups == 1:
+            if b is None:
+                torch.mm(wmat[0], cols[i, 0], out=out[i, 0])
+            else:
+                torch.addmm(b[0], wmat[0], cols[i, 0], out=out[i, 0])
+        elif b is None:
+            torch.bmm(wmat, cols[i], out=out[i])
+        else:
+            torch.baddbmm(b, wmat, cols[i], out=out[i])
     return out
 
 
