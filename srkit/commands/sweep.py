@@ -61,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                         help="autocast precision (default: fp32)")
     parser.add_argument("--tile", type=int, metavar="PX", help="restore in tiles of PX input pixels (bounds memory)")
+    parser.add_argument("--tile-overlap", type=int, default=16, metavar="PX",
+                        help="context pixels shared by neighbouring tiles, blended (default: 16)")
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -229,7 +231,8 @@ def run(args: argparse.Namespace) -> int:
                 for blur in blurs:
                     maps = udvd_condition(height, width, blur=blur, noise=noise)
                     out = next(iter(upscale_frames([image], model, device=device, precision=args.precision,
-                                                   tile=args.tile, condition=maps)))
+                                                   tile=args.tile, tile_overlap=args.tile_overlap,
+                                                   condition=maps)))
                     cell = from_float(out, np.uint8)
                     if (cell_h, cell_w) != cell.shape[:2]:
                         interp = cv2.INTER_AREA if cell_w < out_w else cv2.INTER_CUBIC
