@@ -58,39 +58,54 @@ def _run(argv: list[str]) -> int:
 
 
 def test_cli_sheet_has_the_grid_and_the_model_outputs(tmp_path, capsys):
+    from srkit.models.checkpoint import save_model
+
     rng = np.random.default_rng(0)
     src = tmp_path / "photo.png"
     write_image(src, (rng.random((10, 12, 3)) * 255).astype(np.uint8))
+    # A trained-looking checkpoint with a non-default config: the sweep must rebuild it from the file.
+    model = create_model("udvd-x2", num_feat=16, num_blocks=2, hr_feat=8).eval()
+    for p in model.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))  # make every cell depend visibly on its maps
+    weights = save_model(model, tmp_path / "tiny.safetensors")
     out = tmp_path / "sheet.png"
-    torch.manual_seed(123)
-    code = _run([str(src), "--model", "udvd-x2", "--blur", "0.5:2:3", "--noise", "0,25", "-o", str(out), "-q",
+    code = _run([str(src), "--weights", str(weights), "--blur", "0.5:2:3", "--noise", "0,25", "-o", str(out), "-q",
                  "--device", "cpu"])
     assert code == 0, capsys.readouterr().err
-    assert "no --weights" in capsys.readouterr().err
     sheet = read_rgb(out)
     cell_h, cell_w = 20, 24  # x2 output of the 10x12 input, unscaled
     label_h = max(14, min(32, cell_w // 10))
     assert sheet.shape == (label_h + 2 * (label_h + cell_h) + 4, 3 * cell_w + 2 * 4, 3)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", "sheet.png"]  # no temporary left over
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", "sheet.png", "tiny.safetensors"]
 
-    # Cell (row 1 = noise 25, col 2 = blur 2.0) is the model's output for exactly those settings.
-    torch.manual_seed(123)
-    model = create_model("udvd-x2").eval()
+    # Every cell (row = noise, column = blur) is the model's output for exactly those settings.
     x = torch.from_numpy(to_float(read_rgb(src))).permute(2, 0, 1)[None]
-    maps = torch.from_numpy(udvd_condition(10, 12, blur=2.0, noise=25))[None]
-    with torch.no_grad():
-        expected = from_float(model(x, maps).image[0].permute(1, 2, 0).numpy())
-    y, x0 = cell_origin(1, 2, (cell_h, cell_w), label_h, label_h)
-    got = sheet[y : y + cell_h, x0 : x0 + cell_w]
-    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    for r, noise in enumerate([0.0, 25.0]):
+        for c, blur in enumerate([0.5, 1.25, 2.0]):
+            maps = torch.from_numpy(udvd_condition(10, 12, blur=blur, noise=noise))[None]
+            with torch.no_grad():
+                expected = from_float(model(x, maps).image[0].permute(1, 2, 0).numpy())
+            y, x0 = cell_origin(r, c, (cell_h, cell_w), label_h, label_h)
+            got = sheet[y : y + cell_h, x0 : x0 + cell_w]
+            assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1, (r, c)
+    cells = []
+    for r, c in ((0, 0), (1, 2)):
+        y, x0 = cell_origin(r, c, (cell_h, cell_w), label_h, label_h)
+        cells.append(sheet[y : y + cell_h, x0 : x0 + cell_w])
+    assert not np.array_equal(*cells)  # the settings matter, so the placement check above means something
+
+    # --model must agree with the checkpoint.
+    assert _run([str(src), "--weights", str(weights), "--model", "udvd-x4", "-o", str(tmp_path / "o.png")]) != 0
+    assert "holds a udvd-x2 network but --model says udvd-x4" in capsys.readouterr().err
 
 
-def test_cli_crop_and_cell_width(tmp_path):
+def test_cli_crop_and_cell_width(tmp_path, capsys):
     src = tmp_path / "big.png"
     write_image(src, np.full((40, 50, 3), 128, np.uint8))
     out = tmp_path / "s.png"
     assert _run([str(src), "--model", "udvd-x2", "--crop", "8x6+4+2", "--blur", "1", "--noise", "0,5",
                  "--cell-width", "32", "-o", str(out), "-q"]) == 0
+    assert "no --weights" in capsys.readouterr().err
     sheet = read_rgb(out)
     # crop 8x6 -> output 16x12 -> resized to 32x24; label band = 14 px (32 // 10 < 14).
     assert sheet.shape == (14 + 2 * (14 + 24) + 4, 32, 3)

@@ -46,10 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("input", help="image to restore (PNG, JPEG, TIFF, ...)")
     parser.add_argument("-o", "--output", required=True, help="contact sheet image to write (.png recommended)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    parser.add_argument("--model", default="udvd-x4",
-                        help="a model conditioned on degradation maps (udvd-x2, udvd-x3, udvd-x4; default: udvd-x4)")
+    parser.add_argument("--model",
+                        help="a model conditioned on degradation maps (udvd-x2, udvd-x3, udvd-x4); default: the "
+                             "network stored in --weights, else udvd-x4")
     parser.add_argument("--weights", metavar="FILE",
-                        help="checkpoint to load (without it the network is untrained and the sheet is noise)")
+                        help="checkpoint; an srkit file rebuilds its own network and config (without weights the "
+                             "network is untrained and the sheet is noise)")
     parser.add_argument("--blur", default="0.2:3:6", metavar="GRID",
                         help="blur widths (Gaussian sigma, HR pixels), one per column (default: 0.2:3:6)")
     parser.add_argument("--noise", default="0,15,30", metavar="GRID",
@@ -173,8 +175,24 @@ def cell_origin(row: int, col: int, cell_size: tuple[int, int], label_height: in
 
 
 # ---------------------------------------------------------------------- command
+def _load_model(name: str | None, weights: str | None):
+    """The network to sweep: rebuilt from ``weights`` (srkit files carry their preset and full config,
+    so checkpoints trained with non-default widths load too), else preset ``name`` untrained."""
+    from srkit.models import create_model
+
+    if weights is None:
+        return create_model(name or "udvd-x4")
+    from srkit.models.checkpoint import load_model
+
+    model = load_model(weights, preset=None)
+    if name is not None and model.preset and model.preset != name:
+        raise ConfigError(f"--weights holds a {model.preset} network but --model says {name} "
+                          f"(leave out --model to use the checkpoint's)", weights)
+    return model
+
+
 def run(args: argparse.Namespace) -> int:
-    from srkit.infer.engine import load_model, model_spec, upscale_frames
+    from srkit.infer.engine import model_spec, upscale_frames
     from srkit.io.atomic import check_output_path
     from srkit.io.images import from_float, read_rgb, write_image
     from srkit.models.udvd import udvd_condition
@@ -207,10 +225,11 @@ def run(args: argparse.Namespace) -> int:
 
     device = select_device(args.device)
     with torch_threads(args.threads):
-        model = load_model(args.model, args.weights)
+        model = _load_model(args.model, args.weights)
+        name = model.preset or args.model or type(model).__name__
         spec = model_spec(model)
         if spec.condition != "degradation":
-            raise ConfigError(f"model {args.model!r} is not conditioned on degradation maps; "
+            raise ConfigError(f"model {name!r} is not conditioned on degradation maps; "
                               f"sweep needs a non-blind model such as udvd-x4")
         out_h, out_w = height * spec.scale, width * spec.scale
         cell_w = args.cell_width or out_w
@@ -241,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
                     bar.update()
                 cells.append(row)
 
-    title = f"{args.model} x{spec.scale} on {Path(args.input).name}{region}  (rows: noise, cols: blur)"
+    title = f"{name} x{spec.scale} on {Path(args.input).name}{region}  (rows: noise, cols: blur)"
     sheet = contact_sheet(cells, blurs, noises, title=title)
     write_image(out_path, sheet)
     if not args.quiet:

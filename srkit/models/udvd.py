@@ -408,8 +408,8 @@ def _check_noise(noise: float | np.ndarray, height: int, width: int) -> None:
 
 # ---------------------------------------------------------------------- presets
 def _build(scale: int, overrides: dict[str, Any]) -> UDVD:
-    if "scale" in overrides and overrides["scale"] != scale:
-        raise ConfigError(f"preset udvd-x{scale} has scale {scale}; got scale={overrides['scale']!r}")
+    # Overrides win, ``scale`` included: a checkpoint's config is complete and may be rebuilt
+    # through any preset of the family (srkit.models.checkpoint relies on that).
     return UDVD(UDVDConfig(**{"scale": scale, **overrides}))
 
 
