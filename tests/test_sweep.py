@@ -120,6 +120,7 @@ def test_cli_errors_are_one_line_and_leave_nothing(tmp_path, capsys):
         (["--blur", "0,1"], "--blur: widths must be positive"),
         (["--noise", "300"], "0..255"),
         (["--crop", "7x7"], "outside"),
+        (["--model", "udvd-x2", "--cell-width", "4000", "--blur", "1:2:3", "--noise", "0,1,2"], "--crop WxH"),
     ]
     for extra, message in cases:
         assert _run([str(src), "-o", str(out), "-q", *extra]) != 0

@@ -235,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
         cell_w = args.cell_width or out_w
         cell_h = max(1, round(out_h * cell_w / out_w))
         if len(blurs) * len(noises) * cell_w * cell_h > MAX_SHEET_PIXELS:
-            raise ConfigError(f"the sheet would have {len(blurs) * len(noises) * cell_w * cell_h / 1e6:.0f} megapixels; "
+            megapixels = len(blurs) * len(noises) * cell_w * cell_h / 1e6
+            raise ConfigError(f"the sheet would have {megapixels:.0f} megapixels; "
                               f"sweep a region (--crop WxH) or shrink the cells (--cell-width)")
         if args.weights is None:
             print("srkit sweep: warning: no --weights, the network is untrained (random outputs)", file=sys.stderr)

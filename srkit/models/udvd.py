@@ -280,7 +280,8 @@ class UDVD(SRModel):
             maps = maps.unsqueeze(0)
         if maps.dim() == 2:  # (N, 16): one degradation per image, spatially uniform
             maps = maps[:, :, None, None]
-        if maps.dim() != 4 or maps.shape[1] != cc or maps.shape[0] not in (1, n) or maps.shape[2:] not in ((1, 1), (h, w)):
+        fits = maps.dim() == 4 and maps.shape[1] == cc and maps.shape[0] in (1, n)
+        if not fits or maps.shape[2:] not in ((1, 1), (h, w)):
             raise ValueError(
                 f"degradation maps must be (N, {cc}, H, W) matching the image {tuple(x.shape)} "
                 f"(or (N, {cc}) / ({cc}, H, W) to broadcast), got {tuple(maps.shape)}"
@@ -360,7 +361,8 @@ def udvd_condition(
         k = _load_kernel(kernel)
     else:
         if blur is None:
-            raise ConfigError("UDVD needs the blur of the input: a width (--blur SIGMA) or a kernel (--kernel FILE.npy)")
+            raise ConfigError("UDVD needs the blur of the input: a width (--blur SIGMA) "
+                              "or a kernel (--kernel FILE.npy)")
         for name, value in (("blur", blur), ("blur2", blur2)):
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise ConfigError(f"{name} must be a positive kernel width, got {value}")
