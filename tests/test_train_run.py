@@ -209,3 +209,33 @@ def test_exploding_offsets_trigger_rollbacks_then_stop(tmp_path) -> None:
     with pytest.raises(DivergenceError, match="deformable offsets exploded"):
         train(cfg)
     assert "rollback 1/1" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_mana_three_stages_train_the_right_parameters(tmp_path) -> None:
+    from srkit.train.config import load_config
+
+    shipped = load_config("mana-vimeo")
+    stages = [dict(name=s.name, start_iter=s.start_iter, trainable=s.trainable, frozen=s.frozen,
+                   loss_weights=s.loss_weights, reset_optimizer=s.reset_optimizer) for s in shipped.train.stages]
+    for st, start in zip(stages, (1, 2, 3), strict=True):
+        st["start_iter"] = start
+    cfg = config_from_data(tiny(
+        tmp_path, model={"name": "mana", "overrides": {"num_feat": 8, "num_frame": 3, "encoder_nblocks": 1,
+                                                       "decoder_nblocks": 1, "memory_size": 8}},
+        train={"total_iters": 3, "optim": {"lr": 1e-2, "betas": [0.5, 0.999]}, "schedule": {"type": "constant"},
+               "stages": stages, "losses": [dict(vars(t)) for t in shipped.train.losses], "ema": {"enabled": False}},
+        guard={"enabled": False}))
+    tr = Trainer(cfg)
+    memory = {"nonloc_spatial.mb", "nonloc_spatial.W_z1.weight", "nonloc_spatial.W_z1.bias"}
+    snapshots = [{k: v.clone() for k, v in tr.model.state_dict().items()}]
+    for total in (1, 2, 3):
+        tr.cfg.train.total_iters = total
+        tr.fit()
+        snapshots.append({k: v.clone() for k, v in tr.model.state_dict().items()})
+    changed = [{k for k in a if not torch.equal(a[k], b[k])} for a, b in zip(snapshots, snapshots[1:])]
+    assert changed[0] and not changed[0] & memory          # stage 1: all but the memory bank + its 1x1 conv
+    assert changed[1] and changed[1] <= memory             # stage 2: only those two ...
+    rows = _rows(tmp_path / "run")
+    assert {r[1] for r in rows if r[0] == "2" and r[1].startswith("loss/")} == {"loss/quantization"}  # ... on the quantization loss
+    assert {r[1] for r in rows if r[0] == "3" and r[1].startswith("loss/")} == {"loss/pixel"}
+    assert changed[2] & memory and changed[2] - memory     # stage 3: everything on L1
