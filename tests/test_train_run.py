@@ -141,6 +141,15 @@ def test_fresh_run_refuses_existing_checkpoints(tmp_path) -> None:
     train(config_from_data(tiny(tmp_path), ["train.total_iters=2"]))
     with pytest.raises(ConfigError, match="already holds checkpoints; use --resume auto"):
         Trainer(config_from_data(tiny(tmp_path)))
+    Trainer(config_from_data(tiny(tmp_path)), resume="auto").close()  # the failed setup released the folder
+
+
+def test_one_trainer_per_run_folder(tmp_path) -> None:
+    first = Trainer(config_from_data(tiny(tmp_path)))
+    with pytest.raises(ConfigError, match="another `srkit train` is already using this run folder"):
+        Trainer(config_from_data(tiny(tmp_path)), resume="auto")
+    first.close()
+    Trainer(config_from_data(tiny(tmp_path)), resume="auto").close()
 
 
 def test_validation_keeps_best_and_logs_images(tmp_path) -> None:
@@ -232,10 +241,11 @@ def test_mana_three_stages_train_the_right_parameters(tmp_path) -> None:
         tr.cfg.train.total_iters = total
         tr.fit()
         snapshots.append({k: v.clone() for k, v in tr.model.state_dict().items()})
-    changed = [{k for k in a if not torch.equal(a[k], b[k])} for a, b in zip(snapshots, snapshots[1:])]
+    changed = [{k for k in a if not torch.equal(a[k], b[k])} for a, b in zip(snapshots, snapshots[1:], strict=False)]
     assert changed[0] and not changed[0] & memory          # stage 1: all but the memory bank + its 1x1 conv
     assert changed[1] and changed[1] <= memory             # stage 2: only those two ...
     rows = _rows(tmp_path / "run")
-    assert {r[1] for r in rows if r[0] == "2" and r[1].startswith("loss/")} == {"loss/quantization"}  # ... on the quantization loss
+    # ... on the quantization loss
+    assert {r[1] for r in rows if r[0] == "2" and r[1].startswith("loss/")} == {"loss/quantization"}
     assert {r[1] for r in rows if r[0] == "3" and r[1].startswith("loss/")} == {"loss/pixel"}
     assert changed[2] & memory and changed[2] - memory     # stage 3: everything on L1

@@ -253,6 +253,15 @@ class Trainer:
         if cfg.debug.deterministic:
             torch.use_deterministic_algorithms(True)
         self.run_dir = cfg.run_dir
+        self._lock = _lock_run_dir(self.run_dir) if self.dist.is_main else None
+        try:
+            self._setup(resume)
+        except BaseException:
+            self.close()  # a failed setup must not keep the run folder locked
+            raise
+
+    def _setup(self, resume: str | None) -> None:
+        cfg = self.cfg
         self.store = CheckpointStore(self.run_dir / "checkpoints", cfg.checkpoint.keep_last, log=self._log)
         self.logger: RunLogger | None = None
         self._pending_log: list[str] = []
@@ -292,6 +301,12 @@ class Trainer:
             self._log(f"resumed from {resume_path} at iteration {self.iteration}")
         else:
             seed_everything(cfg.seed + 7919 * self.dist.rank)
+
+    def close(self) -> None:
+        """Release the run folder (also happens when the process ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     # -- setup helpers ---------------------------------------------------------------------------------
 
@@ -604,6 +619,29 @@ class Trainer:
         return bool(improved)
 
 
+def _lock_run_dir(run_dir: Path) -> Any:
+    """Hold an exclusive lock on the run folder for the life of the process.
+
+    Two trainers writing one run folder would interleave checkpoints and logs; the lock (released by
+    the OS whenever the process ends, SIGKILL included) makes the second one stop with a clear error.
+    """
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the run folder ({exc.strerror})", run_dir) from None
+    fh = open(run_dir / ".lock", "a+")  # noqa: SIM115 - kept open on purpose: the lock lives with it
+    try:
+        import fcntl
+
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # pragma: no cover - Windows: no advisory locks, carry on unguarded
+        pass
+    except OSError:
+        fh.close()
+        raise ConfigError("another `srkit train` is already using this run folder", run_dir) from None
+    return fh
+
+
 def _fmt_time(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"
@@ -624,3 +662,4 @@ def train(cfg: ExperimentConfig, resume: str | None = None) -> dict[str, Any]:
         return trainer.fit()
     finally:
         D.shutdown_distributed(trainer.dist)
+        trainer.close()
