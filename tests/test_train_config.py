@@ -91,6 +91,9 @@ def test_cli_prints_config_and_reports_errors(tmp_path, capsys) -> None:
     assert "did you mean 'edvr-m-reds-wotsa'?" in capsys.readouterr().err
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2
     assert "missing.yaml: config file not found" in capsys.readouterr().err
+    assert main(["train", "--print-config"]) == 0
+    defaults = yaml.safe_load(capsys.readouterr().out)
+    assert defaults["guard"]["max_rollbacks"] == 3 and defaults["train"]["stages"][0]["trainable"] == ["*"]
     assert main(["train", "--list"]) == 0
     assert "tiny-edvr-set8" in capsys.readouterr().out.split()
 

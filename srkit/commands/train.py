@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue a run: 'auto' = newest valid checkpoint of the run folder (fresh start "
                              "if none), or a checkpoint file")
     parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config (after --set) as YAML and exit without training")
+                        help="print the resolved config (after --set) as YAML and exit without training; "
+                             "without CONFIG, print every key with its default")
     parser.add_argument("--list", action="store_true", help="list the shipped configs and exit")
 
 
@@ -45,6 +46,11 @@ def run(args: argparse.Namespace) -> int:
             print(name)
         return 0
     if not args.config:
+        if args.print_config:  # the full schema with its defaults: a starting point for a new config
+            from srkit.train.config import config_from_data
+
+            sys.stdout.write(dump_yaml(config_from_data({}, args.overrides)))
+            return 0
         raise ConfigError("no CONFIG given (a YAML file or a shipped config name; see srkit train --list)")
     cfg = load_config(args.config, args.overrides)
     if args.print_config:
