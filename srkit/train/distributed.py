@@ -7,6 +7,7 @@ validates and writes checkpoints; the others wait at barriers.
 
 from __future__ import annotations
 
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -41,7 +42,9 @@ def init_distributed(device_type: str) -> DistInfo:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
+        # Rank 0 validates and writes checkpoints while the others wait at a collective: allow that
+        # to take long (NCCL's default timeout is 10 minutes).
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(hours=2))
     return DistInfo(rank, world, local_rank)
 
 

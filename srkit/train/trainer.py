@@ -509,7 +509,10 @@ class Trainer:
             grad_norm = self._grad_norm()
             loss_value = float(loss.detach())
             offset = self._offset_mean()
-            reason = self.guard.check(loss_value, grad_norm, offset)
+            # Under fp16 loss scaling an overflowing gradient is routine: the scaler skips that step
+            # and lowers its scale, so only the loss and offsets are the guard's business then.
+            judged_norm = grad_norm if self.scaler is None else None
+            reason = self.guard.check(loss_value, judged_norm, offset)
             bad, stop = D.any_across_ranks(self.dist, [reason is not None, self._stop_signal is not None], self.device)
             if bad:
                 self._rollback(reason or "another process diverged", i)
