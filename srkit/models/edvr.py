@@ -73,8 +73,10 @@ def _cat_conv(conv: nn.Conv2d, nbr: torch.Tensor, ref: torch.Tensor) -> torch.Te
     neighbours instead of being recomputed (and its input copied into a concat) T times.
     """
     c = nbr.shape[1]
-    out = F.conv2d(nbr, conv.weight[:, :c], conv.bias, conv.stride, conv.padding, conv.dilation)
-    ref_out = F.conv2d(ref, conv.weight[:, c:], None, conv.stride, conv.padding, conv.dilation)
+    # Weight halves made contiguous (a few hundred KB): a strided weight sends conv2d to its slow path.
+    w_nbr, w_ref = conv.weight[:, :c].contiguous(), conv.weight[:, c:].contiguous()
+    out = F.conv2d(nbr, w_nbr, conv.bias, conv.stride, conv.padding, conv.dilation)
+    ref_out = F.conv2d(ref, w_ref, None, conv.stride, conv.padding, conv.dilation)
     t = out.shape[0] // ref_out.shape[0]
     # (B*T, C, h, w) viewed as (B, T, C, h, w) + (B, 1, C, h, w): the reference result is not copied.
     return out.unflatten(0, (ref_out.shape[0], t)).add_(ref_out.unsqueeze(1)).flatten(0, 1)
