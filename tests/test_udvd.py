@@ -184,6 +184,22 @@ def test_safetensors_round_trip_rebuilds_the_config(tmp_path):
         assert torch.equal(loaded(x, maps).image, model(x, maps).image)
 
 
+def test_foreign_state_dict_with_custom_widths_is_rebuilt_by_shape(tmp_path):
+    from srkit.models.checkpoint import load_model
+    from srkit.models.udvd import infer_config
+
+    model = create_model("udvd-x3", num_feat=24, num_blocks=3, image_feat=8, block_feat=20, hr_feat=12,
+                         kernel_size=3, num_common_blocks=1, stage_loss_weights=(1.0, 1.0))
+    path = tmp_path / "trained.pth"
+    torch.save({"params": model.state_dict()}, path)  # BasicSR-style, no srkit metadata
+    loaded = load_model(path)
+    assert loaded.config == model.config and loaded.preset == "udvd-x3"
+    x, maps = torch.rand(1, 3, 5, 6), _maps(1, 5, 6)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, maps).image, model(x, maps).image)
+    assert infer_config({"conv_first.weight": torch.zeros(1)}) is None  # not a UDVD
+
+
 def test_no_common_blocks_gives_single_stage():
     model = create_model("udvd-x2", **TINY, num_common_blocks=0, stage_loss_weights=(1.0,))
     out = model(torch.rand(1, 3, 4, 4), _maps(1, 4, 4))

@@ -80,6 +80,7 @@ __all__ = [
     "udvd_condition",
     "udvd_condition_field",
     "bilinear_upsample_kernels",
+    "infer_config",
 ]
 
 # 15 PCA coefficients of the blur kernel + 1 noise level (SRMD's degradation maps).
@@ -406,6 +407,51 @@ def _check_noise(noise: float | np.ndarray, height: int, width: int) -> None:
         raise ConfigError(f"noise must be a number or a ({height}, {width}) map, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)) or np.any(arr < 0):
         raise ConfigError("noise level must be a non-negative number (0-255 units)")
+
+
+# ---------------------------------------------------------------------- checkpoints
+def infer_config(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]] | None:
+    """``(preset, overrides)`` of the UDVD whose parameters have these names and shapes, or None.
+
+    For checkpoints without srkit metadata (bare state dicts, BasicSR-style ``params``/``params_ema``
+    files) trained with non-preset widths or depths. Every size is read from a weight shape;
+    ``kernel_norm``, ``padding`` and ``res_scale`` have no parameters and take their defaults (srkit
+    safetensors files store the full config and do not need this).
+    """
+    try:
+        first = state["conv_first.weight"].shape
+        image0 = state["upsample_block.image_path.0.weight"].shape
+        fuse = state["upsample_block.fuse.weight"].shape
+        kernel_out = state["upsample_block.kernel_head.weight"].shape[0]
+        residual_out = state["upsample_block.residual_head.weight"].shape[0]
+    except (KeyError, AttributeError):
+        return None
+    channels, image_feat, block_feat, num_feat = image0[1], image0[0], fuse[0], first[0]
+    if residual_out % channels:
+        return None
+    ss = residual_out // channels
+    scale = math.isqrt(ss)
+    k = math.isqrt(kernel_out // ss) if kernel_out % ss == 0 else 0
+    if scale * scale != ss or k * k * ss != kernel_out:
+        return None
+    num_blocks = len({key.split(".")[1] for key in state if key.startswith("body.")})
+    num_common = len({key.split(".")[1] for key in state if key.startswith("common_blocks.")})
+    hr_feat = state["feat_upsample.0.weight"].shape[0] // ss if "feat_upsample.0.weight" in state else 32
+    overrides: dict[str, Any] = dict(
+        scale=scale, num_in_ch=channels, condition_channels=first[1] - channels, num_feat=num_feat,
+        num_blocks=num_blocks, kernel_size=k, num_common_blocks=num_common, image_feat=image_feat,
+        block_feat=block_feat, hr_feat=hr_feat, stage_loss_weights=(1.0,) * (num_common + 1),
+    )
+    return (f"udvd-x{scale}" if scale in (2, 3, 4) else "udvd-x4"), overrides
+
+
+def _register_checkpoint_support() -> None:
+    from srkit.models.checkpoint import register_config_inferrer
+
+    register_config_inferrer("udvd", infer_config)
+
+
+_register_checkpoint_support()
 
 
 # ---------------------------------------------------------------------- presets
