@@ -69,3 +69,14 @@ def test_validation_first_frames_only(clips) -> None:
     ds = build_dataset(ds_cfg, SPEC, seed=1, train=False, where="data.val")
     assert len(ds) == 4 and ds[0]["gt"].shape == (3, 32, 40) and ds[0]["lq"].shape == (3, 3, 8, 10)
     assert [ds[i]["key"] for i in range(4)] == ["a/000", "a/001", "b/000", "b/001"]
+
+
+def test_crop_size_must_fit_the_scale(clips) -> None:
+    from srkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.train.gt_size: expected a multiple of the model scale 4, got 30"):
+        build_dataset(DatasetConfig(kind="video", root=str(clips), gt_size=30), SPEC, seed=0, train=True, where="data.train")
+    with pytest.raises(ConfigError, match=r"data.train.root: a video dataset needs a root folder"):
+        build_dataset(DatasetConfig(kind="video"), SPEC, seed=0, train=True, where="data.train")
+    with pytest.raises(ConfigError, match=r"data.train.kind: 'image' data but the model takes 3-frame windows"):
+        build_dataset(DatasetConfig(kind="image", root=str(clips)), SPEC, seed=0, train=True, where="data.train")

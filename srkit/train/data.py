@@ -167,6 +167,9 @@ class FirstFrames(Dataset):
 
 def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool, where: str) -> Dataset:
     """The dataset a config section describes (``where`` names it in errors: ``data.train``)."""
+    scale = 1 if spec.hr_input else spec.scale
+    if train and cfg.gt_size % scale:
+        raise ConfigError(f"{where}.gt_size: expected a multiple of the model scale {scale}, got {cfg.gt_size}")
     if cfg.kind == "synthetic":
         ds: Dataset = SyntheticSRDataset(cfg, spec, seed=seed, train=train)
         return Repeated(ds, cfg.enlarge_ratio) if train and cfg.enlarge_ratio > 1 else ds
