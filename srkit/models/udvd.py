@@ -204,11 +204,11 @@ class DynamicBlock(nn.Module):
         scaled_kaiming_init_(self.residual_head, weight_scale)
         k2 = self.kernel_size * self.kernel_size
         with torch.no_grad():
-            if self.scale > 1:
+            if self.scale > 1 and self.kernel_size >= 3:
                 start = bilinear_upsample_kernels(self.scale, self.kernel_size)
-            else:
-                start = torch.zeros(1, k2)
-                start[0, k2 // 2] = 1.0
+            else:  # identity (nearest-neighbour upsampling when scale > 1 and k = 1)
+                start = torch.zeros(self.scale * self.scale, k2)
+                start[:, k2 // 2] = 1.0
             if self.kernel_norm == "softmax":
                 # Logits whose softmax is the start kernel (zeros get a large negative logit).
                 start = torch.log(start.clamp_min(1e-4))
