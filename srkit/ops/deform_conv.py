@@ -17,17 +17,28 @@ So the whole op is:
 2. one ``grid_sample`` call per batch that samples every channel of a deformable group at its group's
    grid: the result, shaped ``(N * dg, C / dg, K * Ho, Wo)``, *is* the im2col column matrix
    ``(N, Cin * K, Ho * Wo)`` in the weight's ``(Cin, kh, kw)`` order, with no copy;
-3. multiply by the modulation mask (DCNv2) and do ONE matmul ``(Cout, Cin*K) @ (Cin*K, Ho*Wo)``
-   (a batched matmul per convolution group).
+3. multiply by the modulation mask (DCNv2, in place when the mask needs no gradient) and do ONE
+   matmul ``(Cout, Cin*K) @ (Cin*K, Ho*Wo)`` per sample and convolution group (the bias folded into
+   it when autograd is off).
 
-``grid_sample`` is a multithreaded, vectorised kernel with an analytic backward on every backend, so
-forward and backward are both fast without any custom autograd code, and ONNX has ``GridSample``
-since opset 16, so the same code exports.
+``grid_sample`` is a multithreaded, vectorised kernel with an analytic backward on every backend, and
+ONNX has ``GridSample`` since opset 16, so the same code exports.  The only custom backward is the
+DCNv2 GEMM's (:class:`_ModulatedGEMM`), which keeps one copy of the columns instead of two.
+Without autograd, a batch is processed a few samples at a time so the column matrix stays under
+``_INFERENCE_COLS_BYTES``.
+
+Precision: sampling coordinates are always computed in float32 (or float64), also under autocast.
+The matmul follows autocast, except on CPUs without native bf16/fp16 (oneDNN would emulate it ~50x
+slower): there it runs in float32 and the result is returned in autocast's dtype.  When the offset
+gradient is needed the image is zero-padded to power-of-two sizes so that integer sample positions
+survive the normalised-coordinate round trip exactly (see the comment in :func:`deform_conv2d`).
 
 Border rule: torchvision's CPU kernel returns 0 for a sample with ``y <= -1 or y >= H`` (same for x)
 and otherwise blends the four neighbours, each neighbour outside the image counting as 0.  That is
 bilinear interpolation of the zero-padded image, which is what ``padding_mode="zeros"`` computes,
-including the gradients with respect to the sampling position.
+including the gradients with respect to the sampling position.  One deliberate difference:
+a non-finite offset gives a non-finite output here (torchvision silently samples 0), so diverging
+offsets surface instead of hiding; :class:`OffsetMonitor` reports them.
 """
 
 from __future__ import annotations
