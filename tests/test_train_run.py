@@ -163,6 +163,14 @@ def test_validation_keeps_best_and_logs_images(tmp_path) -> None:
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     assert best["best"] == pytest.approx(max(psnr)) and best["iteration"] in (2, 4, 6)
     assert any((run / "tb").iterdir())
+    # The best and final weights as one-file srkit models (EMA weights: EMA is on in this config).
+    from srkit.models.checkpoint import load_model
+
+    final = load_model(run / "model_final.safetensors")
+    assert final.preset == "edvr-m" and final.config.num_feat == 8
+    ema = torch.load(sorted((run / "checkpoints").glob("iter_*.pt"))[-1], weights_only=True)["params_ema"]
+    assert all(torch.equal(final.state_dict()[k], ema[k]) for k in ema)
+    assert (run / "model_best.safetensors").is_file()
     assert all(0.0 <= float(r[2]) <= 1.0 for r in _rows(run) if r[1] == "perf/data_wait_fraction")
 
 

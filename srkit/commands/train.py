@@ -18,7 +18,9 @@ examples:
 --set KEY=VALUE parses VALUE as YAML: numbers, true/false, null, [1, 2], {a: 1}; list items are
 addressed by index (train.stages.1.start_iter=5000). Ctrl-C or SIGTERM saves a checkpoint and exits;
 a second Ctrl-C stops at once. Outputs go to OUTPUT_DIR/NAME (config keys output_dir and name):
-checkpoints/ (last K + best, each with a checksum manifest), scalars.csv, train.log, tb/ (TensorBoard).
+checkpoints/ (last K + best, each with a checksum manifest), model_best.safetensors and
+model_final.safetensors (EMA weights when kept; usable with srkit upscale --weights), scalars.csv,
+train.log, tb/ (TensorBoard).
 """
 
 

@@ -559,6 +559,10 @@ class Trainer:
             improved = self._maybe_validate(i)
             if i % cfg.checkpoint.every == 0 or improved or i == total or stop:
                 self.save(best=improved)
+            if improved:
+                self._export("best", i)
+            if i == total:
+                self._export("final", i)
             if cfg.debug.kill_at_iter == i:
                 os.kill(os.getpid(), signal.SIGKILL)
             if stop:
@@ -567,6 +571,17 @@ class Trainer:
                 break
         return {"iteration": self.iteration, "best": self.best, "stopped_by": stopped_by,
                 "rollbacks": self.guard.rollbacks, "lr_scale": self.guard.lr_scale}
+
+    def _export(self, tag: str, iteration: int) -> None:
+        """``<run>/model_<tag>.safetensors``: the weights to use (EMA when kept), in srkit's format, so
+        ``srkit upscale --weights`` and ``srkit.load_model`` rebuild the network from this one file."""
+        if not self.dist.is_main:
+            return
+        from srkit.models.checkpoint import save_model
+
+        use_ema = self.ema is not None
+        save_model(self.ema.module if use_ema else self.model, self.run_dir / f"model_{tag}.safetensors",
+                   {"iteration": str(iteration), "weights": "ema" if use_ema else "raw", "run": self.cfg.name})
 
     def _grad_norm(self) -> float | None:
         params = [p for p in self.model.parameters() if p.grad is not None]
