@@ -482,6 +482,8 @@ class Trainer:
         self.model.train()
         window: dict[str, float] = {}
         t_data = t_step = 0.0
+        run_data = run_step = 0.0  # whole-run totals for the closing summary
+        run_iters = 0
         n_window = 0
         t_last = time.perf_counter()
         stopped_by = None
@@ -530,6 +532,9 @@ class Trainer:
             self.iteration = i
             t2 = time.perf_counter()
             t_data += t1 - t0
+            run_data += t1 - t0
+            run_step += t2 - t0
+            run_iters += 1
             t_step += t2 - t0
             n_window += 1
             window["loss"] = window.get("loss", 0.0) + loss_value
@@ -569,6 +574,11 @@ class Trainer:
                 stopped_by = signal.Signals(self._stop_signal).name if self._stop_signal else "another process"
                 log.info(f"stopped by {stopped_by} at iteration {i}; resume with --resume auto")
                 break
+        if run_iters:
+            log.info(f"{run_iters} iterations in {_fmt_time(run_step)} ({run_iters / max(run_step, 1e-9):.3g} it/s), "
+                     f"{100 * run_data / max(run_step, 1e-9):.1f}% of step time waiting for data; now at iteration "
+                     f"{self.iteration}/{total}"
+                     + (f", best {cfg.val.best_metric} {self.best:.4f}" if self.best is not None else ""))
         return {"iteration": self.iteration, "best": self.best, "stopped_by": stopped_by,
                 "rollbacks": self.guard.rollbacks, "lr_scale": self.guard.lr_scale}
 
