@@ -269,7 +269,10 @@ def _candidates(state: StateDict, family: str | None) -> list[tuple[str, StateDi
     out: list[tuple[str, StateDict]] = []
     for fam in families:
         for adapter in _KEY_ADAPTERS.get(fam, []):
-            converted = adapter(dict(state))
+            try:
+                converted = adapter(dict(state))
+            except Exception:  # noqa: BLE001 - another family's adapter choking on this file: not a match
+                converted = None
             if converted is not None:
                 out.append((fam, converted))
         out.append((fam, state))  # srkit's own names
@@ -298,7 +301,10 @@ def _best_preset(state: StateDict, family: str | None, path: Path | None,
         if exact:
             return _pick_by_filename(exact, path, preferred), {}, converted
         for inferrer in _CONFIG_INFERRERS.get(fam, []):
-            guess = inferrer(converted)
+            try:
+                guess = inferrer(converted)
+            except Exception:  # noqa: BLE001 - an inferrer that cannot read this state: not a match
+                guess = None
             if guess is not None:
                 name, overrides = guess
                 with torch.device("meta"):
