@@ -69,3 +69,33 @@ def test_onnx_export_matches_pytorch(tmp_path, modulated):
         got = session.run(None, {"x": x.numpy()})[0]
         assert got.shape == ref.shape
         np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+class MonitoredDCN(OffsetPredictingDCN):
+    """DCNv2Pack-like module that also feeds an OffsetMonitor, as srkit's EDVR does."""
+
+    def __init__(self):
+        super().__init__()
+        from srkit.ops import OffsetMonitor
+
+        self.monitor = OffsetMonitor(threshold=1e-9)  # would warn on every eager call
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_offset(x)
+        o1, o2, mask = torch.chunk(out, 3, dim=1)
+        offset = torch.cat((o1, o2), dim=1) * self.offset_gain
+        self.monitor.update(offset)
+        return self.dcn(x, offset, torch.sigmoid(mask))
+
+
+def test_offset_monitor_is_inert_during_export(tmp_path):
+    torch.manual_seed(0)
+    model = MonitoredDCN().eval()
+    x = torch.randn(1, 8, 10, 12)
+    with torch.no_grad():
+        ref = model(x).numpy()
+    calls = model.monitor.calls
+    _export(model, x, tmp_path / "m.onnx", opset=16)
+    assert model.monitor.calls == calls  # nothing read back (or baked in) while tracing
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], ref, atol=1e-4, rtol=0)

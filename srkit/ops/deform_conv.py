@@ -413,7 +413,13 @@ class OffsetMonitor:
 
     @torch.no_grad()
     def update(self, offset: Tensor) -> float:
-        """Record ``mean(|offset|)`` and warn (rate-limited) when it exceeds the threshold."""
+        """Record ``mean(|offset|)`` and warn (rate-limited) when it exceeds the threshold.
+
+        Does nothing (returns the previous value) while tracing, compiling or exporting: reading a
+        value back to Python would bake a constant into the graph or break it.
+        """
+        if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+            return self.last_abs_mean if self.last_abs_mean is not None else float("nan")
         value = _abs_mean(offset.detach())
         self.last_abs_mean = value
         self.calls += 1
