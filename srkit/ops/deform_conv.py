@@ -313,7 +313,6 @@ def deform_conv2d(
     # the weight's (Cin, kh, kw) flattening order.  Split it by convolution group for one batched matmul.
     cols = cols.view(n, groups, (c // groups) * k, p)
     # Output dtype: autocast's low-precision dtype if autocast is on, else the input's.
-    low = _autocast_low_precision(device_type)
     if low is None and input.dtype in _LOW_PRECISION:
         low = input.dtype
     if input.dtype == torch.float64:  # autocast leaves float64 alone; so do we
