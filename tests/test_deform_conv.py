@@ -384,3 +384,21 @@ def test_partial_requires_grad_matches_torchvision(which):
 
     for ours, ref in zip(grads(deform_conv2d), grads(tv.ops.deform_conv2d), strict=True):
         torch.testing.assert_close(ours, ref, atol=1e-9, rtol=1e-7)
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+def test_inference_row_bands_for_large_frames(monkeypatch, autocast):
+    """A single sample whose columns exceed the budget is done in bands of output rows."""
+    x, offset, weight, bias, mask, kw = _case(n=1, c=8, h=13, w=11, dg=2, stride=(2, 1), pad=(1, 1))
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
+    with torch.no_grad(), ctx:
+        whole = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+        ho, wo = whole.shape[-2:]
+        calls = []
+        real = dc_module.F.grid_sample
+        monkeypatch.setattr(dc_module.F, "grid_sample", lambda *a, **k: calls.append(a[1].shape[1]) or real(*a, **k))
+        monkeypatch.setattr(dc_module, "_INFERENCE_COLS_BYTES", 3 * 8 * 9 * wo * 4)  # 3 output rows
+        bands = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+    assert calls == [9 * 3, 9 * 3, 9 * 1]  # grid rows = taps * band rows; Ho = 7
+    assert bands.dtype == whole.dtype == (torch.bfloat16 if autocast else torch.float32)
+    torch.testing.assert_close(bands, whole, atol=1e-5 if not autocast else 1e-2, rtol=1e-5)

@@ -265,6 +265,7 @@ def deform_conv2d(
     # Sampling runs outside autocast and in at least float32: coordinates of a 1000-pixel-wide image
     # need ~1e-4 pixel resolution, which bfloat16 (8 bits of mantissa) cannot give.
     device_type = input.device.type
+    low = _autocast_low_precision(device_type)  # looked up before autocast is switched off below
     with torch.autocast(device_type=device_type, enabled=False):
         sample_dtype = torch.promote_types(input.dtype, torch.float32)
         if offset.dtype not in _LOW_PRECISION:
@@ -286,48 +287,90 @@ def deform_conv2d(
         # is not taken from the cache there.
         make_base = _base_grid if torch.jit.is_tracing() else _cached_base_grid
         base, scale = make_base(kh, kw, out_h, out_w, stride, padding, dilation, hs, ws, input.device, sample_dtype)
-        # Offsets are laid out (dy, dx); grid_sample wants (x, y) in the last dim.  Rather than
-        # reorder, keep (y, x) and sample the image transposed (a free view with the same memory
-        # access pattern): grid_sample's "x" then runs along H.  The grid is then a single fused
-        # multiply-add over a strided view of the offsets.
-        off = offset.to(sample_dtype).reshape(n, dg, k, 2, out_h, out_w).permute(0, 1, 2, 4, 5, 3)
-        grid = torch.addcmul(base, off, scale).reshape(n * dg, k * out_h, out_w, 2)
-        cols = F.grid_sample(
-            x.reshape(n * dg, cg, hs, ws).transpose(2, 3), grid,
-            mode="bilinear", padding_mode="zeros", align_corners=False,
-        )  # (N*dg, Cg, K*Ho, Wo)
-        m = None if mask is None else mask.to(sample_dtype).reshape(n * dg, 1, k * out_h, out_w)
+        xt = x.reshape(n * dg, cg, hs, ws).transpose(2, 3)
+
+        def sample(r0: int, r1: int) -> tuple[Tensor, Tensor | None]:
+            """Unmasked columns ``(N*dg, Cg, K*R, Wo)`` and mask ``(N*dg, 1, K*R, Wo)`` for output
+            rows ``r0:r1`` (all rows unless a single sample's columns exceed the memory budget)."""
+            rows = r1 - r0
+            # Offsets are laid out (dy, dx); grid_sample wants (x, y) in the last dim.  Rather than
+            # reorder, keep (y, x) and sample the image transposed (a free view with the same memory
+            # access pattern): grid_sample's "x" then runs along H.  The grid is then a single fused
+            # multiply-add over a strided view of the offsets.
+            off_r = offset if rows == out_h else offset[:, :, r0:r1]
+            off_r = off_r.to(sample_dtype).reshape(n, dg, k, 2, rows, out_w).permute(0, 1, 2, 4, 5, 3)
+            base_r = base if rows == out_h else base[:, r0:r1]
+            grid = torch.addcmul(base_r, off_r, scale).reshape(n * dg, k * rows, out_w, 2)
+            cols_r = F.grid_sample(xt, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            if mask is None:
+                return cols_r, None
+            mask_r = mask if rows == out_h else mask[:, :, r0:r1]
+            return cols_r, mask_r.to(sample_dtype).reshape(n * dg, 1, k * rows, out_w)
+
+        per_row = n * c * k * out_w * torch.finfo(sample_dtype).bits // 8
+        if not grad_needed and not torch.jit.is_tracing() and per_row * out_h > _INFERENCE_COLS_BYTES:
+            # One sample's columns alone exceed the budget (large frames): do bands of output rows.
+            band = max(1, _INFERENCE_COLS_BYTES // per_row)
+            pieces = []
+            for r0 in range(0, out_h, band):
+                r1 = min(out_h, r0 + band)
+                cols_r, m_r = sample(r0, r1)
+                pieces.append(_finish(cols_r, m_r, weight, bias, input.dtype, device_type, low, n, groups,
+                                      r1 - r0, out_w, grad_needed=False).view(n, cout, r1 - r0, out_w))
+            return torch.cat(pieces, dim=2)
+        cols, m = sample(0, out_h)  # (N*dg, Cg, K*Ho, Wo)
+    return _finish(cols, m, weight, bias, input.dtype, device_type, low, n, groups, out_h, out_w, grad_needed,
+                   mask_grad=mask is not None and mask.requires_grad).view(n, cout, out_h, out_w)
+
+
+def _finish(
+    cols: Tensor,
+    m: Tensor | None,
+    weight: Tensor,
+    bias: Tensor | None,
+    in_dtype: torch.dtype,
+    device_type: str,
+    low: torch.dtype | None,
+    n: int,
+    groups: int,
+    out_h: int,
+    out_w: int,
+    grad_needed: bool,
+    mask_grad: bool = False,
+) -> Tensor:
+    """Mask the columns and contract them with the weight: ``(N, G, Cout/G, out_h * out_w)``.
+
+    ``low`` is autocast's low-precision dtype at the call site (None when autocast is off).
+    """
+    cout, cin_g, kh, kw = weight.shape
+    k = kh * kw
     wmat = weight.reshape(groups, cout // groups, cin_g * k)
-    low = _autocast_low_precision(device_type)
-    if m is not None and grad_needed and mask.requires_grad and low is None and not torch.jit.is_tracing():
+    if m is not None and grad_needed and mask_grad and low is None and not torch.jit.is_tracing():
         # Training DCNv2: the mask gradient needs the unmasked samples and the weight gradient the
         # masked ones; autograd would keep both (2 x Cin*K*Ho*Wo).  This keeps one and recomputes.
-        out = _ModulatedGEMM.apply(cols, m, wmat.to(cols.dtype), n, groups)
-        out = out.to(input.dtype).view(n, cout, out_h, out_w)
-        return out if bias is None else out + bias.to(out.dtype).view(1, cout, 1, 1)
+        out = _ModulatedGEMM.apply(cols, m, wmat.to(cols.dtype), n, groups).to(in_dtype)
+        return out if bias is None else out + bias.to(out.dtype).view(1, groups, cout // groups, 1)
     if m is not None:
         # grid_sample's backward does not use its output, so scaling it in place is safe (and saves a
         # Cin*K*Ho*Wo temporary) when the mask itself needs no gradient.
-        cols = cols * m if (grad_needed and mask.requires_grad) else cols.mul_(m)
+        cols = cols * m if (grad_needed and mask_grad) else cols.mul_(m)
     # (N*dg, Cg, K*Ho, Wo) is contiguous as (N, dg*Cg, K, Ho*Wo) = (N, Cin*K, P): the im2col matrix in
     # the weight's (Cin, kh, kw) flattening order.  Split it by convolution group for one batched matmul.
-    cols = cols.view(n, groups, (c // groups) * k, p)
+    cols = cols.view(n, groups, cin_g * k, out_h * out_w)
     # Output dtype: autocast's low-precision dtype if autocast is on, else the input's.
-    if low is None and input.dtype in _LOW_PRECISION:
-        low = input.dtype
-    if input.dtype == torch.float64:  # autocast leaves float64 alone; so do we
+    if low is None and in_dtype in _LOW_PRECISION:
+        low = in_dtype
+    if in_dtype == torch.float64:  # autocast leaves float64 alone; so do we
         low = None
     fresh = not (torch.jit.is_tracing() or grad_needed)  # may write into preallocated outputs
     if low is not None and not _native_low_precision(device_type, low):
         # Without hardware bf16/fp16 (e.g. AVX2-only x86) oneDNN emulates low-precision GEMMs, ~50x
         # slower than float32: compute in float32 and return the low-precision dtype.
         with torch.autocast(device_type=device_type, enabled=False):
-            out = _gemm_bias(wmat.to(cols.dtype), cols, bias, fresh).to(low)
-    elif low is not None:
-        out = _gemm_bias(wmat.to(low), cols.to(low), bias, fresh)
-    else:
-        out = _gemm_bias(wmat, cols, bias, fresh)
-    return out.view(n, cout, out_h, out_w)
+            return _gemm_bias(wmat.to(cols.dtype), cols, bias, fresh).to(low)
+    if low is not None:
+        return _gemm_bias(wmat.to(low), cols.to(low), bias, fresh)
+    return _gemm_bias(wmat, cols, bias, fresh)
 
 
 def _gemm_bias(wmat: Tensor, cols: Tensor, bias: Tensor | None, fresh: bool) -> Tensor:
