@@ -197,6 +197,22 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, damage) -> N
             load_checkpoint(latest)
 
 
+def test_failed_write_keeps_previous_checkpoints(tmp_path, monkeypatch) -> None:
+    from srkit.errors import OutputError
+
+    store = CheckpointStore(tmp_path, keep_last=3, log=lambda m: None)
+    store.save(_state(1), 1)
+
+    def full_disk(obj, f, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OutputError, match="cannot write checkpoint .No space left on device.; the previous ones are intact"):
+        store.save(_state(2), 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_00000001.json", "iter_00000001.pt"]
+    assert store.latest_valid().iteration == 1
+
+
 def test_load_rejects_foreign_files(tmp_path) -> None:
     p = tmp_path / "x.pt"
     torch.save({"params": {}}, p)

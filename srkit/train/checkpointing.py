@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import torch
 
-from srkit.errors import CheckpointError
+from srkit.errors import CheckpointError, OutputError
 from srkit.io.atomic import atomic_path, atomic_write_text
 
 FORMAT = "srkit-train"
@@ -86,9 +86,12 @@ class CheckpointStore:
 
     def _write(self, path: Path, state: dict[str, Any], iteration: int) -> None:
         payload = {"format": FORMAT, "format_version": FORMAT_VERSION, "iteration": iteration, **state}
-        with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
-        self._write_manifest(path, iteration)
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(payload, tmp)
+            self._write_manifest(path, iteration)
+        except OSError as exc:  # disk full, folder removed, ...: earlier checkpoints are untouched
+            raise OutputError(f"cannot write checkpoint ({exc.strerror or exc}); the previous ones are intact", path) from None
 
     def _write_manifest(self, path: Path, iteration: int) -> None:
         manifest = {
