@@ -616,9 +616,11 @@ class Trainer:
         info = self.store.latest_valid()
         if info is None:
             raise CheckpointError("divergence guard: no valid checkpoint to roll back to", self.store.folder)
-        keep = (self.guard.rollbacks, self.guard.lr_scale)
+        # The guard's count and LR scale, and the best score (best.pt on disk may be newer than the
+        # checkpoint rolled back to) survive the rollback.
+        keep = (self.guard.rollbacks, self.guard.lr_scale, self.best)
         self._restore(load_checkpoint(info.path, store=self.store), restore_guard=False)
-        self.guard.rollbacks, self.guard.lr_scale = keep
+        self.guard.rollbacks, self.guard.lr_scale, self.best = keep
         self.guard.history.clear()
         assert self.logger is not None
         self.logger.event(iteration, "rollback", f"{msg}; restored {info.path.name} (iteration {self.iteration})")
