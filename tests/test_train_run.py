@@ -85,6 +85,15 @@ def test_resume_equals_uninterrupted_across_stage_change(tmp_path, cut) -> None:
     assert lrs[1] == pytest.approx(0.5e-3) and sorted(lrs) == [1, 2, 3, 4, 5, 6]
 
 
+def test_resume_with_a_new_lr_uses_it(tmp_path) -> None:
+    train(config_from_data(tiny(tmp_path), ["train.total_iters=2"]))
+    tr = Trainer(config_from_data(tiny(tmp_path), ["train.optim.lr=1e-4"]), resume="auto")
+    assert [g["base_lr"] for g in tr.optimizer.param_groups] == pytest.approx([1e-4, 0.5e-4])
+    assert tr.optimizer.state  # the Adam moments were kept
+    assert any("optimiser settings differ from the checkpoint's; using the config's" in m for m in tr._pending_log)
+    tr.close()
+
+
 def test_stage_freezes_everything_but_fusion(tmp_path) -> None:
     tr = Trainer(config_from_data(tiny(tmp_path), ["train.total_iters=3"]))
     # dcn_lr_mul: parameters whose name matches *dcn* run at half the scheduled LR.

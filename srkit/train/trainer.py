@@ -360,7 +360,16 @@ class Trainer:
             self.model.load_state_dict(state["params"])
             if self.ema is not None:
                 self.ema.load_state_dict(state["params_ema"] if state.get("params_ema") else state["params"])
+            # The config's LR / weight decay win over the saved ones: resuming with
+            # --set train.optim.lr=... must change the LR (the moments are kept).
+            wanted = [(g["base_lr"], g["weight_decay"]) for g in self.optimizer.param_groups]
             self.optimizer.load_state_dict(state["optimizer"])
+            saved = [(g.get("base_lr"), g.get("weight_decay")) for g in self.optimizer.param_groups]
+            for g, (lr, wd) in zip(self.optimizer.param_groups, wanted, strict=True):
+                g["base_lr"], g["weight_decay"] = lr, wd
+            if saved != wanted:
+                self._log(f"optimiser settings differ from the checkpoint's; using the config's (base LR, weight decay "
+                          f"per group: {saved} -> {wanted})")
         except (RuntimeError, KeyError, ValueError) as exc:
             raise CheckpointError(f"checkpoint does not fit this config ({str(exc).splitlines()[0][:200]})") from None
         if self.scaler is not None and state.get("scaler"):
