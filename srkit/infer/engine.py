@@ -348,6 +348,20 @@ class FrameRestorer:
             return results
 
 
+def _warn_slow_precision(device: torch.device, precision: str) -> None:
+    """bf16/fp16 autocast on a CPU without native support is emulated and several times slower than fp32."""
+    if device.type != "cpu" or precision == "fp32":
+        return
+    cpu = getattr(torch, "cpu", None)
+    try:
+        native = bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:  # older PyTorch: cannot tell, say nothing
+        return
+    if not native:
+        log.warning("this CPU has no native %s arithmetic (AVX512-BF16/AMX); --precision %s runs emulated and is "
+                    "usually slower than fp32 here", precision, precision)
+
+
 def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
     model = model.to(device).eval()
     if channels_last:
@@ -381,6 +395,7 @@ def upscale_frames(frames: Iterable[np.ndarray], model: nn.Module | str | None, 
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     dev = select_device(device) if not isinstance(device, torch.device) else device
+    _warn_slow_precision(dev, precision)
     net = _prepare(load_model(model, weights), dev, channels_last)
     restorer = FrameRestorer(net, device=dev, precision=precision, tile=tile, tile_overlap=tile_overlap,
                              max_memory=tiling.parse_memory(max_memory), channels_last=channels_last,

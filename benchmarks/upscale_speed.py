@@ -1,0 +1,182 @@
+"""srkit's streaming engine against a plain EDVR, side by side in one run: time, accuracy, GFLOP/s.
+
+Both restore the same output frames of a short clip with the same weights (EDVR-M x4, random init with
+a fixed seed; the DCN offset predictors get small random weights so the deformable sampling is not
+the zero-offset special case):
+
+* reference: ``tests.reference.edvr_reference.EDVRReference`` (BasicSR structure, NCHW fp32,
+  ``torchvision.ops.deform_conv2d``), one full forward per output frame (no feature cache), windows
+  padded with ``reflection_circle`` like srkit;
+* srkit fp32: :func:`srkit.infer.upscale_frames` (feature cache, channels_last, srkit's DCN);
+* srkit bf16: the same under bf16 autocast.
+
+The three run in lock step, frame by frame, so load from other processes hits all alike. Printed:
+seconds per output frame, speed-ups against the reference, max |difference| to the reference (fp32),
+PSNR of bf16 against srkit fp32, network FLOPs (``torch.utils.flop_counter``; the DCN GEMMs are
+counted, the check is printed) and achieved GFLOP/s against this machine's matmul peak measured here.
+
+    python benchmarks/upscale_speed.py                       # 8 frames of street_320x180 (or random)
+    python benchmarks/upscale_speed.py --frames 7 --no-bf16
+    python benchmarks/upscale_speed.py --size 64x96 --frames 4   # quick check
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.reference lives beside the package
+
+from srkit.data.windows import window_indices  # noqa: E402
+from srkit.infer.engine import upscale_frames  # noqa: E402
+from srkit.io.images import list_images, read_rgb  # noqa: E402
+from srkit.models import create_model  # noqa: E402
+
+STREET = ROOT.parent / "shared" / "data" / "lr_only" / "street_320x180"
+
+
+def load_frames(n: int, size: tuple[int, int] | None) -> tuple[list[np.ndarray], str]:
+    if size is None and STREET.is_dir():
+        files = list_images(STREET)[:n]
+        return [read_rgb(f) for f in files], f"{STREET.name} ({len(files)} frames)"
+    h, w = size or (180, 320)
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)], f"random {w}x{h}"
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 1024, repeats: int = 3) -> float:
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(model, frames: torch.Tensor) -> tuple[float, float, float, float]:
+    """FLOPs of one full forward (5 frames), of encoding one frame, of all DCN GEMMs, and the analytic DCN count."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from srkit.ops import ModulatedDeformConv2d
+
+    shapes: list[tuple[int, int, int, int, int]] = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: shapes.append(
+        (mod.weight.shape[0], mod.weight.shape[1] * mod.weight.shape[2] * mod.weight.shape[3], out.shape[0],
+         out.shape[2], out.shape[3])))
+        for m in model.modules() if isinstance(m, ModulatedDeformConv2d)]
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as fc:
+            model(frames)
+        total = fc.get_total_flops()
+        per_module = fc.get_flop_counts()
+        with FlopCounterMode(display=False) as fe:
+            model.encode(frames[:, 0])
+        enc = fe.get_total_flops()
+    for h in hooks:
+        h.remove()
+    # FLOPs the counter attributes to DCN modules, minus their offset/mask convolutions.
+    dcn_counted = 0
+    for name, ops in per_module.items():
+        if name.endswith(("dcn_pack.l1", "dcn_pack.l2", "dcn_pack.l3", "cas_dcnpack")):
+            conv = sum(v for op, v in ops.items() if "convolution" in str(op))
+            dcn_counted += sum(ops.values()) - conv
+    analytic = sum(2 * cout * cin_k * n * h * w for cout, cin_k, n, h, w in shapes)
+    return float(total), float(enc), float(dcn_counted), float(analytic)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=8, help="output frames to restore (default 8)")
+    ap.add_argument("--size", help="HxW of random frames instead of the street clip (e.g. 64x96)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's choice)")
+    ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 run")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    size = tuple(int(v) for v in args.size.lower().split("x")) if args.size else None
+    frames, source = load_frames(args.frames, size)
+    h, w = frames[0].shape[:2]
+
+    from tests.reference.edvr_reference import EDVRReference
+
+    torch.manual_seed(0)
+    model = create_model("edvr-m").eval()
+    with torch.no_grad():  # non-zero offsets: exercise the deformable sampling for real
+        for name, p in model.named_parameters():
+            if "conv_offset" in name:
+                p.normal_(0.0, 1e-3)
+    ref = EDVRReference(**model.config_dict()).eval()
+    ref.load_state_dict(model.state_dict())
+    spec = model.spec
+    n = len(frames)
+
+    print(f"EDVR-M x4 on {source}: {w}x{h} -> {4 * w}x{4 * h}, {n} output frames, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    peak32 = matmul_peak(torch.float32)
+    # Without native bf16 (AVX512-BF16/AMX) a bf16 GEMM is emulated and slow: measure it smaller.
+    peak16 = matmul_peak(torch.bfloat16, 512)
+    print(f"matmul peak (torch.matmul 1024^3 fp32, 512^3 bf16): fp32 {peak32:.1f} GFLOP/s, bf16 {peak16:.1f} GFLOP/s",
+          flush=True)
+
+    x_all = torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in frames])
+    total_fl, enc_fl, dcn_counted, dcn_analytic = count_flops(model, x_all[window_indices(0, spec.num_frames, n, "reflection_circle")][None])
+    cached_fl = total_fl - (spec.num_frames - 1) * enc_fl  # per output frame with the feature cache
+    print(f"network FLOPs per window: {total_fl / 1e9:.1f} G (encode one frame {enc_fl / 1e9:.2f} G; with the "
+          f"cache {cached_fl / 1e9:.1f} G per output frame); DCN GEMMs counted {dcn_counted / 1e9:.2f} G "
+          f"vs analytic {dcn_analytic / 1e9:.2f} G", flush=True)
+
+    runs = {"srkit fp32": upscale_frames(frames, model, device="cpu", precision="fp32")}
+    if not args.no_bf16:
+        runs["srkit bf16"] = upscale_frames(frames, model, device="cpu", precision="bf16")
+    times: dict[str, float] = {k: 0.0 for k in ["reference", *runs]}
+    outs: dict[str, list[np.ndarray]] = {k: [] for k in times}
+    with torch.inference_mode():
+        for i in range(n):
+            idx = window_indices(i, spec.num_frames, n, "reflection_circle")
+            t0 = time.perf_counter()
+            r = ref(x_all[idx][None])[0].clamp(0, 1).permute(1, 2, 0).numpy()
+            times["reference"] += time.perf_counter() - t0
+            outs["reference"].append(r)
+            for name, gen in runs.items():
+                t0 = time.perf_counter()
+                o = next(gen)
+                times[name] += time.perf_counter() - t0
+                outs[name].append(o)
+            print(f"  frame {i}: " + ", ".join(f"{k} {times[k]:.1f}s" for k in times), flush=True)
+
+    t_ref = times["reference"]
+    print(f"\n{'':12s} {'s/frame':>8s} {'speed-up':>9s} {'GFLOP/s':>8s} {'of peak':>8s}")
+    print(f"{'reference':12s} {t_ref / n:8.2f} {1.0:9.2f} {total_fl * n / t_ref / 1e9:8.1f} "
+          f"{total_fl * n / t_ref / 1e9 / peak32:8.1%}")
+    for name in runs:
+        t = times[name]
+        peak = peak16 if "bf16" in name else peak32
+        print(f"{name:12s} {t / n:8.2f} {t_ref / t:9.2f} {cached_fl * n / t / 1e9:8.1f} "
+              f"{cached_fl * n / t / 1e9 / peak:8.1%}")
+    diff = max(float(np.abs(a - b).max()) for a, b in zip(outs["srkit fp32"], outs["reference"]))
+    print(f"\nsrkit fp32 vs reference: max |diff| {diff:.2e} (target <= 1e-4); "
+          f"speed-up {t_ref / times['srkit fp32']:.2f}x (target >= 2.5x)")
+    if "srkit bf16" in runs:
+        p = min(psnr(a, b) for a, b in zip(outs["srkit bf16"], outs["srkit fp32"]))
+        print(f"srkit bf16 vs srkit fp32: min PSNR {p:.1f} dB (target > 50); speed-up vs reference "
+              f"{t_ref / times['srkit bf16']:.2f}x (target >= 5x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
