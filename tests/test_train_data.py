@@ -80,3 +80,17 @@ def test_crop_size_must_fit_the_scale(clips) -> None:
         build_dataset(DatasetConfig(kind="video"), SPEC, seed=0, train=True, where="data.train")
     with pytest.raises(ConfigError, match=r"data.train.kind: 'image' data but the model takes 3-frame windows"):
         build_dataset(DatasetConfig(kind="image", root=str(clips)), SPEC, seed=0, train=True, where="data.train")
+
+
+def test_lmdb_source_gives_the_same_samples_as_the_folders(clips, tmp_path_factory) -> None:
+    from srkit.data.lmdb_store import pack
+
+    db = tmp_path_factory.mktemp("packs") / "gt.lmdb"
+    pack(clips, db, layout="folders", workers=1)
+    folder = build_dataset(DatasetConfig(kind="video", root=str(clips), layout="folders", gt_size=16), SPEC,
+                           seed=3, train=True, where="data.train")
+    packed = build_dataset(DatasetConfig(kind="video", lmdb=str(db), gt_size=16), SPEC, seed=3, train=True,
+                           where="data.train")
+    a, b = _batches(folder, 0, 2, 2), _batches(packed, 0, 2, 2)
+    for x, y in zip(a, b, strict=True):
+        assert x["key"] == y["key"] and torch.equal(x["lq"], y["lq"]) and torch.equal(x["gt"], y["gt"])
