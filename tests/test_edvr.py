@@ -17,6 +17,15 @@ TINY = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruc
 PRESETS = list_models(family="edvr")
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP barrier waits that dominate (3x) on a busy CPU."""
+    from srkit.utils.device import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
 def _randomise_offsets(model: torch.nn.Module, std: float = 0.3, bias_std: float = 0.0) -> None:
     """Fresh EDVRs predict zero offsets; give the offset predictors weights so sampling is really
     deformable (with ``bias_std`` of a few pixels, some samples land far outside the image)."""
