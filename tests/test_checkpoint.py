@@ -234,6 +234,16 @@ def test_basicsr_prefers_ema_and_param_key_overrides(tmp_path):
         read_checkpoint(path, param_key="net")
 
 
+def test_generic_training_checkpoint(tmp_path):
+    src = _tiny()
+    path = tmp_path / "last.pth"
+    torch.save({"epoch": 12, "optimizer": {"lr": 1e-4}, "model": {f"module.{k}": v for k, v in src.state_dict().items()}},
+               path)
+    ckpt = read_checkpoint(path)
+    assert ckpt.note == "model" and next(iter(ckpt.state)).startswith("conv_first")
+    _assert_same(src, load_model(path))
+
+
 def test_create_model_with_weights(tmp_path):
     src = _tiny()
     path = tmp_path / "w.pth"

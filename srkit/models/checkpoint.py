@@ -13,7 +13,8 @@ Loading
     * BasicSR ``{"params": ...}`` / ``{"params_ema": ...}`` (the EMA weights are preferred);
     * MMagic / MMEditing ``{"state_dict": {"generator.…": ...}}``;
     * bare state dicts (optionally with DataParallel's ``module.`` prefix), e.g. the 2019
-      xinntao/EDVR release.
+      xinntao/EDVR release, and generic training files ``{"model" | "net_g" | "net" | "network" |
+      "generator": state_dict, "optimizer": ..., ...}``.
 
     Pickled files are read with ``torch.load(weights_only=True)`` only: a pickle that would need to
     run code (import a class or call a function) is refused with a one-line :class:`CheckpointError`
@@ -206,6 +207,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             if sub:
                 return LoadedCheckpoint(_only_tensors(sub, path, "state_dict"), "mmagic", {}, prefix.rstrip("."))
         return LoadedCheckpoint(_only_tensors(_strip_prefix(sd, "module."), path, "state_dict"), "state_dict", {})
+    # Generic training checkpoints ({"model": ..., "optimizer": ..., "epoch": ...}).
+    for key in ("model", "net_g", "net", "network", "generator"):
+        sub = obj.get(key)
+        if isinstance(sub, Mapping) and sub and all(isinstance(v, torch.Tensor) for v in sub.values()):
+            return LoadedCheckpoint(_only_tensors(_strip_prefix(sub, "module."), path, key), "state_dict", {}, key)
     return LoadedCheckpoint(_only_tensors(_strip_prefix(obj, "module."), path, "checkpoint"), "state_dict", {})
 
 
