@@ -397,3 +397,17 @@ def test_adapter_ignores_other_checkpoints_and_misfits_are_one_line(tmp_path):
         load_weights(create_model("mana", **TINY), path)
     msg = str(info.value)
     assert "\n" not in msg and "nonloc_spatial.mb" in msg and "broken.pt" in msg
+
+
+def test_bf16_autocast_runs_close_to_fp32():
+    from srkit.utils.device import autocast
+
+    model = _randomise(create_model("mana", **TINY)).eval()
+    x = torch.rand(1, 7, 3, 9, 11)
+    with torch.no_grad():
+        ref = model(x).image
+        with autocast(torch.device("cpu"), "bf16"):
+            low = model(x)
+    assert low.image.shape == ref.shape and torch.isfinite(low.image.float()).all()
+    assert (low.image.float() - ref).abs().max().item() < 0.05
+    assert torch.isfinite(low.aux_losses["quantization"].float())
