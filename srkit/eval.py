@@ -126,6 +126,8 @@ class EvalReport:
     clips: list[ClipResult]
     seconds: float
     files: dict[str, Path] = field(default_factory=dict)
+    # a registered preset built without --weights: random outputs, flagged in the table and JSON
+    untrained: bool = False
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready report (non-finite numbers, e.g. PSNR of identical images, become null)."""
@@ -136,6 +138,7 @@ class EvalReport:
             {
                 "srkit_version": _version(),
                 "model": self.model_name,
+                "untrained": self.untrained,
                 "options": opts,
                 "lr_source": {c.name: c.lr_source for c in self.clips},
                 "seconds": round(self.seconds, 3),
@@ -209,6 +212,11 @@ def _degradation(opts: EvalOptions):
         if opts.blur is not None:
             params["blur"] = opts.blur
     else:
+        if deg == "BI" and opts.blur is not None:
+            # BI has no blur to set: silently ignoring --blur would score one degradation while telling a
+            # conditioned model (UDVD) another.
+            raise ConfigError(f"--blur {opts.blur:g} does not apply to BI (bicubic, no blur); use --degradation SRMD "
+                              f"(Gaussian blur + bicubic, as UDVD/SRMD) or BD (Gaussian blur + subsampling)")
         if opts.noise:
             params["noise"] = float(opts.noise)
         if deg == "BD" and opts.blur is not None:
@@ -323,6 +331,19 @@ def _panel(parts: list[tuple[str, np.ndarray]], top: int, left: int, size: int) 
     return np.concatenate(row[:-1], axis=1)
 
 
+def _check_scorable(name: str, shape: tuple[int, ...], opts: EvalOptions) -> None:
+    """One-line :class:`ConfigError` before any model run when the metrics cannot score ``shape``."""
+    from srkit.metrics.quality import SSIM_WINDOW
+
+    h, w = shape[:2]
+    left = min(h, w) - 2 * opts.crop_border
+    if left < 1:
+        raise ConfigError(f"--crop-border {opts.crop_border} leaves nothing of clip {name}'s {w}x{h} frames")
+    if opts.ssim and left < SSIM_WINDOW:
+        raise ConfigError(f"clip {name}: {w}x{h} frames minus --crop-border {opts.crop_border} are smaller than "
+                          f"SSIM's {SSIM_WINDOW}x{SSIM_WINDOW} window (use --no-ssim or a smaller crop border)")
+
+
 def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
     """Score ``options.model`` (or the ``model`` module given) on ``options.data``; see the module doc.
 
@@ -356,6 +377,7 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
             if not gt:
                 raise InputError(f"clip {clip.name}: no frames")
             gt, lr, maps, source = _lr_frames(clip, gt, opts)
+            _check_scorable(clip.name, gt[0].shape, opts)
             dtype = gt[0].dtype
             scored = set(_scored_indices(clip, len(gt)))
             names = _frame_names(clip, len(gt))
@@ -400,7 +422,8 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
     if not scores.clips:
         raise ConfigError("nothing was scored: --frames leaves no scored frame in any clip "
                           "(Vimeo-90K scores only the centre frame, im4)")
-    return EvalReport(opts, str(model_name), scores, results, time.perf_counter() - start)
+    return EvalReport(opts, str(model_name), scores, results, time.perf_counter() - start,
+                      untrained=model is None and not bicubic and not opts.weights)
 
 
 # ------------------------------------------------------------------------------------------ reporting
@@ -418,8 +441,9 @@ def format_table(report: EvalReport) -> str:
     lines.append(f"{'mean':<{width}}{n_frames:>7}" + "".join(_fmt(m, s.mean(m)) for m in metrics))
     o = report.options
     sources = sorted({c.lr_source for c in report.clips})
+    untrained = " (UNTRAINED: no weights)" if report.untrained else ""
     lines.append(
-        f"{report.model_name} x{o.scale} {o.degradation}, {'Y' if o.y_channel else 'RGB'}, crop {o.crop_border}; "
+        f"{report.model_name}{untrained} x{o.scale} {o.degradation}, {'Y' if o.y_channel else 'RGB'}, crop {o.crop_border}; "
         f"LR {'/'.join(sources)}; mean of {len(s.clips)} clip means; {report.seconds:.1f} s"
     )
     return "\n".join(lines)

@@ -217,3 +217,29 @@ def test_vimeo_scores_only_the_centre_frame_on_real_septuplets(shared_data, tmp_
         sr = imresize(imresize(gt, 0.25), 4.0)
         assert clip.metrics["psnr"][0] == pytest.approx(psnr(sr, gt, y_channel=True), abs=1e-9)
         assert 25 < clip.metrics["psnr"][0] < 45
+
+
+def test_crop_border_too_large_is_a_one_line_config_error(tmp_path, capsys):
+    root = _make_vid4(tmp_path / "vid4", frames=1, size=(24, 28))  # 24x28 GT
+    assert main(["eval", "--data", str(root), "--layout", "vid4", "--crop-border", "12", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--crop-border 12 leaves nothing of clip calendar's 28x24 frames" in err
+    assert "ValueError" not in err and len(err.strip().splitlines()) == 1
+    # 24 - 2*7 = 10 rows left: PSNR is fine, SSIM's 11x11 window is not
+    assert main(["eval", "--data", str(root), "--layout", "vid4", "--crop-border", "7", "--quiet"]) == 2
+    assert "smaller than SSIM's 11x11 window" in capsys.readouterr().err
+    assert main(["eval", "--data", str(root), "--layout", "vid4", "--crop-border", "7", "--no-ssim", "--quiet"]) == 0
+
+
+def test_preset_without_weights_is_flagged_untrained(tmp_path, capsys):
+    root = _make_vid4(tmp_path / "vid4", frames=1, size=(16, 16))
+    out = tmp_path / "rep"
+    assert main(["eval", "--data", str(root), "--layout", "vid4", "--model", "udvd-x4", "--device", "cpu",
+                 "--no-ssim", "--quiet", "--out", str(out)]) == 0
+    cap = capsys.readouterr()
+    assert "no --weights, udvd-x4 is untrained" in cap.err
+    assert "udvd-x4 (UNTRAINED: no weights)" in cap.out
+    assert json.loads((out / "eval.json").read_text())["untrained"] is True
+    assert main(["eval", "--data", str(root), "--layout", "vid4", "--no-ssim", "--quiet"]) == 0
+    cap = capsys.readouterr()
+    assert "untrained" not in cap.err.lower() + cap.out.lower()

@@ -76,6 +76,24 @@ def test_reds_partitions(tmp_path):
         discover_clips(tmp_path, "reds", split="nope")
 
 
+def test_reds_official_val_in_basicsr_regrouped_tree(tmp_path):
+    # BasicSR's regroup_reds_dataset.py: val_sharp/000-029 become train_sharp/240-269, no val_sharp.
+    val = [f"{i:03d}" for i in range(240, 270)]
+    names = ["00000000.png"]
+    for c in ["000", "011", "015", "020", "239"] + val:
+        _touch_frames(tmp_path / "train_sharp" / c, names)
+        _touch_frames(tmp_path / "train_sharp_bicubic" / "X4" / c, names)
+    clips = discover_clips(tmp_path, "reds", split="official_val")
+    assert [c.name for c in clips] == val
+    assert clips[0].lr[0] == tmp_path / "train_sharp_bicubic" / "X4" / "240" / "00000000.png"
+    assert len(discover_clips(tmp_path, "reds", split="train_official")) == 5
+    # a regrouped tree missing some of 240-269 is not silently taken for the validation set
+    (tmp_path / "train_sharp" / "269" / "00000000.png").unlink()
+    (tmp_path / "train_sharp" / "269").rmdir()
+    with pytest.raises(InputError, match="no val_sharp folder"):
+        discover_clips(tmp_path, "reds", split="val")
+
+
 def test_reds4_incomplete(tmp_path):
     _reds_tree(tmp_path, ["000", "001"])
     with pytest.raises(InputError, match="REDS4 needs clips"):

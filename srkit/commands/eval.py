@@ -136,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--crops needs --out DIR (the crops are written there)")
     if opts.out:
         check_report_folder(opts.out, overwrite=opts.overwrite)  # fail before the long run, not after
+    if opts.model not in (None, "bicubic") and not opts.weights:
+        # Legal (smoke tests, timing), but numbers from random weights must never pass for results.
+        print(f"srkit eval: warning: no --weights, {opts.model} is untrained (random outputs)", file=sys.stderr)
     report = evaluate(opts)
     print(format_table(report))
     if opts.out:

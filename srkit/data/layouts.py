@@ -12,7 +12,8 @@ folder names recognised (``{D}`` is the degradation, e.g. ``BI``/``BD``, ``{s}``
              root/train_blur/...                     LR for degradation ``blur`` (deblurring, scale 1)
              root/val_* likewise for the official validation clips.
              split: "reds4"/"test" = clips 000, 011, 015, 020 of train_sharp (EDVR's REDS4 test set);
-                    "official_val"/"val" = val_sharp; "train" = train_sharp minus REDS4 (BasicSR's EDVR
+                    "official_val"/"val" = val_sharp (without val_sharp: train_sharp/240-269, where
+                    BasicSR's regroup script puts those 30 clips); "train" = train_sharp minus REDS4 (BasicSR's EDVR
                     training set: after BasicSR's regroup script this includes the merged val clips
                     240-269); "train_official" = train_sharp minus clips 240-269; "all" = every clip of
                     train_sharp (what ``srkit data pack`` packs by default, like BasicSR's LMDB script).
@@ -191,6 +192,11 @@ def _reds(root: Path, degradation: str, scale: int, split: str) -> list[Clip]:
     if split not in ("reds4", "official_val", "train", "train_official", "all"):
         raise ConfigError(f"unknown REDS split {split!r} (choose reds4/test, official_val/val, train, train_official, all)")
     part = "val" if split == "official_val" else "train"
+    regrouped_val = False
+    if part == "val" and not (root / "val_sharp").is_dir() and (root / "train_sharp").is_dir() and all(
+            (root / "train_sharp" / n).is_dir() for n in REDS_OFFICIAL_VAL_IN_TRAIN):
+        # BasicSR's regroup script moved val_sharp/000-029 into train_sharp/240-269: same clips.
+        part, regrouped_val = "train", True
     gt_root = root / f"{part}_sharp"
     if not gt_root.is_dir():
         raise InputError(f"no {part}_sharp folder (reds layout expects {part}_sharp/000/00000000.png)", root)
@@ -212,6 +218,8 @@ def _reds(root: Path, degradation: str, scale: int, split: str) -> list[Clip]:
         names = [n for n in names if n not in REDS4]
     elif split == "train_official":
         names = [n for n in names if n not in REDS_OFFICIAL_VAL_IN_TRAIN]
+    elif regrouped_val:
+        names = list(REDS_OFFICIAL_VAL_IN_TRAIN)
     clips = []
     for name in names:
         gt = _frames(gt_root / name)
@@ -240,8 +248,8 @@ def _vimeo(root: Path, degradation: str, scale: int, split: str) -> list[Clip]:
     elif split in ("train", "test"):
         list_file = root / f"sep_{split}list.txt"
         if not list_file.is_file():
-            raise InputError(f"no {list_file.name} for split {split!r} (pass split='all' to use every sequence, "
-                             "or a subset list)", root)
+            raise InputError(f"no {list_file.name} for split {split!r} (use split 'all', --split all, for every "
+                             "sequence, or a subset list)", root)
         names = read_name_list(list_file)
     else:
         raise ConfigError(f"unknown Vimeo-90K split {split!r} (choose train, test or all)")
