@@ -275,7 +275,7 @@ def test_preset_inferred_from_keys_and_shapes(name, naming):
 
 def test_full_size_official_style_file_loads_as_its_preset(tmp_path):
     src = create_model("edvr-m")
-    path = tmp_path / "EDVR_M_x4_SR_REDS_official-32075921.pth"
+    path = tmp_path / "EDVR_M_x4_SR_REDS_official-36f1f566.pth"
     torch.save({"params": src.state_dict()}, path)
     model = load_model(path)
     assert model.preset == "edvr-m"

@@ -12,7 +12,7 @@ EXAMPLES = textwrap.dedent(
     """\
     examples:
       # official BasicSR release (params_ema preferred over params); the preset is inferred
-      srkit convert EDVR_M_x4_SR_REDS_official-32075921.pth edvr_m_reds.safetensors
+      srkit convert EDVR_M_x4_SR_REDS_official-36f1f566.pth edvr_m_reds.safetensors
       # MMagic / MMEditing checkpoint ({"state_dict": {"generator.*": ...}})
       srkit convert edvr_m_wotsa_reds_mmagic.pth edvr_m_wotsa.safetensors
       # the 2019 xinntao/EDVR release, naming the preset explicitly
