@@ -142,3 +142,21 @@ def test_sweep_on_real_footage_crop(shared_data, tmp_path):
     assert _run([str(frame), "--model", "udvd-x2", "--crop", "24x16", "--blur", "0.5,2", "--noise", "0",
                  "-o", str(out), "-q"]) == 0
     assert read_rgb(out).shape == (14 + 14 + 32, 2 * 48 + 4, 3)
+
+
+def test_cli_default_output_name_in_the_working_folder(tmp_path, monkeypatch, capsys):
+    # The command line has no -o: the sheet goes to INPUT_STEM_sweep.png in the current folder.
+    src_dir = tmp_path / "photos"
+    src_dir.mkdir()
+    src = src_dir / "photo.png"
+    write_image(src, np.full((6, 7, 3), 90, np.uint8))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert _run([str(src), "--model", "udvd-x2", "--blur", "0.5,1", "--noise", "0", "-q"]) == 0
+    assert sorted(p.name for p in work.iterdir()) == ["photo_sweep.png"]
+    assert read_rgb(work / "photo_sweep.png").shape[1] == 2 * 14 + 4
+    assert sorted(p.name for p in src_dir.iterdir()) == ["photo.png"]
+    # A second run does not silently replace it.
+    assert _run([str(src), "--model", "udvd-x2", "--blur", "1", "--noise", "0", "-q"]) != 0
+    assert "exists" in capsys.readouterr().err

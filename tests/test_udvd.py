@@ -321,3 +321,155 @@ def test_multi_stage_l1_training_fits_one_image_better_than_bilinear():
     with torch.no_grad():
         final = F.l1_loss(model(lr, maps).image, hr).item()
     assert final < 0.9 * bilinear, (final, bilinear)
+
+
+# ------------------------------------------------------------------ audit additions
+def test_body_has_global_skip_and_each_block_a_three_conv_image_path():
+    model = create_model("udvd-x4")
+    for block in [model.upsample_block, *model.common_blocks]:
+        convs = [m for m in block.image_path if isinstance(m, torch.nn.Conv2d)]
+        assert len(convs) == 3 and convs[0].in_channels == 3
+    assert model.upsample_block.fuse.in_channels == model.config.image_feat + 128  # [image path, body features]
+    assert model.common_blocks[0].fuse.in_channels == model.config.image_feat + model.config.hr_feat
+    small = create_model("udvd-x2", **TINY)
+    x, maps = torch.rand(1, 3, 6, 7), _maps(1, 6, 7)
+    with torch.no_grad():
+        head = small.conv_first(torch.cat([x, maps], 1))
+        torch.nn.init.zeros_(small.conv_after_body.weight)
+        torch.nn.init.zeros_(small.conv_after_body.bias)
+        # conv_after_body silenced: the features are exactly the head's (the global skip).
+        assert torch.equal(small.features(x, maps), head)
+        assert small.body[0](head).sub(head).abs().max() > 0  # the blocks themselves are not identities
+
+
+def test_condition_rejects_noise_outside_0_255():
+    for bad in (300, np.full((3, 4), 256.0)):
+        with pytest.raises(ConfigError, match="0..255"):
+            udvd_condition(3, 4, blur=1.0, noise=bad)
+    assert udvd_condition(3, 4, blur=1.0, noise=255)[15, 0, 0] == pytest.approx(1.0)
+
+
+def _tiny_udvd(scale: int = 2) -> UDVD:
+    torch.manual_seed(scale)
+    model = create_model(f"udvd-x{scale}", num_feat=8, num_blocks=1, image_feat=4, block_feat=8, hr_feat=4).eval()
+    for p in model.parameters():  # trained-looking: every output pixel depends visibly on the maps
+        p.data.add_(0.05 * torch.randn_like(p))
+    return model
+
+
+def _expected(model: UDVD, rgb: np.ndarray, maps: np.ndarray) -> np.ndarray:
+    from srkit.io.images import from_float, to_float
+
+    x = torch.from_numpy(to_float(rgb)).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        out = model(x, torch.from_numpy(maps)[None]).image[0].permute(1, 2, 0).numpy()
+    return from_float(out, rgb.dtype)
+
+
+def test_upscale_cli_restores_with_exactly_the_given_degradation(tmp_path, capsys):
+    from srkit import cli
+    from srkit.io.images import read_rgb, write_image
+    from srkit.models.checkpoint import save_model
+
+    model = _tiny_udvd(2)
+    weights = save_model(model, tmp_path / "u.safetensors")
+    rgb = (np.random.default_rng(0).random((9, 11, 3)) * 255).astype(np.uint8)
+    src = tmp_path / "photo.png"
+    write_image(src, rgb)
+    kernel = degrade.gaussian_kernel(9, 1.3, 0.6, 0.4)
+    np.save(tmp_path / "k.npy", kernel)
+    cases = [
+        (["--blur", "1.6", "--noise", "15"], dict(blur=1.6, noise=15)),
+        (["--blur", "0.8", "--blur2", "2.0", "--angle", "30", "--noise", "5"], dict(blur=0.8, blur2=2.0, angle=30,
+                                                                                     noise=5)),
+        (["--kernel", str(tmp_path / "k.npy"), "--noise", "40"], dict(kernel=kernel, noise=40)),
+    ]
+    outputs = []
+    for i, (argv, settings) in enumerate(cases):
+        out = tmp_path / f"out{i}.png"
+        code = cli.main(["upscale", str(src), "-o", str(out), "--weights", str(weights), "--device", "cpu", "-q",
+                         *argv])
+        assert code == 0, capsys.readouterr().err
+        got = read_rgb(out)
+        want = _expected(model, rgb, udvd_condition(9, 11, **settings))
+        assert got.shape == (18, 22, 3)
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1, argv
+        outputs.append(got)
+    assert not np.array_equal(outputs[0], outputs[1])  # the settings reach the network
+    # Out-of-range noise is a one-line error, and nothing is written.
+    code = cli.main(["upscale", str(src), "-o", str(tmp_path / "bad.png"), "--weights", str(weights), "-q",
+                     "--blur", "1", "--noise", "300"])
+    err = capsys.readouterr().err
+    assert code != 0 and "0..255" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_python_api_spatially_variant_maps_through_the_tiled_engine():
+    from srkit.infer import upscale_frames
+
+    model = _tiny_udvd(3)
+    h, w = 10, 40
+    rng = np.random.default_rng(1)
+    widths = np.where(np.arange(w) < 20, 0.4, 2.5)  # a sharp left half, a blurred right half
+    field = np.stack([np.stack([degrade.gaussian_kernel(15, float(s)) for s in widths])] * h)  # (h, w, 15, 15)
+    noise = np.tile(np.linspace(0, 40, h, dtype=np.float32)[:, None], (1, w))
+    maps = udvd_condition_field(field, noise)
+    rgb = rng.random((h, w, 3)).astype(np.float32)
+    x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
+    with torch.no_grad():
+        ref = model(x, torch.from_numpy(maps)[None]).image[0].permute(1, 2, 0).clamp(0, 1).numpy()
+    whole = next(upscale_frames([rgb], model, device="cpu", condition=maps))
+    tiled = next(upscale_frames([rgb], model, device="cpu", condition=maps, tile=8, tile_overlap=4))
+    np.testing.assert_allclose(whole, ref, atol=1e-5)
+    assert whole.shape == tiled.shape == (3 * h, 3 * w, 3)
+    # Tiles see only their own context: close to, not bit-equal with, the whole image; still per-pixel maps.
+    assert np.abs(tiled - ref).mean() < 0.05
+    # Same noise map, blur 0.4 everywhere: equal to the field's output far left (blur 0.4 there and the
+    # receptive field is well under 16 LR pixels), different on the right (blur 2.5).
+    uniform = next(upscale_frames([rgb], model, device="cpu", condition=udvd_condition(h, w, blur=0.4, noise=noise)))
+    diff = np.abs(uniform - whole)
+    assert diff[:, : 3 * 4].max() < 1e-6 and diff[:, -3 * 4 :].mean() > 1e-3
+
+
+def test_eval_scores_udvd_on_an_image_folder_with_the_chosen_degradation(tmp_path):
+    import zlib
+
+    from srkit.errors import ConfigError as CfgError
+    from srkit.eval import EvalOptions, evaluate
+    from srkit.io.images import read_rgb, write_image
+    from srkit.metrics import psnr
+
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "set"
+    folder.mkdir()
+    for name in ("a", "b"):
+        write_image(folder / f"{name}.png", (rng.random((24, 20, 3)) * 255).astype(np.uint8))
+    model = _tiny_udvd(4)
+    seen: list[torch.Tensor] = []
+    original = model.forward
+
+    def recording(x, maps=None):
+        seen.append(torch.as_tensor(maps).detach().clone())
+        return original(x, maps)
+
+    model.forward = recording  # type: ignore[method-assign]
+    opts = dict(data=str(folder), layout="images", degradation="SRMD", blur=1.6, noise=15.0, device="cpu",
+                quiet=True, ssim=False, model="udvd-x4")
+    report = evaluate(EvalOptions(**opts), model=model)
+    want = torch.from_numpy(udvd_condition(6, 5, blur=1.6, noise=15))
+    assert len(seen) == 2 and all(torch.allclose(m[0].cpu(), want, atol=1e-6) for m in seen)
+    model.forward = original  # type: ignore[method-assign]
+    for name in ("a", "b"):
+        gt = read_rgb(folder / f"{name}.png")
+        lr = degrade.make_degradation("SRMD", 4, blur=1.6, noise=15.0)(
+            [gt], np.random.default_rng([0, zlib.crc32(name.encode())])).lr[0]
+        x = torch.from_numpy(lr).permute(2, 0, 1)[None]
+        with torch.no_grad():
+            sr = model(x, want[None]).image[0].permute(1, 2, 0).numpy()
+        from srkit.io.images import from_float
+
+        expected = psnr(from_float(sr, np.uint8), gt)
+        assert report.scores.clips[name].metrics["psnr"][0] == pytest.approx(expected, abs=1e-6)
+    # --blur with a synthesised BI (bicubic, no blur) would score one degradation and condition on another.
+    with pytest.raises(CfgError, match="does not apply to BI"):
+        evaluate(EvalOptions(**{**opts, "degradation": "BI"}), model=model)

@@ -31,7 +31,8 @@ crop (--crop), in input pixels:
   WxH                    a centred W x H region
 
 examples:
-  srkit sweep photo.png --model udvd-x4 --weights udvd_x4.safetensors --blur 0.5:3:6 --noise 0,10,25 -o sheet.png
+  srkit sweep photo.png --model udvd-x4 --weights udvd_x4.safetensors --blur 0.5:3:6 --noise 0,10,25
+      (writes photo_sweep.png in the current folder; -o FILE to choose)
   srkit sweep big.jpg --model udvd-x2 --weights udvd_x2.pth --crop 160x120 --blur 0.2,1,2 --noise 0,15 -o s.png
   then: srkit upscale photo.png --model udvd-x4 --weights ... --blur 1.5 --noise 10 -o out.png
 """
@@ -44,7 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("input", help="image to restore (PNG, JPEG, TIFF, ...)")
-    parser.add_argument("-o", "--output", required=True, help="contact sheet image to write (.png recommended)")
+    parser.add_argument("-o", "--output",
+                        help="contact sheet image to write (.png recommended; default: INPUT_STEM_sweep.png "
+                             "in the current folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--model",
                         help="a model conditioned on degradation maps (udvd-x2, udvd-x3, udvd-x4); default: the "
@@ -208,7 +211,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--cell-width must be at least 8 pixels, got {args.cell_width}")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be positive, got {args.threads}")
-    out_path = check_output_path(args.output, overwrite=args.overwrite)
+    # Default beside the working directory, not beside the input (input folders may be read-only).
+    output = args.output if args.output else f"{Path(args.input).stem}_sweep.png"
+    out_path = check_output_path(output, overwrite=args.overwrite)
     if Path(args.input).resolve() == out_path.resolve():
         raise ConfigError("the output would overwrite the input", out_path)
     if out_path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"):

@@ -401,12 +401,19 @@ def udvd_condition_field(kernels: np.ndarray, noise: float | np.ndarray = 0.0) -
     return degrade.degradation_maps(np.ascontiguousarray(codes, dtype=np.float32), noise, h, w)
 
 
+def _describe(arr: np.ndarray) -> str:
+    if arr.ndim == 0:
+        return f"{float(arr):g}"
+    return f"a map with values in [{float(np.nanmin(arr)):g}, {float(np.nanmax(arr)):g}]"
+
+
 def _check_noise(noise: float | np.ndarray, height: int, width: int) -> None:
     arr = np.asarray(noise, dtype=np.float64)
     if arr.ndim not in (0, 2) or (arr.ndim == 2 and arr.shape != (height, width)):
         raise ConfigError(f"noise must be a number or a ({height}, {width}) map, got shape {arr.shape}")
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ConfigError("noise level must be a non-negative number (0-255 units)")
+    # 0-255 units: a level above 255 is a unit mistake (e.g. a variance), not a noisier image.
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > 255):
+        raise ConfigError(f"noise level must be in 0..255 (0-255 units), got {_describe(arr)}")
 
 
 # ---------------------------------------------------------------------- checkpoints
