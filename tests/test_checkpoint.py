@@ -135,6 +135,22 @@ def test_srkit_file_of_custom_model_without_preset(tmp_path):
     _assert_same(model, loaded)
 
 
+def test_srkit_file_with_unknown_config_field(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    path = save_model(_tiny(), tmp_path / "m.safetensors")
+    tensors = load_file(str(path))
+    meta = {"format": "srkit", "format_version": "1", "family": "edvr", "preset": "edvr-m",
+            "config": '{"num_feat": 8, "from_the_future": 1}'}
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"m.safetensors: its stored config cannot be built .*from_the_future"):
+        load_model(path)
+    meta["format_version"] = "7"
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match="srkit format version '7' is not supported"):
+        load_model(path)
+
+
 def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     import safetensors.torch
 

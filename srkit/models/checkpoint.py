@@ -58,7 +58,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
-from srkit.errors import CheckpointError
+from srkit.errors import CheckpointError, SrkitError
 from srkit.io.atomic import atomic_path
 
 __all__ = [
@@ -463,7 +463,10 @@ def load_model_with_info(path: str | os.PathLike, map_location: str | torch.devi
             build_with = family_presets[0]
         else:
             build_with = name
-        model = create_model(build_with, **config)
+        try:
+            model = create_model(build_with, **config)
+        except SrkitError as exc:  # e.g. a config field from a newer srkit
+            raise CheckpointError(f"its stored config cannot be built by this srkit ({exc})", path) from None
         model.preset = name or None
         diff = _diff(_shapes(ckpt.state), _shapes(model.state_dict()))
         if not diff.ok:
@@ -552,7 +555,11 @@ def _edvr_from_mmagic(state: StateDict) -> StateDict | None:
 
 
 def _edvr_config_from_state(state: StateDict) -> tuple[str, dict[str, Any]] | None:
-    """EDVR hyper-parameters read off the tensors (for checkpoints trained with non-preset sizes)."""
+    """EDVR hyper-parameters read off the tensors (for checkpoints trained with non-preset sizes).
+
+    ``center_frame_idx`` leaves no trace in the weights: the middle frame (every published model's
+    choice) is assumed.
+    """
     try:
         nf = state["conv_l2_1.weight"].shape[0]
         dg = state["pcd_align.cas_dcnpack.conv_offset.weight"].shape[0] // 27
