@@ -71,6 +71,8 @@ class EvalOptions:
     blur: float | None = None
     noise: float | None = None
     jpeg: int | None = None
+    # BD sampling grid: "duf" (13x13, pixels 0, s, 2s...) or "matlab" (BasicSR's MATLAB BD script)
+    bd_variant: str = "duf"
     seed: int = 0
     ssim: bool = True
     out: str | None = None
@@ -98,6 +100,8 @@ class EvalOptions:
             raise ConfigError(f"--noise must be in 0..255, got {self.noise}")
         if self.blur is not None and self.blur <= 0:
             raise ConfigError(f"--blur must be positive, got {self.blur}")
+        if self.bd_variant not in ("duf", "matlab"):
+            raise ConfigError(f"--bd-variant must be duf or matlab, got {self.bd_variant!r}")
         if self.jpeg is not None and not 1 <= self.jpeg <= 100:
             raise ConfigError(f"--jpeg quality must be in 1..100, got {self.jpeg}")
         if self.model == "bicubic" and self.weights:
@@ -221,6 +225,8 @@ def _degradation(opts: EvalOptions):
             params["noise"] = float(opts.noise)
         if deg == "BD" and opts.blur is not None:
             params["sigma"] = opts.blur
+        if deg == "BD":
+            params["variant"] = opts.bd_variant
     return make_degradation(deg, opts.scale, **params)
 
 
@@ -442,8 +448,9 @@ def format_table(report: EvalReport) -> str:
     o = report.options
     sources = sorted({c.lr_source for c in report.clips})
     untrained = " (UNTRAINED: no weights)" if report.untrained else ""
+    grid = f" ({o.bd_variant} grid)" if o.degradation == "BD" and "synthesised" in sources else ""
     lines.append(
-        f"{report.model_name}{untrained} x{o.scale} {o.degradation}, {'Y' if o.y_channel else 'RGB'}, crop {o.crop_border}; "
+        f"{report.model_name}{untrained} x{o.scale} {o.degradation}{grid}, {'Y' if o.y_channel else 'RGB'}, crop {o.crop_border}; "
         f"LR {'/'.join(sources)}; mean of {len(s.clips)} clip means; {report.seconds:.1f} s"
     )
     return "\n".join(lines)

@@ -268,3 +268,51 @@ def test_clip_degradations_share_one_draw():
         D.make_degradation("XYZ", 4)
     with pytest.raises(ConfigError, match="unknown parameter"):
         D.make_degradation("BI", 4, sigma=2)
+
+
+def _matlab_bd_reference(img: np.ndarray, scale: int, sigma: float) -> np.ndarray:
+    """BasicSR's generate_LR_Vimeo90K_BD.m written out with MATLAB's 1-based definitions (loops)."""
+    k = math.ceil(sigma * 3) * 2 + 2
+    pos = np.arange(k) - (k - 1) / 2.0  # fspecial('gaussian', k, sigma): grid centred between pixels
+    h2 = np.exp(-(pos[:, None] ** 2 + pos[None, :] ** 2) / (2 * sigma**2))
+    h2 /= h2.sum()
+    c = (k + 1) // 2  # imfilter's centre element of an even kernel, 1-based
+    H, W = img.shape[:2]
+    x = img.astype(np.float64)
+    rows = list(range(scale // 2, H - scale // 2 + 1, scale))  # 1-based s/2 : s : end - s/2
+    cols = list(range(scale // 2, W - scale // 2 + 1, scale))
+    out = np.zeros((len(rows), len(cols)) + img.shape[2:])
+    for a, y in enumerate(rows):
+        for b, xx in enumerate(cols):
+            acc = 0.0
+            for i in range(1, k + 1):
+                for j in range(1, k + 1):
+                    yy = min(max(y + i - c, 1), H)  # 'replicate'
+                    xj = min(max(xx + j - c, 1), W)
+                    acc = acc + h2[i - 1, j - 1] * x[yy - 1, xj - 1]
+            out[a, b] = acc
+    return out
+
+
+def test_bd_matlab_variant_is_basicsr_matlab_script():
+    rng = np.random.default_rng(12)
+    img = rng.random((18, 13, 3)).astype(np.float32)  # odd width: floor(13/4) = 3 samples
+    ref = _matlab_bd_reference(img, 4, 1.6)
+    out = D.bd_downsample(img, 4, variant="matlab")
+    assert out.shape == (4, 3, 3) and out.dtype == np.float32
+    np.testing.assert_allclose(out, ref, atol=2e-6)
+    t = D.bd_downsample_torch(torch.from_numpy(img).permute(2, 0, 1), 4, variant="matlab")
+    np.testing.assert_allclose(t.permute(1, 2, 0).numpy(), ref, atol=2e-6)
+    np.testing.assert_allclose(D.bd_downsample(img, 2, 0.8, variant="matlab"), _matlab_bd_reference(img, 2, 0.8),
+                               atol=2e-6)
+    # the two BD grids are different degradations (1.5 HR pixels apart at x4)
+    assert np.abs(D.bd_downsample(img[:16, :12], 4) - out[:, :3]).max() > 0.05
+    u8 = (img * 255).astype(np.uint8)
+    lr = D.make_degradation("BD", 4, variant="matlab")([u8], rng).lr[0]
+    np.testing.assert_array_equal(np.rint(lr * 255), np.floor(np.clip(_matlab_bd_reference(u8, 4, 1.6), 0, 255) + 0.5))
+    with pytest.raises(ConfigError, match="even scale"):
+        D.make_degradation("BD", 3, variant="matlab")
+    with pytest.raises(ConfigError, match="variant"):
+        D.make_degradation("BD", 4, variant="nope")
+    with pytest.raises(ValueError, match="even kernel"):
+        D.bd_downsample(img, 4, kernel_size=13, variant="matlab")

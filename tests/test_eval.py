@@ -103,6 +103,15 @@ def test_bd_synthesis_uses_blur_option(tmp_path):
     sr = imresize(bd_downsample(g, 4, 1.2), 4.0)  # BD on uint8 (quantised LR), then MATLAB bicubic up
     assert r.scores.clips["calendar"].metrics["psnr"][0] == pytest.approx(psnr(sr, g), abs=1e-9)
     assert r.options.degradation == "BD" and "ssim" not in r.scores.metric_names
+    # BasicSR's MATLAB BD grid on request (block centres, 12x12 kernel at sigma 1.6)
+    m = evaluate(EvalOptions(data=str(root), layout="vid4", degradation="BD", bd_variant="matlab", quiet=True,
+                             ssim=False))
+    sr = imresize(bd_downsample(g, 4, variant="matlab"), 4.0)
+    assert m.scores.clips["calendar"].metrics["psnr"][0] == pytest.approx(psnr(sr, g), abs=1e-9)
+    assert m.scores.mean("psnr") != pytest.approx(r.scores.mean("psnr"), abs=1e-3)
+    from srkit.eval import format_table
+
+    assert "BD (matlab grid)" in format_table(m)
 
 
 def test_tiny_edvr_scores_equal_direct_inference(tmp_path):

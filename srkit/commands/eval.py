@@ -28,7 +28,8 @@ EXAMPLES = textwrap.dedent(
 
     LR frames come from disk when the layout has them for the degradation (e.g. Vid4/BIx4,
     REDS train_sharp_bicubic/X4), otherwise they are synthesised from the ground truth (MATLAB
-    bicubic for BI, Gaussian 13x13 sigma 0.4*scale + subsampling for BD, SRMD blur+noise). Scores are
+    bicubic for BI, Gaussian 13x13 sigma 0.4*scale + subsampling for BD (see --bd-variant), SRMD
+    blur+noise). Scores are
     computed on outputs rounded to 8 bits; the dataset score is the mean of per-clip means.
     """
 )
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--degradation", default=S, metavar="NAME", help="how LR relates to GT: BI, BD or SRMD (synthesised when not on disk), or a layout's own LR set such as REDS blur_bicubic / blur (default BI)")
     d.add_argument("--scale", default=S, type=int, metavar="S", help="upscaling factor (default 4)")
     d.add_argument("--blur", default=S, type=float, metavar="SIGMA", help="SRMD: Gaussian blur width (default: random per clip, SRMD range); BD: sigma (default 0.4 x scale = 1.6 at x4); also the conditioned model's blur when LR is on disk")
+    d.add_argument("--bd-variant", dest="bd_variant", default=S, choices=("duf", "matlab"), help="BD sampling grid when synthesised: duf = 13x13 Gaussian, pixels 0, s, 2s, ... (DUF, BasicSR duf_downsample; default); matlab = BasicSR's MATLAB BD script (12x12 at sigma 1.6, replicate borders, block centres: BasicVSR/IconVSR Vimeo-90K and Vid4 BD)")
     d.add_argument("--noise", default=S, type=float, metavar="N", help="additive Gaussian noise, 0-255 units (default 0)")
     d.add_argument("--jpeg", default=S, type=int, metavar="Q", help="JPEG-compress the synthesised LR at quality Q")
     d.add_argument("--seed", default=S, type=int, help="seed of synthesised degradations (default 0; per clip, independent of --subset)")

@@ -9,6 +9,12 @@ Three families, as the literature names them:
   Borders are reflected (``dcb|abcd|cba``, OpenCV's BORDER_REFLECT_101) and the samples kept are
   rows/columns ``0, s, 2s, ...``: the sampling grid of DUF's downsampler (as BasicSR's
   ``duf_downsample``, whose reflect pad + strided conv + 2-pixel crop reduce to exactly this).
+  ``variant="matlab"`` is the other BD found in the literature, BasicSR's MATLAB script
+  ``generate_LR_Vimeo90K_BD.m`` (the Vimeo-90K / Vid4 BD sets of BasicVSR, IconVSR, BasicVSR++):
+  ``fspecial('gaussian', 2*ceil(3*sigma)+2, sigma)`` (12x12 at sigma 1.6, centred between pixels),
+  ``imfilter(..., 'replicate')``, then rows/columns ``s/2, s/2 + s, ...`` (1-based), i.e. every LR
+  pixel sits at the centre of its ``s x s`` block. The two grids differ by 1.5 HR pixels at x4: a
+  model trained on one and tested on the other loses PSNR, so pick the one the benchmark used.
 * **SRMD** — the general model of SRMD (Zhang et al., CVPR 2018) used by UDVD (Xu et al., CVPR 2020):
   ``y = bicubic_down(x (*) k) + n`` with a random isotropic or anisotropic Gaussian ``k`` and AWGN ``n``
   (optionally JPEG after). Non-blind models are told the degradation through 16 maps: the 15-D PCA code
@@ -48,6 +54,7 @@ __all__ = [
     "bicubic_downsample_torch",
     "bd_downsample",
     "bd_downsample_torch",
+    "BD_VARIANTS",
     "gaussian_kernel",
     "random_srmd_kernel",
     "blur",
@@ -107,6 +114,35 @@ def bd_kernel(kernel_size: int = 13, sigma: float = 1.6) -> np.ndarray:
     return np.outer(g, g)
 
 
+BD_VARIANTS = ("duf", "matlab")
+
+
+def _matlab_bd_size(sigma: float) -> int:
+    # generate_LR_Vimeo90K_BD.m: kernelsize = ceil(sigma * 3) * 2 + 2 (even: centred between pixels).
+    return int(math.ceil(sigma * 3)) * 2 + 2
+
+
+def _bd_plan(scale: int, sigma: float | None, kernel_size: int | None, variant: str) -> tuple[np.ndarray, int, int]:
+    """``(1-D kernel g, centre c, first sample)``: ``out(y) = sum_i g[i] x(y + i - c)``, kept at
+    ``first, first + scale, ...``. Validates every argument (ValueError, one line)."""
+    if variant not in BD_VARIANTS:
+        raise ValueError(f"BD variant must be one of {', '.join(BD_VARIANTS)}, got {variant!r}")
+    sigma = _bd_sigma(scale, sigma)
+    if variant == "duf":
+        size = 13 if kernel_size is None else int(kernel_size)
+        _check_bd(scale, sigma, size)
+        return _gaussian_1d(size, float(sigma)), size // 2, 0
+    size = _matlab_bd_size(sigma) if kernel_size is None else int(kernel_size)
+    if scale < 2 or int(scale) != scale or scale % 2:
+        raise ValueError(f"BD variant 'matlab' samples at s/2 : s and needs an even scale, got {scale}")
+    if size < 2 or size % 2:
+        raise ValueError(f"BD variant 'matlab' uses an even kernel (centred between pixels), got {size}")
+    if sigma <= 0:
+        raise ValueError(f"BD sigma must be positive, got {sigma}")
+    # MATLAB's imfilter centre of an even kernel is floor((k+1)/2) (1-based): k/2 - 1 here.
+    return _gaussian_1d(size, float(sigma)), size // 2 - 1, scale // 2 - 1
+
+
 def _bd_sigma(scale: int, sigma: float | None) -> float:
     # DUF ties the blur to the scale: sigma = 0.4 * scale (1.6 at x4, the published BD setting).
     return 0.4 * scale if sigma is None else float(sigma)
@@ -121,39 +157,65 @@ def _check_bd(scale: int, sigma: float, kernel_size: int) -> None:
         raise ValueError(f"BD sigma must be positive, got {sigma}")
 
 
-def bd_downsample(img: np.ndarray, scale: int = 4, sigma: float | None = None, kernel_size: int = 13) -> np.ndarray:
-    """BD: Gaussian blur (reflect-101 borders), then keep pixels ``[0::scale, 0::scale]``.
+def bd_downsample(img: np.ndarray, scale: int = 4, sigma: float | None = None, kernel_size: int | None = None,
+                  variant: str = "duf") -> np.ndarray:
+    """BD: Gaussian blur then subsampling (see the module docstring for the two ``variant`` grids).
 
-    ``sigma`` defaults to ``0.4 * scale`` (1.6 at x4). Output size ``ceil(H/scale) x ceil(W/scale)``.
+    ``"duf"`` (default): ``kernel_size`` (default 13) reflect-101 borders, keep ``[0::scale, 0::scale]``,
+    output ``ceil(H/scale) x ceil(W/scale)``. ``"matlab"``: BasicSR's MATLAB BD script, even kernel
+    (default ``2*ceil(3*sigma)+2``), replicated borders, keep ``[s/2-1::s]`` (0-based), output
+    ``floor(H/scale) x floor(W/scale)``. ``sigma`` defaults to ``0.4 * scale`` (1.6 at x4).
     uint8 in -> uint8 out (rounded half up), float in -> float32 out.
     """
-    sigma = _bd_sigma(scale, sigma)
-    _check_bd(scale, sigma, kernel_size)
+    g64, c, first = _bd_plan(scale, sigma, kernel_size, variant)
     img = np.asarray(img)
-    g = _gaussian_1d(int(kernel_size), float(sigma)).astype(np.float32)
+    g = g64.astype(np.float32)
     x = img.astype(np.float32)
-    # Separable filter: two 1-D passes (the 2-D Gaussian is their outer product).
-    blurred = cv2.sepFilter2D(x, -1, g, g, borderType=cv2.BORDER_REFLECT_101)
-    if blurred.ndim == 2 and img.ndim == 3:
-        blurred = blurred[:, :, None]
-    out = blurred[::scale, ::scale]
+    if variant == "duf":
+        # Separable filter: two 1-D passes (the 2-D Gaussian is their outer product).
+        blurred = cv2.sepFilter2D(x, -1, g, g, borderType=cv2.BORDER_REFLECT_101)
+        if blurred.ndim == 2 and img.ndim == 3:
+            blurred = blurred[:, :, None]
+        out = blurred[::scale, ::scale]
+    else:
+        h, w = img.shape[:2]
+        if h < scale or w < scale:
+            raise ValueError(f"BD: image {w}x{h} smaller than the scale {scale}")
+        k = g.size
+        pad = ((c, k - 1 - c), (c, k - 1 - c)) + ((0, 0),) * (x.ndim - 2)
+        xp = np.pad(x, pad, mode="edge")  # imfilter 'replicate'
+        # anchor (0, 0): out(y) = sum_i g[i] xp(y + i) = sum_i g[i] x(y + i - c); only rows/columns
+        # whose taps lie inside the padded image are kept, so OpenCV's own border never enters.
+        blurred = cv2.sepFilter2D(xp, -1, g, g, anchor=(0, 0), borderType=cv2.BORDER_CONSTANT)
+        if blurred.ndim == 2 and img.ndim == 3:
+            blurred = blurred[:, :, None]
+        out = blurred[first : first + scale * (h // scale) : scale, first : first + scale * (w // scale) : scale]
     if np.issubdtype(img.dtype, np.integer):
         peak = float(np.iinfo(img.dtype).max)
         return np.floor(np.clip(out, 0, peak) + 0.5).astype(img.dtype)
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def bd_downsample_torch(x: torch.Tensor, scale: int = 4, sigma: float | None = None, kernel_size: int = 13) -> torch.Tensor:
+def bd_downsample_torch(x: torch.Tensor, scale: int = 4, sigma: float | None = None, kernel_size: int | None = None,
+                        variant: str = "duf") -> torch.Tensor:
     """BD for a float batch ``(..., H, W)`` on any device; equals :func:`bd_downsample` (float32)."""
-    sigma = _bd_sigma(scale, sigma)
-    _check_bd(scale, sigma, kernel_size)
+    g64, c, first = _bd_plan(scale, sigma, kernel_size, variant)
+    k = g64.size
     shape = x.shape
     h, w = shape[-2:]
-    pad = kernel_size // 2
-    if pad >= h or pad >= w:
-        raise ValueError(f"BD: image {h}x{w} too small for kernel {kernel_size} (reflect padding)")
-    g = torch.tensor(_gaussian_1d(int(kernel_size), float(sigma)), dtype=x.dtype, device=x.device)
+    g = torch.tensor(g64, dtype=x.dtype, device=x.device)
     y = x.reshape(-1, 1, h, w)
+    if variant == "matlab":
+        if h < scale or w < scale:
+            raise ValueError(f"BD: image {w}x{h} smaller than the scale {scale}")
+        # Replicate pad, drop the rows/columns before the first sample, strided 'valid' correlation.
+        y = F.pad(y, (c, k - 1 - c, c, k - 1 - c), mode="replicate")[..., first:, first:]
+        y = F.conv2d(y, g.view(1, 1, -1, 1), stride=(scale, 1))[..., : h // scale, :]
+        y = F.conv2d(y, g.view(1, 1, 1, -1), stride=(1, scale))[..., : w // scale]
+        return y.reshape(*shape[:-2], y.shape[-2], y.shape[-1])
+    pad = c
+    if pad >= h or pad >= w:
+        raise ValueError(f"BD: image {h}x{w} too small for kernel {k} (reflect padding)")
     y = F.pad(y, (pad, pad, pad, pad), mode="reflect")  # torch "reflect" == OpenCV BORDER_REFLECT_101
     # Subsample inside the convolutions (stride): only the kept pixels are computed.
     y = F.conv2d(y, g.view(1, 1, -1, 1), stride=(scale, 1))
@@ -543,14 +605,22 @@ class BIDegradation:
 
 @dataclasses.dataclass
 class BDDegradation(BIDegradation):
-    """Gaussian blur (``sigma``, default ``0.4 * scale``; ``kernel_size``) then ``[0::scale]`` subsampling
-    (+ optional noise/JPEG)."""
+    """Gaussian blur (``sigma``, default ``0.4 * scale``; ``kernel_size``) then subsampling on the
+    ``variant`` grid: ``"duf"`` (13x13, ``[0::scale]``) or ``"matlab"`` (BasicSR's MATLAB BD script,
+    block centres) (+ optional noise/JPEG)."""
 
     sigma: float | None = None
-    kernel_size: int = 13
+    kernel_size: int | None = None
+    variant: str = "duf"
+
+    def __post_init__(self) -> None:
+        try:  # a bad variant/size/scale fails when the degradation is built, not in a DataLoader worker
+            _bd_plan(self.scale, self.sigma, self.kernel_size, self.variant)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
     def _down(self, f: np.ndarray) -> np.ndarray:
-        return bd_downsample(f, self.scale, self.sigma, self.kernel_size)
+        return bd_downsample(f, self.scale, self.sigma, self.kernel_size, self.variant)
 
 
 @dataclasses.dataclass
