@@ -116,9 +116,11 @@ def test_bi_synthesis_on_crops_equals_degrading_whole_frames(tmp_path):
         write_image(tmp_path / "clip" / f"{t}.png", np.dstack([y * 2, x * 3, texture]).astype(np.uint8))
     from srkit.io.images import read_rgb
 
-    for name, down in (("BI", bicubic_downsample), ("BD", bd_downsample)):
-        ds = VideoSRDataset(tmp_path, layout="folders", num_frames=3, degradation=name, gt_patch=32, use_flip=False,
-                            use_rot=False, seed=5)
+    bd_matlab = lambda f, s: bd_downsample(f, s, variant="matlab")  # noqa: E731
+    for name, params, down in (("BI", None, bicubic_downsample), ("BD", None, bd_downsample),
+                               ("BD", {"variant": "matlab"}, bd_matlab)):
+        ds = VideoSRDataset(tmp_path, layout="folders", num_frames=3, degradation=name, degradation_params=params,
+                            gt_patch=32, use_flip=False, use_rot=False, seed=5)
         for i in range(len(ds)):
             item = ds[i]
             gt = item["gt"].numpy()
