@@ -162,6 +162,23 @@ def test_chunked_attention_equals_dense(chunk):
     assert (out - ref).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("chunk", [3, 14, None])
+def test_chunked_attention_skips_rows_of_zero_weight_exactly(chunk):
+    # std 0.25: the fp32 Gaussian underflows to exactly 0 beyond 3 rows, so the numerator skips rows.
+    q, k, v = _qkv(h=17, w=6)
+    std = torch.tensor([0.25])
+    with torch.no_grad():
+        out = gaussian_nonlocal_attention(q, k, v, std, chunk_size=chunk)
+    assert (out - dense_attention(q, k, v, std)).abs().max().item() < 1e-5
+    inputs = [x.clone().requires_grad_(True) for x in (q, k, v, std)]
+    dense = [x.clone().detach().requires_grad_(True) for x in inputs]
+    gy = torch.randn(out.shape)
+    (gaussian_nonlocal_attention(*inputs, chunk_size=chunk) * gy).sum().backward()
+    (dense_attention(*dense) * gy).sum().backward()
+    for a, b in zip(inputs, dense):
+        assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("checkpoint", [True, False])
 def test_chunked_attention_gradients_equal_dense(checkpoint):
     q, k, v = _qkv(h=4, w=6)

@@ -62,32 +62,42 @@ def auto_chunk_size(num_positions: int, rows: int, *, element_size: int = 4, gra
 
 
 # ------------------------------------------------------------------------------------------ exact
-def _chunk_weights(gy: torch.Tensor, gx: torch.Tensor, start: int, stop: int, width: int) -> torch.Tensor:
-    """Gaussian weights ``(stop - start, H*W)`` of query positions ``start..stop`` (row-major)."""
+def _chunk_weights(gy: torch.Tensor, gx: torch.Tensor, start: int, stop: int, width: int,
+                   rows: tuple[int, int]) -> torch.Tensor:
+    """Gaussian weights ``(stop - start, (r1 - r0) * W)`` of query positions ``start..stop`` (row-major)
+    for the keys of rows ``r0..r1``."""
     idx = torch.arange(start, stop, device=gy.device)
-    wy = gy.index_select(0, torch.div(idx, width, rounding_mode="floor"))  # (c, H)
+    wy = gy[:, rows[0]:rows[1]].index_select(0, torch.div(idx, width, rounding_mode="floor"))  # (c, r1-r0)
     wx = gx.index_select(0, idx.remainder(width))  # (c, W)
     return (wy[:, :, None] * wx[:, None, :]).flatten(1)
 
 
+def _key_rows(start: int, stop: int, width: int, height: int, reach: int) -> tuple[int, int]:
+    """Key rows whose Gaussian weight can be non-zero for query positions ``start..stop``."""
+    return max(0, start // width - reach), min(height, (stop - 1) // width + reach + 1)
+
+
 def _exact_chunk_grad(qc: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor,
-                      start: int, stop: int, width: int) -> torch.Tensor:
+                      start: int, stop: int, width: int, rows: tuple[int, int]) -> torch.Tensor:
     # Out-of-place (autograd-friendly). The max is detached: the result does not depend on it.
     f = torch.matmul(qc, k)  # (B, T, c, L)
     e = torch.exp(f - f.detach().amax(-1, keepdim=True))
     s = e.sum(-1, keepdim=True)
-    w = _chunk_weights(gy, gx, start, stop, width).to(e.dtype)
-    return torch.matmul(e * w, v) / s
+    lo, hi = rows[0] * width, rows[1] * width
+    w = _chunk_weights(gy, gx, start, stop, width, rows).to(e.dtype)
+    return torch.matmul(e[..., lo:hi] * w, v[:, :, lo:hi]) / s
 
 
 def _exact_chunk_inplace(qc: torch.Tensor, k: torch.Tensor, v: torch.Tensor, gy: torch.Tensor, gx: torch.Tensor,
-                         start: int, stop: int, width: int, out: torch.Tensor) -> None:
+                         start: int, stop: int, width: int, rows: tuple[int, int], out: torch.Tensor) -> None:
     # Inference: one (B, T, c, L) buffer, modified in place (no autograd graph to protect).
     f = torch.matmul(qc, k)
     f.sub_(f.amax(-1, keepdim=True)).exp_()
     s = f.sum(-1, keepdim=True, dtype=torch.float32)
-    f.mul_(_chunk_weights(gy, gx, start, stop, width).to(f.dtype))
-    out.copy_(torch.matmul(f, v).div_(s.to(f.dtype)))
+    lo, hi = rows[0] * width, rows[1] * width
+    e = f[..., lo:hi]
+    e.mul_(_chunk_weights(gy, gx, start, stop, width, rows).to(f.dtype))
+    out.copy_(torch.matmul(e, v[:, :, lo:hi]).div_(s.to(f.dtype)))
 
 
 def _exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor, chunk: int | None,
@@ -101,6 +111,10 @@ def _exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sigma: torch.Tenso
     vf = v.reshape(b, t, cv, n).transpose(2, 3)  # (B, T, L, Cv)
     gy = gaussian_axis_weights(h, sigma, device=q.device, dtype=q.dtype)
     gx = gaussian_axis_weights(w, sigma, device=q.device, dtype=q.dtype)
+    # Rows farther than this have a weight that is exactly 0 in this dtype (exp underflows: about
+    # 14.4 sigma in fp32/bf16): the numerator (weights x values) skips them; the softmax denominator
+    # still runs over every key. Same result, less work on frames taller than ~30 sigma.
+    reach = int((gy[0].detach() > 0).sum().item()) - 1 if h > 1 else 0
     grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, sigma))
     if chunk is None:
         chunk = auto_chunk_size(n, b * t, element_size=q.element_size(), grad=grad, budget_mb=budget_mb)
@@ -110,16 +124,17 @@ def _exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sigma: torch.Tenso
         vf = vf.contiguous()
         for a in range(0, n, chunk):
             z = min(n, a + chunk)
-            _exact_chunk_inplace(qf[:, :, a:z], kf, vf, gy, gx, a, z, w, out[:, :, a:z])
+            rows = _key_rows(a, z, w, h, reach)
+            _exact_chunk_inplace(qf[:, :, a:z], kf, vf, gy, gx, a, z, w, rows, out[:, :, a:z])
     else:
         parts = []
         for a in range(0, n, chunk):
             z = min(n, a + chunk)
+            args = (qf[:, :, a:z], kf, vf, gy, gx, a, z, w, _key_rows(a, z, w, h, reach))
             if use_checkpoint:
-                parts.append(_checkpoint(_exact_chunk_grad, qf[:, :, a:z], kf, vf, gy, gx, a, z, w,
-                                         use_reentrant=False))
+                parts.append(_checkpoint(_exact_chunk_grad, *args, use_reentrant=False))
             else:
-                parts.append(_exact_chunk_grad(qf[:, :, a:z], kf, vf, gy, gx, a, z, w))
+                parts.append(_exact_chunk_grad(*args))
         out = torch.cat(parts, dim=2) if len(parts) > 1 else parts[0]
     return out.transpose(2, 3).reshape(b, t, cv, h, w)
 
