@@ -103,6 +103,13 @@ def test_torch_matches_numpy(y_channel, crop):
     xu = torch.stack([torch.from_numpy(p[1]).permute(2, 0, 1) for p in pairs])
     yu = torch.stack([torch.from_numpy(p[0]).permute(2, 0, 1) for p in pairs])
     assert torch.allclose(psnr_torch(xu, yu), psnr_torch(x, y), atol=1e-6)
+    # uint16 tensors (16-bit PNG frames) on the same 0-255 scale as numpy's uint16
+    x16 = torch.from_numpy(np.stack([p[1].astype(np.uint16) * 257 for p in pairs]).transpose(0, 3, 1, 2).copy())
+    y16 = torch.from_numpy(np.stack([p[0].astype(np.uint16) * 257 for p in pairs]).transpose(0, 3, 1, 2).copy())
+    assert torch.allclose(psnr_torch(x16, y16, y_channel=y_channel), psnr_torch(x, y, y_channel=y_channel), atol=1e-6)
+    assert torch.allclose(ssim_torch(x16, y16, crop_border=crop), ssim_torch(x, y, crop_border=crop), atol=1e-6)
+    with pytest.raises(ValueError, match="pass max_value"):
+        psnr_torch(xu.int(), yu.int())
 
 
 def test_torch_only_ssim_path_matches_numpy():
@@ -140,3 +147,20 @@ def test_video_scores_mean_of_clip_means():
     assert VideoScores.from_dict(d).to_dict() == d
     with pytest.raises(ValueError):
         s.add("a", "x", psnr=1.0)
+
+
+def test_psnr_of_known_gaussian_noise():
+    # AWGN of sigma 5 grey levels on mid-grey (no clipping): MSE -> 25, PSNR -> 20 log10(255 / 5) = 34.151 dB.
+    rng = np.random.default_rng(7)
+    gt = np.full((256, 256, 3), 128.0)
+    noisy = gt + rng.normal(0.0, 5.0, gt.shape)
+    got = psnr(noisy, gt, max_value=255)
+    assert got == pytest.approx(20 * math.log10(255 / 5), abs=0.02)
+    # exact against the realised MSE, and torch agrees
+    assert got == pytest.approx(10 * math.log10(255**2 / np.mean((noisy - gt) ** 2)), abs=1e-12)
+    t = lambda a: torch.from_numpy(a.transpose(2, 0, 1))[None]  # noqa: E731
+    assert psnr_torch(t(noisy), t(gt), max_value=255).item() == pytest.approx(got, abs=1e-9)
+    # Y of equal-noise RGB: Y noise sigma = 5 * |coeffs| / 255 -> PSNR_Y = 34.151 - 20 log10(|c| / 255)
+    c = np.array([65.481, 128.553, 24.966])
+    assert psnr(noisy, gt, max_value=255, y_channel=True) == pytest.approx(
+        20 * math.log10(255 / 5) - 20 * math.log10(np.linalg.norm(c) / 255), abs=0.03)

@@ -130,6 +130,8 @@ def _torch_to_255(x: torch.Tensor, max_value: float | None) -> torch.Tensor:
     if max_value is None:
         if x.dtype == torch.uint8:
             max_value = 255.0
+        elif x.dtype == getattr(torch, "uint16", None):  # 16-bit PNG frames, as the numpy version
+            max_value = 65535.0
         elif torch.is_floating_point(x):
             max_value = 1.0
         else:
@@ -164,7 +166,7 @@ def _prepare_pair_torch(x, y, crop_border, y_channel, max_value) -> tuple[torch.
 
 def psnr_torch(x: torch.Tensor, y: torch.Tensor, *, crop_border: int = 0, y_channel: bool = False,
                max_value: float | None = None) -> torch.Tensor:
-    """Per-image PSNR (dB) of ``(N, C, H, W)`` batches (float in [0, ``max_value``=1] or uint8): ``(N,)``."""
+    """Per-image PSNR (dB) of ``(N, C, H, W)`` batches (float in [0, ``max_value``=1], uint8 or uint16): ``(N,)``."""
     # Y is affine in RGB, so Y(a) - Y(b) = coeffs . (a - b) / 255: convert the difference once
     # instead of both images (half the float64 work; identical to 1e-12).
     a, b = _prepare_pair_torch(x, y, crop_border, False, max_value)
