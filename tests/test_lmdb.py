@@ -168,3 +168,22 @@ def test_reader_reopens_after_fork(tmp_path):
     p.join(timeout=30)
     assert got == expected and reader._env is parent_env
     assert int(reader.read("a/00000001").sum()) == expected  # the parent's handle still works
+
+
+def test_truncated_png_records_are_corrupt_without_libpng_noise(tmp_path, capfd):
+    from srkit.data.lmdb_store import decode_record
+
+    src = tmp_path / "src"
+    _noise_clips(src, clips=("a",), frames=2)
+    out = tmp_path / "db.lmdb"
+    pack(src, out, layout="folders")
+    with lmdb.open(str(out)) as env, env.begin(write=True) as txn:
+        whole = bytes(txn.get(b"a/00000000"))
+        txn.put(b"a/00000000", whole[: len(whole) // 2])  # an interrupted write
+        txn.put(b"a/00000001", bytes(txn.get(b"a/00000001"))[:-12])  # pixels intact, IEND chunk lost
+    assert decode_record(whole) is not None
+    capfd.readouterr()
+    report = verify(out)
+    assert [k for k, _ in report.bad] == ["a/00000000", "a/00000001"]
+    assert all(r.startswith("corrupt") for _, r in report.bad)
+    assert "libpng" not in capfd.readouterr().err

@@ -47,6 +47,7 @@ PACK_INFO_NAME = "srkit_pack.json"
 PARTIAL_SUFFIX = ".partial"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}  # PNG colour type -> channels as decoded
+_PNG_TRAILER = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the mandatory, always identical last chunk
 
 
 def _lmdb():
@@ -71,6 +72,10 @@ def decode_record(data: bytes | memoryview) -> np.ndarray | None:
     """Decode a stored image to RGB (HxWx3, or HxWx1 for grayscale) keeping its bit depth; None if corrupt."""
     buf = np.frombuffer(data, dtype=np.uint8)
     if buf.size == 0:
+        return None
+    if bytes(data[:8]) == _PNG_SIGNATURE and bytes(data[-12:]) != _PNG_TRAILER:
+        # Truncated PNG (interrupted write, damaged disk): known bad without asking libpng, which would
+        # print its own "PNG input buffer is incomplete" line to stderr for every such record.
         return None
     img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
     if img is None:
