@@ -257,7 +257,7 @@ def _env():
 
 def test_subprocess_error_has_no_traceback(tmp_path):
     p = subprocess.run([sys.executable, "-m", "srkit", "upscale", str(tmp_path / "missing.mp4"), "-o",
-                        str(tmp_path / "o.mp4")], capture_output=True, text=True, env=_env(), timeout=300)
+                        str(tmp_path / "o.mp4"), "-q"], capture_output=True, text=True, env=_env(), timeout=300)
     assert p.returncode != 0
     assert "Traceback" not in p.stderr
     one_error_line(p.stderr, "missing.mp4")

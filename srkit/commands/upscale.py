@@ -52,7 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     rt = parser.add_argument_group("runtime")
     rt.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     rt.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                    help="autocast precision (default: fp32; bf16 is the fast choice on recent CPUs and GPUs)")
+                    help="autocast precision (default: fp32; bf16 is faster on GPUs and on CPUs with "
+                         "AVX512-BF16/AMX, slower elsewhere)")
     rt.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch (default: PyTorch's choice)")
     rt.add_argument("--tile", type=int, metavar="PX",
                     help="restore in tiles of PX input pixels (blended; bounds memory for large frames)")
@@ -124,6 +125,9 @@ def run(args: argparse.Namespace) -> int:
                    resume=args.resume, quiet=args.quiet, codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
                    lossless=args.lossless, fps=args.fps, output_kind=args.output_kind)
     model = args.model or (None if args.weights else "edvr-m")
+    if args.weights is None and not args.quiet:
+        print(f"srkit: warning: no --weights given: {model} runs with random weights (speed tests only)",
+              file=sys.stderr)
     with torch_threads(args.threads):
         if args.input_list or (args.output_dir and not args.output):
             inputs = read_input_list(args.input_list) if args.input_list else [Path(args.input)]

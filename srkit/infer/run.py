@@ -334,9 +334,7 @@ def _images_input(files: Sequence[Path], folder_in: Path | None, output: Path, o
         return UpscaleResult(files[0], output, "image", 1, 0, time.perf_counter() - t0)
     if out_kind != "images":
         raise ConfigError("single-image models write images: give an image file or a folder as output", output)
-    if folder_in is None and output.is_dir():
-        pass
-    elif output.exists() and not output.is_dir():
+    if output.exists() and not output.is_dir():
         raise OutputError("output exists and is not a folder", output)
     parent = output if output.is_dir() else output.parent
     if not output.exists() and not (parent.is_dir() and os.access(parent, os.W_OK)):
@@ -362,7 +360,7 @@ def _images_input(files: Sequence[Path], folder_in: Path | None, output: Path, o
 
 
 # ---------------------------------------------------------------------------------------------- entry points
-def _resolve_output_kind(kind: str, is_video_model: bool, output: Path, requested: str) -> str:
+def _resolve_output_kind(is_video_model: bool, output: Path, requested: str) -> str:
     if requested != "auto":
         return requested
     if _is_video_name(output):
@@ -380,9 +378,9 @@ def _upscale_one(path: Path, output: Path, opts: _Options) -> UpscaleResult:
     spec = opts.model.spec
     video_model = spec.input_kind == "video" and spec.num_frames > 1
     kind = input_kind(path)
-    if _same_or_inside(output, path) or (path.is_file() and output.resolve() == path.resolve()):
+    if _same_or_inside(output, path):  # the same file, or a folder output inside the input folder
         raise OutputError("output is the input (or inside the input folder); refusing to write there", output)
-    out_kind = _resolve_output_kind(kind, video_model, output, opts.output_kind)
+    out_kind = _resolve_output_kind(video_model, output, opts.output_kind)
     if kind == "video":
         if not video_model:
             raise InputError(f"is a video but model {_model_name(opts.model)} restores single images "
