@@ -81,6 +81,8 @@ class EvalOptions:
     overwrite: bool = False
     device: str = "auto"
     precision: str = "fp32"
+    # temporal border padding of video models' windows (EDVR/BasicSR test configs: reflection_circle)
+    padding: str = "reflection_circle"
     tile: int | None = None
     max_memory: str | None = None
     quiet: bool = False
@@ -108,6 +110,10 @@ class EvalOptions:
             raise ConfigError("--weights makes no sense with --model bicubic")
         if self.model is None and not self.weights:
             self.model = "bicubic"
+        from srkit.data.windows import PADDING_MODES
+
+        if self.padding not in PADDING_MODES:
+            raise ConfigError(f"--padding must be one of {', '.join(PADDING_MODES)}, got {self.padding!r}")
         if self.crop_size < 8:
             raise ConfigError(f"crop size must be >= 8, got {self.crop_size}")
 
@@ -403,7 +409,7 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
                 # 7 is scored) while still feeding its temporal context; we stop after the last.
                 outputs = (_quantise(o, dtype) for o in upscale_frames(
                     lr, net, device=opts.device, precision=opts.precision, condition=condition,
-                    tile=opts.tile, max_memory=opts.max_memory, start_frame=first))
+                    tile=opts.tile, max_memory=opts.max_memory, padding=opts.padding, start_frame=first))
             offset = 0 if bicubic else first
             for i, out in enumerate(outputs, start=offset):
                 if i > last:

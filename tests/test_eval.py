@@ -252,3 +252,26 @@ def test_preset_without_weights_is_flagged_untrained(tmp_path, capsys):
     assert main(["eval", "--data", str(root), "--layout", "vid4", "--no-ssim", "--quiet"]) == 0
     cap = capsys.readouterr()
     assert "untrained" not in cap.err.lower() + cap.out.lower()
+
+
+def test_padding_option_reaches_the_video_engine(tmp_path, monkeypatch):
+    import torch
+
+    import srkit.infer
+    from srkit.models import create_model
+
+    seen = {}
+
+    def fake_upscale(frames, net, **kw):  # records the options, restores with MATLAB bicubic
+        seen.update(kw)
+        for f in list(frames)[kw.get("start_frame", 0):]:
+            yield imresize(f.astype(np.float32) / 255, 4.0)
+
+    monkeypatch.setattr(srkit.infer, "upscale_frames", fake_upscale)
+    root = _make_vid4(tmp_path / "vid4", frames=2, size=(16, 16))
+    torch.manual_seed(0)
+    net = create_model("udvd-x4", num_feat=8, num_blocks=1, image_feat=4, block_feat=8, hr_feat=4).eval()
+    evaluate(EvalOptions(data=str(root), layout="vid4", padding="replicate", quiet=True, ssim=False), model=net)
+    assert seen["padding"] == "replicate"
+    with pytest.raises(Exception, match="--padding must be one of"):
+        evaluate(EvalOptions(data=str(root), layout="vid4", padding="mirror", quiet=True))

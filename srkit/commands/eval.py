@@ -71,6 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r = parser.add_argument_group("runtime")
     r.add_argument("--device", default=S, metavar="DEV", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     r.add_argument("--precision", default=S, choices=("fp32", "bf16", "fp16"), help="autocast precision (default fp32)")
+    r.add_argument("--padding", default=S, choices=("reflection_circle", "reflection", "replicate", "circle"), help="how video models' frame windows are filled at clip borders (default reflection_circle, as EDVR's BasicSR test configs)")
     r.add_argument("--tile", default=S, type=int, metavar="PX", help="restore in tiles of PX input pixels (large frames, small memory)")
     r.add_argument("--max-memory", dest="max_memory", default=S, metavar="SIZE", help="pick the tile size for this memory budget, e.g. 4GB")
 
