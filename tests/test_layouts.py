@@ -126,6 +126,17 @@ def test_vimeo_basicsr_lr_folder(tmp_path):
                   [f"im{i}.png" for i in range(1, 8)])
     clip = discover_clips(root, "vimeo", split="all")[0]
     assert clip.lr[0].parents[2].name == "sequences" and "matlabLRx4" in str(clip.lr[0])
+    # BD: no LR yet -> synthesised; then BasicSR's MATLAB BD script output beside the dataset is found,
+    # and BasicVSR's in-tree sequences_BD wins over it
+    assert discover_clips(root, "vimeo", split="all", degradation="BD")[0].lr is None
+    septuplet = [f"im{i}.png" for i in range(1, 8)]
+    _touch_frames(tmp_path / "vimeo_septuplet_BDLRx4" / "sequences" / "00001" / "0001", septuplet)
+    lr = discover_clips(root, "vimeo", split="all", degradation="BD")[0].lr
+    assert lr[6] == tmp_path / "vimeo_septuplet_BDLRx4" / "sequences" / "00001" / "0001" / "im7.png"
+    _touch_frames(root / "sequences_BD" / "00001" / "0001", septuplet)
+    lr = discover_clips(root, "vimeo", split="all", degradation="BD")[0].lr
+    assert lr[0] == root / "sequences_BD" / "00001" / "0001" / "im1.png"
+    assert discover_clips(root, "vimeo", split="all", degradation="BD", scale=2)[0].lr is None
 
 
 def test_images_div2k_pairs(tmp_path):

@@ -19,8 +19,9 @@ folder names recognised (``{D}`` is the degradation, e.g. ``BI``/``BD``, ``{s}``
                     train_sharp (what ``srkit data pack`` packs by default, like BasicSR's LMDB script).
     vimeo    root/sequences/00001/0001/im1.png ... im7.png  (or root/GT/00001/0001, the MMagic layout)
              root/sep_trainlist.txt, root/sep_testlist.txt  (split "train" / "test"; "all" = every sequence)
-             LR from the first of: root/sequences_{D}x{s}, root/{D}x{s}, and for BI
-             <root's parent>/vimeo_septuplet_matlabLRx{s}/sequences (BasicSR's naming).
+             LR from the first of: root/sequences_{D}x{s}, root/{D}x{s}, root/sequences_{D} (x4 only,
+             BasicVSR's sequences_BD), and BasicSR's MATLAB-script outputs beside root:
+             vimeo_septuplet_matlabLRx{s}/sequences (BI), vimeo_septuplet_{D}LRx{s}/sequences (e.g. BD).
              Only the middle frame (im4) is a window centre, as in EDVR / BasicSR.
     images   paired image folders, one clip per image. Ground truth from the first of
              root/DIV2K_{train|valid}_HR (split "train" / "val"|"test"), root/HR, root/GT, root/GTmod12,
@@ -253,9 +254,15 @@ def _vimeo(root: Path, degradation: str, scale: int, split: str) -> list[Clip]:
         names = read_name_list(list_file)
     else:
         raise ConfigError(f"unknown Vimeo-90K split {split!r} (choose train, test or all)")
+    d = degradation.upper()
     candidates = [root / f"sequences_{degradation}x{scale}", root / f"{degradation}x{scale}"]
-    if degradation.upper() == "BI":
+    if scale == 4:  # BasicVSR's README names the x4 BD set just sequences_BD
+        candidates.append(root / f"sequences_{degradation}")
+    # BasicSR's MATLAB scripts write beside the dataset: vimeo_septuplet_matlabLRx4 (BI),
+    # vimeo_septuplet_BDLRx4 (BD), each with a sequences/ folder.
+    if d == "BI":
         candidates.append(root.parent / f"vimeo_septuplet_matlabLRx{scale}" / "sequences")
+    candidates.append(root.parent / f"vimeo_septuplet_{d}LRx{scale}" / "sequences")
     lr_root = _first_dir(candidates)
     clips = []
     for name in names:
