@@ -88,6 +88,16 @@ def test_video_to_video_keeps_timestamps_audio_and_pixels(assets, capsys, tmp_pa
     assert max(int(np.abs(a.rgb.astype(int) - b).max()) for a, b in zip(got, ref)) <= 1
 
 
+def test_rotated_video_comes_out_upright(assets, capsys, tmp_path):
+    src = make_video(tmp_path / "rot.mp4", n_frames=6, size=(32, 24), audio=False, rotation=90)
+    info = probe_video(src.path)
+    assert (info.width, info.height) == (24, 32)  # the reader applies the display rotation
+    rc, err = run(capsys, src.path, "-o", tmp_path / "o.mp4", "--weights", assets["edvr"], "-q")
+    assert rc == 0, err
+    out = probe_video(tmp_path / "o.mp4")
+    assert (out.width, out.height, out.source_rotation, out.num_frames) == (96, 128, 0, 6)
+
+
 def test_video_to_frames_resume_is_identical(assets, capsys, tmp_path):
     out = tmp_path / "frames_out"
     rc, err = run(capsys, assets["clip"].path, "-o", out, "--weights", assets["edvr"], "-q")
