@@ -226,6 +226,12 @@ def test_offset_monitor_warns_once_and_reports_max(caplog):
     warnings = [r for r in caplog.records if "offset" in r.getMessage()]
     assert len(warnings) == 1 and "cas_dcnpack" in warnings[0].getMessage()
     assert model.max_offset_abs_mean() == pytest.approx(120.0, rel=1e-3)
+    # Training mode reads the exact mean of every offset map (the trainer's divergence guard).
+    model.train()
+    model.pcd_align.cas_dcnpack.conv_offset.bias.data[:4] = 0.0  # 4 of the 36 offset channels -> 0
+    with torch.no_grad():
+        model(x)
+    assert model.pcd_align.cas_dcnpack.monitor.last_abs_mean == pytest.approx(120.0 * 32 / 36, rel=1e-4)
     # Monitoring off: no monitors, no value.
     quiet = create_model("edvr-m", offset_warn_threshold=None, **TINY)
     quiet(x)

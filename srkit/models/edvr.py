@@ -109,7 +109,10 @@ class DCNv2Pack(ModulatedDeformConv2d):
         offset = out[:, : 2 * n]
         mask = torch.sigmoid(out[:, 2 * n :])
         if self.monitor is not None:
-            self.monitor.update(offset.detach())
+            # Training: the exact mean (BasicSR's check; the trainer's divergence guard reads it).
+            # Inference: a 1/16 spatial sample estimates it at a third of the cost of a full pass
+            # over the largest tensor of the network.
+            self.monitor.update(offset.detach() if self.training else offset.detach()[..., ::4, ::4])
         return super().forward(x, offset, mask)
 
 
