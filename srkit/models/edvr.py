@@ -461,13 +461,13 @@ _L = dict(num_feat=128, num_frame=5, deformable_groups=8, num_extract_block=5, n
 
 
 @register_model("edvr-m", family="edvr",
-                description="EDVR-M x4 video SR (64 ch, 5 frames, TSA): the fast model; official REDS weights")
+                description="EDVR-M x4 video SR (64 ch, 5 frames, TSA): the fast model (REDS); published checkpoints load")
 def edvr_m(**overrides: Any) -> EDVR:
     return _build(_M, overrides)
 
 
 @register_model("edvr-m-wotsa", family="edvr",
-                description="EDVR-M x4 without TSA (1x1 conv fusion): the paper's ablation; official REDS weights")
+                description="EDVR-M x4 without TSA (1x1 conv fusion): the paper's ablation (REDS)")
 def edvr_m_wotsa(**overrides: Any) -> EDVR:
     return _build({**_M, "with_tsa": False}, overrides)
 
