@@ -76,6 +76,18 @@ def test_input_list_in_one_process(inputs, tmp_path, capsys):
     rc = main(["upscale", "--input-list", str(inputs / "list.txt"), "--output-dir", str(tmp_path / "missing"),
                "--weights", str(inputs / "tiny.safetensors"), "-q"])
     assert rc != 0
+    # A broken input is reported and skipped; the others are still restored; the exit code says so.
+    bad = inputs / "bad_list.txt"
+    bad.write_text("nope.mp4\nc\n")
+    out = tmp_path / "second"
+    out.mkdir()
+    capsys.readouterr()
+    rc = main(["upscale", "--input-list", str(bad), "--output-dir", str(out), "--weights",
+               str(inputs / "tiny.safetensors"), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "nope.mp4: no such file" in err and "1 input(s) failed" in err
+    assert sorted(p.name for p in out.iterdir()) == ["c"]
 
 
 @pytest.mark.slow

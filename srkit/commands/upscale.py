@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> int:
                    condition=degradation_condition(args), batch_size=args.batch_size, overwrite=args.overwrite,
                    resume=args.resume, quiet=args.quiet, codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
                    lossless=args.lossless, fps=args.fps, output_kind=args.output_kind)
+    failed: list[Path] = []  # inputs of an --input-list that could not be restored
     model = args.model or (None if args.weights else "edvr-m")
     if args.weights is None and not args.quiet:
         print(f"srkit: warning: no --weights given: {model} runs with random weights (speed tests only)",
@@ -131,7 +132,13 @@ def run(args: argparse.Namespace) -> int:
     with torch_threads(args.threads):
         if args.input_list or (args.output_dir and not args.output):
             inputs = read_input_list(args.input_list) if args.input_list else [Path(args.input)]
-            results = upscale_many(inputs, args.output_dir, model, **options)
+
+            def report(path: Path, exc: Exception) -> None:
+                failed.append(path)
+                print(f"srkit: error: {exc}", file=sys.stderr)
+
+            results = upscale_many(inputs, args.output_dir, model, on_error=report if args.input_list else None,
+                                   **options)
         else:
             results = [upscale(args.input, args.output, model, **options)]
     if not args.quiet:
@@ -139,4 +146,7 @@ def run(args: argparse.Namespace) -> int:
             extra = f", {r.skipped} already done" if r.skipped else ""
             print(f"{r.input} -> {r.output}: {r.frames} {'images' if r.kind == 'images' else 'frames'}{extra} "
                   f"in {r.seconds:.1f}s ({r.fps:.2f}/s)", file=sys.stderr)
+    if args.input_list and failed:
+        print(f"srkit: error: {len(failed)} input(s) failed: {', '.join(map(str, failed))}", file=sys.stderr)
+        return 1
     return 0

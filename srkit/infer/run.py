@@ -491,10 +491,13 @@ def _output_for(path: Path, output_dir: Path) -> Path:
 
 
 def upscale_many(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, model: nn.Module | str = "edvr-m",
-                 *, rank: int | None = None, world_size: int | None = None, **kwargs) -> list[UpscaleResult]:
+                 *, rank: int | None = None, world_size: int | None = None,
+                 on_error: Callable[[Path, SrkitError], None] | None = None, **kwargs) -> list[UpscaleResult]:
     """Restore many inputs into ``output_dir`` (each keeps its name); this rank handles its shard only.
 
     The model is built once. Inputs with the same name would collide; that is refused up front.
+    A bad input raises, unless ``on_error(path, error)`` is given: then it is reported there and the
+    other inputs are still processed (a long batch is not lost to one broken file).
     """
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
@@ -522,5 +525,10 @@ def upscale_many(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathL
     results = []
     with terminate_as_exit():
         for p in mine:
-            results.append(_with_path(p, lambda p=p: _upscale_one(p, _output_for(p, output_dir), opts)))
+            try:
+                results.append(_with_path(p, lambda p=p: _upscale_one(p, _output_for(p, output_dir), opts)))
+            except SrkitError as exc:
+                if on_error is None:
+                    raise
+                on_error(p, exc)
     return results
