@@ -62,11 +62,17 @@ def dcn_timer(impl: Callable | None = None) -> Iterator[list[float]]:
     inner = impl or original
     spent: list[float] = []
 
+    depth = [0]
+
     def timed(*args, **kwargs):
+        depth[0] += 1  # count only outermost calls, should an implementation recurse via the name
         t0 = time.perf_counter()
-        out = inner(*args, **kwargs)
-        spent.append(time.perf_counter() - t0)
-        return out
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            depth[0] -= 1
+            if depth[0] == 0:
+                spent.append(time.perf_counter() - t0)
 
     dc.deform_conv2d = timed  # ModulatedDeformConv2d.forward looks the function up at call time
     try:
