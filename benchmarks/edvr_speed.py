@@ -141,20 +141,26 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, EDVR-M x4, input {tuple(x.shape)} "
           f"({source}), {args.iters} timed forwards per variant, {len(packs)} DCN layers")
 
-    variants: list[tuple[str, Callable[[], tuple[list[float], list[float]]]]] = [
-        ("srkit fp32", lambda: time_variant(model, x, args.iters)),
-    ]
-    if not args.no_channels_last:
-        def channels_last():
-            model_cl = model.to(memory_format=torch.channels_last)
+    # Each variant: (name, one timed forward -> (total s, DCN s)).  Rounds interleave the variants so
+    # that load from other processes drifts over all of them alike.
+    def once(impl: Callable | None = None, bf16: bool = False, channels_last: bool = False):
+        def run() -> tuple[float, float]:
+            if channels_last:
+                model.to(memory_format=torch.channels_last)
             try:
-                return time_variant(model_cl, x, args.iters)
+                totals, dcn = time_variant(model, x, 1, impl, bf16)
             finally:
-                model.to(memory_format=torch.contiguous_format)
-        variants.append(("srkit fp32 ch-last", channels_last))
+                if channels_last:
+                    model.to(memory_format=torch.contiguous_format)
+            return totals[0], dcn[0]
+        return run
+
+    variants: list[tuple[str, Callable[[], tuple[float, float]]]] = [("srkit fp32", once())]
+    if not args.no_channels_last:
+        variants.append(("srkit fp32 ch-last", once(channels_last=True)))
     native_bf16 = dc._native_low_precision("cpu", torch.bfloat16)
     if args.bf16 == "on" or (args.bf16 == "auto" and native_bf16):
-        variants.append(("srkit bf16 autocast", lambda: time_variant(model, x, args.iters, bf16=True)))
+        variants.append(("srkit bf16 autocast", once(bf16=True)))
     tv = None
     if not args.no_reference:
         try:
@@ -162,13 +168,16 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("torchvision not installed: no reference variant", file=sys.stderr)
     if tv is not None:
-        variants.append(("reference fp32 (tv DCN)", lambda: time_variant(model, x, args.iters, tv.deform_conv2d)))
+        variants.append(("reference fp32 (tv DCN)", once(impl=tv.deform_conv2d)))
 
-    results = {}
-    for name, run in variants:
-        totals, dcn = run()
-        results[name] = (statistics.median(totals), statistics.median(dcn))
-        print(f"  measured {name}: {', '.join(f'{t:.2f}' for t in totals)} s", flush=True)
+    samples: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}
+    for round_ in range(args.iters):
+        for name, run in variants:
+            samples[name].append(run())
+            print(f"  round {round_ + 1} {name}: {samples[name][-1][0]:.2f} s "
+                  f"(DCN {samples[name][-1][1]:.2f} s)", flush=True)
+    results = {name: (statistics.median(t for t, _ in v), statistics.median(d for _, d in v))
+               for name, v in samples.items()}
     offsets = [m.monitor.last_abs_mean for m in packs if getattr(m, "monitor", None) is not None]
     if offsets and offsets[0] is not None:
         print(f"mean |offset| per DCN layer: {', '.join(f'{v:.2f}' for v in offsets)} px")
