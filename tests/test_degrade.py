@@ -316,3 +316,28 @@ def test_bd_matlab_variant_is_basicsr_matlab_script():
         D.make_degradation("BD", 4, variant="nope")
     with pytest.raises(ValueError, match="even kernel"):
         D.bd_downsample(img, 4, kernel_size=13, variant="matlab")
+
+
+def test_pca_script_reproduces_the_shipped_basis_subspace():
+    # scripts/compute_pca_basis.py made srkit/assets/srmd_pca_15.npy (20000 kernels, seed 0: bit-exact
+    # when rerun). A 600-kernel run of the same code must span nearly the same leading subspace.
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compute_pca_basis.py"
+    spec = importlib.util.spec_from_file_location("compute_pca_basis", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    kernels = mod.sample_kernels(np.random.default_rng(0), 600)
+    basis, energy = mod.pca_basis(kernels)
+    assert basis.shape == (15, 225) and energy > 0.999
+    np.testing.assert_allclose(basis @ basis.T, np.eye(15), atol=1e-10)
+    shipped = D.load_pca_basis().astype(np.float64)
+    # leading components: |cos| of the principal angles between the two 3-D subspaces ~ 1 (later
+    # components have close eigenvalues and rotate among themselves with few samples)
+    cos = np.linalg.svd(basis[:3] @ shipped[:3].T, compute_uv=False)
+    assert cos.min() > 0.999
+    # the shipped basis reconstructs the script's kernels as well as their own basis does
+    rec = lambda p: np.abs(kernels @ p.T @ p - kernels).max(axis=1) / kernels.max(axis=1)  # noqa: E731
+    assert rec(shipped).mean() < 1.5 * rec(basis).mean() + 1e-3
+    assert float(basis[0] @ shipped[0]) > 0.99  # same sign convention for the mean-shape component
