@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 from pathlib import Path
 
 import lmdb
@@ -11,7 +12,7 @@ import pytest
 
 from srkit import cli
 from srkit.data.layouts import Clip
-from srkit.data.lmdb_store import LmdbReader, pack, png_shape, read_meta, verify
+from srkit.data.lmdb_store import LmdbReader, pack, pack_records, png_shape, read_meta, verify
 from srkit.errors import InputError, OutputError
 from srkit.io.images import encode_image, read_rgb, write_image
 
@@ -187,3 +188,33 @@ def test_truncated_png_records_are_corrupt_without_libpng_noise(tmp_path, capfd)
     assert [k for k, _ in report.bad] == ["a/00000000", "a/00000001"]
     assert all(r.startswith("corrupt") for _, r in report.bad)
     assert "libpng" not in capfd.readouterr().err
+
+
+def _pack_then_die(out: str, kill_at: int) -> None:
+    """Child process: pack 10 records and SIGKILL itself (no cleanup of any kind) while reading one."""
+    import signal
+
+    def read(i: int) -> np.ndarray:
+        if i == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return np.full((6, 5, 3), i, np.uint8)
+
+    pack_records(((f"c/{i:03d}", lambda i=i: read(i)) for i in range(10)), out, batch_records=2, workers=1)
+
+
+def test_pack_killed_hard_resumes_from_committed_batches(tmp_path):
+    out = tmp_path / "db.lmdb"
+    p = mp.get_context("fork").Process(target=_pack_then_die, args=(str(out), 7))
+    p.start()
+    p.join(timeout=60)
+    assert p.exitcode == -9  # killed like a power cut: no exception handler, no atexit, no close()
+    partial = tmp_path / "db.lmdb.partial"
+    assert partial.is_dir() and not out.exists()
+    with lmdb.open(str(partial), readonly=True, lock=False) as env:
+        assert env.stat()["entries"] == 6  # three committed batches of two survive the kill
+    records = ((f"c/{i:03d}", lambda i=i: np.full((6, 5, 3), i, np.uint8)) for i in range(10))
+    report = pack_records(records, out, resume=True, batch_records=2, workers=1)
+    assert (report.skipped, report.written, report.total) == (6, 4, 10)
+    reader = LmdbReader(out)
+    assert [int(reader.read(k)[0, 0, 0]) for k in reader.keys] == list(range(10))
+    assert verify(out).ok
