@@ -160,3 +160,19 @@ def test_cli_default_output_name_in_the_working_folder(tmp_path, monkeypatch, ca
     # A second run does not silently replace it.
     assert _run([str(src), "--model", "udvd-x2", "--blur", "1", "--noise", "0", "-q"]) != 0
     assert "exists" in capsys.readouterr().err
+
+
+def test_engine_warnings_shown_once_not_per_cell(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import srkit.infer.engine as engine
+
+    # Stand-in for a once-per-run engine warning (e.g. emulated bf16 on a CPU without native support).
+    monkeypatch.setattr(engine, "_warn_slow_precision", lambda dev, precision: engine.log.warning("slow %s", precision))
+    src = tmp_path / "p.png"
+    write_image(src, np.full((5, 6, 3), 30, np.uint8))
+    with caplog.at_level(logging.WARNING, logger="srkit.infer.engine"):
+        assert _run([str(src), "--model", "udvd-x2", "--blur", "0.5,1", "--noise", "0,5", "-q",
+                     "-o", str(tmp_path / "s.png")]) == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "srkit.infer.engine"] == ["slow fp32"]
+    assert logging.getLogger("srkit.infer.engine").level == logging.NOTSET  # restored

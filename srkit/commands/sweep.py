@@ -9,11 +9,13 @@ over a grid of assumed blur widths (columns) and noise levels (rows) and pick th
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import math
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -194,6 +196,21 @@ def _load_model(name: str | None, weights: str | None):
     return model
 
 
+@contextlib.contextmanager
+def _quiet_after_first(logger: logging.Logger, *, first: bool) -> Iterator[None]:
+    """Every cell is one engine run; its once-per-run warnings (e.g. emulated bf16 on this CPU) are
+    shown for the first cell only instead of once per cell."""
+    if first:
+        yield
+        return
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def run(args: argparse.Namespace) -> int:
     from srkit.infer.engine import model_spec, upscale_frames
     from srkit.io.atomic import check_output_path
@@ -248,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
 
         from tqdm import tqdm
 
+        engine_log = logging.getLogger("srkit.infer.engine")
         cells: list[list[np.ndarray]] = []
         with tqdm(total=len(blurs) * len(noises), desc="sweep", unit="cell", disable=args.quiet,
                   file=sys.stderr) as bar:
@@ -255,9 +273,10 @@ def run(args: argparse.Namespace) -> int:
                 row = []
                 for blur in blurs:
                     maps = udvd_condition(height, width, blur=blur, noise=noise)
-                    out = next(iter(upscale_frames([image], model, device=device, precision=args.precision,
-                                                   tile=args.tile, tile_overlap=args.tile_overlap,
-                                                   condition=maps)))
+                    with _quiet_after_first(engine_log, first=not cells and not row):
+                        out = next(iter(upscale_frames([image], model, device=device, precision=args.precision,
+                                                       tile=args.tile, tile_overlap=args.tile_overlap,
+                                                       condition=maps)))
                     cell = from_float(out, np.uint8)
                     if (cell_h, cell_w) != cell.shape[:2]:
                         interp = cv2.INTER_AREA if cell_w < out_w else cv2.INTER_CUBIC
