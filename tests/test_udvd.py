@@ -331,6 +331,10 @@ def test_body_has_global_skip_and_each_block_a_three_conv_image_path():
         assert len(convs) == 3 and convs[0].in_channels == 3
     assert model.upsample_block.fuse.in_channels == model.config.image_feat + 128  # [image path, body features]
     assert model.common_blocks[0].fuse.in_channels == model.config.image_feat + model.config.hr_feat
+    # Body features reach the output size through one sub-pixel convolution (conv to hr_feat*s*s, shuffle).
+    conv, shuffle = model.feat_upsample
+    assert (conv.in_channels, conv.out_channels) == (128, model.config.hr_feat * 16)
+    assert isinstance(shuffle, torch.nn.PixelShuffle) and shuffle.upscale_factor == 4
     small = create_model("udvd-x2", **TINY)
     x, maps = torch.rand(1, 3, 6, 7), _maps(1, 6, 7)
     with torch.no_grad():
