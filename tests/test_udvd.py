@@ -237,6 +237,10 @@ def test_condition_from_kernel_array_and_file(tmp_path):
         udvd_condition(4, 4, kernel=bad)
     with pytest.raises(InputError, match="odd"):
         udvd_condition(4, 4, kernel=np.ones((4, 4)))
+    wide = tmp_path / "wide.npy"
+    np.save(wide, np.ones((21, 21)))  # mass outside the 15x15 support the PCA codes describe
+    with pytest.raises(InputError, match="wide.npy.*cannot be encoded"):
+        udvd_condition(4, 4, kernel=wide)
 
 
 def test_condition_errors_and_per_pixel_noise():

@@ -373,7 +373,9 @@ def udvd_condition(
     try:
         code = degrade.kernel_to_code(k)
     except ValueError as exc:
-        raise InputError(f"blur kernel cannot be encoded: {exc}") from None
+        # Name the .npy file when the kernel came from one (the CLI's --kernel).
+        where = Path(kernel) if isinstance(kernel, (str, os.PathLike)) else None
+        raise InputError(f"blur kernel cannot be encoded: {exc}", where) from None
     return degrade.degradation_maps(code, noise, height, width)
 
 
