@@ -377,6 +377,10 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
     if not bicubic:
         net, spec = _load_model(opts, model)
     model_name = "bicubic" if bicubic else (getattr(net, "preset", None) or opts.model or type(net).__name__)
+    # frames a video model may read beyond the last scored one: its half-window m, or up to 2m when a
+    # window at the clip start is padded with frames from past its far side (reflection_circle, circle)
+    context = 0 if spec is None or spec.input_kind != "video" else 2 * max(spec.center_index,
+                                                                              spec.num_frames - 1 - spec.center_index)
     from tqdm import tqdm
 
     total = sum(len(_scored_indices(c, min(c.num_frames or 0, opts.frames or 10**9))) for c in clips)
@@ -385,13 +389,16 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
     with tqdm(total=total or None, desc=f"eval {model_name}", unit="frame", file=sys.stderr,
               disable=opts.quiet, dynamic_ncols=True) as bar:
         for clip in clips:
-            gt = _read_gt(clip, opts.frames)
+            # --frames N scores the first N frames, but a video model still sees the real neighbours
+            # of frame N-1 (not border padding), so each score equals the full-clip run's.
+            gt = _read_gt(clip, opts.frames + context if opts.frames else None)
             if not gt:
                 raise InputError(f"clip {clip.name}: no frames")
             gt, lr, maps, source = _lr_frames(clip, gt, opts)
             _check_scorable(clip.name, gt[0].shape, opts)
             dtype = gt[0].dtype
-            scored = set(_scored_indices(clip, len(gt)))
+            n_scored = min(len(gt), opts.frames) if opts.frames else len(gt)
+            scored = set(_scored_indices(clip, n_scored))
             names = _frame_names(clip, len(gt))
             panel_at = sorted(scored)[len(scored) // 2] if scored else None
             result = ClipResult(clip.name, source)

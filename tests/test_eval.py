@@ -285,3 +285,21 @@ def test_padding_option_reaches_the_video_engine(tmp_path, monkeypatch):
     assert seen["padding"] == "replicate"
     with pytest.raises(Exception, match="--padding must be one of"):
         evaluate(EvalOptions(data=str(root), layout="vid4", padding="mirror", quiet=True))
+
+
+def test_frames_limit_keeps_real_temporal_context(tmp_path):
+    import torch
+
+    from srkit.models import create_model
+
+    root = _make_vid4(tmp_path / "vid4", frames=5, size=(16, 20))
+    torch.manual_seed(3)
+    net = create_model("edvr-m", num_feat=8, deformable_groups=1, num_extract_block=1, num_reconstruct_block=1).eval()
+    base = dict(data=str(root), layout="vid4", model="edvr-m", quiet=True, device="cpu", ssim=False)
+    full = evaluate(EvalOptions(**base), model=net)
+    part = evaluate(EvalOptions(**base, frames=2), model=net)
+    for clip in CLIPS:
+        got = part.scores.clips[clip].metrics["psnr"]
+        assert len(got) == 2
+        # frame 1's 5-frame window holds real frames 2 and 3, exactly as in the full-clip run
+        np.testing.assert_array_equal(got, full.scores.clips[clip].metrics["psnr"][:2])

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument("--layout", default=S, choices=LAYOUT_CHOICES, help="dataset layout; reds4 = REDS clips 000/011/015/020 (default auto)")
     d.add_argument("--split", default=S, metavar="NAME", help="REDS/Vimeo/DIV2K split (default test; reds4 for --layout reds4)")
     d.add_argument("--subset", default=S, metavar="LIST.txt", help="only the clips named in this file (first token per line)")
-    d.add_argument("--frames", default=S, type=int, metavar="N", help="only the first N frames of each clip")
+    d.add_argument("--frames", default=S, type=int, metavar="N", help="score only the first N frames of each clip (a video model still reads the real neighbours of frame N-1)")
     d.add_argument("--degradation", default=S, metavar="NAME", help="how LR relates to GT: BI, BD or SRMD (synthesised when not on disk), or a layout's own LR set such as REDS blur_bicubic / blur (default BI)")
     d.add_argument("--scale", default=S, type=int, metavar="S", help="upscaling factor (default 4)")
     d.add_argument("--blur", default=S, type=float, metavar="SIGMA", help="SRMD: Gaussian blur width (default: random per clip, SRMD range); BD: sigma (default 0.4 x scale = 1.6 at x4); also the conditioned model's blur when LR is on disk")
