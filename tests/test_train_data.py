@@ -94,3 +94,37 @@ def test_lmdb_source_gives_the_same_samples_as_the_folders(clips, tmp_path_facto
     a, b = _batches(folder, 0, 2, 2), _batches(packed, 0, 2, 2)
     for x, y in zip(a, b, strict=True):
         assert x["key"] == y["key"] and torch.equal(x["lq"], y["lq"]) and torch.equal(x["gt"], y["gt"])
+
+
+def test_unshared_epoch_stays_in_its_worker(clips) -> None:
+    """``set_epoch`` reaches other processes through shared memory until a worker unshares its epoch.
+
+    The trainer's loader passes the epoch with every item (its stream crosses epoch boundaries), so
+    each worker unshares first: otherwise one worker's ``set_epoch`` would change another's crops.
+    """
+    import multiprocessing as mp
+
+    from srkit.train.data import EpochIndexed, Repeated
+
+    ds = build_dataset(DatasetConfig(kind="video", root=str(clips), layout="folders", gt_size=16), SPEC,
+                       seed=7, train=True, where="data.train")
+    ctx = mp.get_context("fork")
+
+    def run(target) -> None:
+        proc = ctx.Process(target=target)
+        proc.start()
+        proc.join(60)
+        assert proc.exitcode == 0
+
+    def shared_child() -> None:
+        ds.set_epoch(5)
+
+    def unsharing_child() -> None:
+        wrapped = EpochIndexed(Repeated(ds, 2))
+        wrapped[(3, 13)]  # repeat 1 of item 1 in epoch 3: the inner dataset draws epoch 3 * 2 + 1
+        assert ds.epoch == 7, ds.epoch
+
+    run(unsharing_child)
+    assert ds.epoch == 0  # the child's epoch stayed in the child
+    run(shared_child)
+    assert ds.epoch == 5  # the default: a worker follows (and here, sets) the shared epoch

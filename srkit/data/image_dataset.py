@@ -49,6 +49,10 @@ class ImageSRDataset(Dataset):
         """Select the random stream of ``epoch`` (reaches running DataLoader workers too)."""
         self._frames.set_epoch(epoch)
 
+    def unshare_epoch(self) -> None:
+        """Keep the epoch private to this process (see :meth:`VideoSRDataset.unshare_epoch`)."""
+        self._frames.unshare_epoch()
+
     @property
     def degradation(self):
         return self._frames.degradation

@@ -224,6 +224,18 @@ class VideoSRDataset(Dataset):
     def epoch(self) -> int:
         return int(self._epoch.item())
 
+    def unshare_epoch(self) -> None:
+        """Give this copy a private epoch, no longer shared with other processes.
+
+        By default the epoch lives in shared memory so that :meth:`set_epoch` in the main process reaches
+        persistent DataLoader workers. A loader that instead passes the epoch with every item (srkit's
+        trainer: its sample stream crosses epoch boundaries, so two workers may hold items of different
+        epochs at once) calls this once in each worker, so one worker's ``set_epoch`` cannot change the
+        crop another worker is drawing. The current epoch value is kept.
+        """
+        if self._epoch.is_shared():
+            self._epoch = self._epoch.clone()
+
     def rng_for(self, index: int) -> np.random.Generator:
         """The generator behind item ``index`` (validation: behind its clip, so a clip's LR never changes)."""
         if self.train:

@@ -107,15 +107,9 @@ class EpochIndexed(Dataset):
 
     def _localise(self) -> None:
         self._pid = os.getpid()
-        node: Any = self.dataset
-        for _ in range(4):  # through wrappers (Repeated, Subset, ImageSRDataset -> VideoSRDataset)
-            cell = getattr(node, "_epoch", None)
-            if torch.is_tensor(cell) and cell.is_shared():
-                node._epoch = cell.clone()
-            inner = getattr(node, "dataset", None)
-            node = inner if inner is not None else getattr(node, "_frames", None)
-            if node is None:
-                break
+        unshare = getattr(self.dataset, "unshare_epoch", None)
+        if callable(unshare):
+            unshare()
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         epoch, index = item
@@ -143,6 +137,11 @@ class Repeated(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def unshare_epoch(self) -> None:
+        unshare = getattr(self.dataset, "unshare_epoch", None)
+        if callable(unshare):
+            unshare()
 
     def __getitem__(self, index: int) -> Any:
         rep, inner = divmod(index, len(self.dataset))  # type: ignore[arg-type]
