@@ -19,6 +19,7 @@ from srkit.errors import CheckpointError
 from srkit.models import create_model, list_models
 from srkit.models.checkpoint import (
     _best_preset,
+    convert_state_dict,
     load_model,
     load_weights,
     read_checkpoint,
@@ -260,6 +261,77 @@ def test_generic_training_checkpoint(tmp_path):
     _assert_same(src, load_model(path))
 
 
+def _train_payload(model, ema=None, preset="edvr-m"):
+    """What srkit/train/checkpointing.py writes (BasicSR-style weights + the meta that rebuilds the model)."""
+    import json
+
+    return {"format": "srkit-train", "format_version": 1, "iteration": 10,
+            "params": model.state_dict(), "params_ema": None if ema is None else ema.state_dict(),
+            "optimizer": {"state": {}, "param_groups": []}, "iteration_rng": torch.zeros(3),
+            "meta": {"preset": preset, "model_config": json.dumps(model.config_dict(), default=str),
+                     "config": "model:\n  name: x\n", "srkit_version": "0"}}
+
+
+def test_training_checkpoint_rebuilds_its_exact_config(tmp_path):
+    # kernel_norm and padding leave no trace in UDVD's weights: a guess from the shapes would build
+    # kernel_norm="none" and give other outputs. The training meta must be used instead.
+    from srkit.models.udvd import udvd_condition
+
+    src = create_model("udvd-x2", num_feat=8, num_blocks=1, num_common_blocks=1, block_feat=8, hr_feat=4,
+                       image_feat=4, kernel_size=3, kernel_norm="softmax", padding="zeros",
+                       stage_loss_weights=(0.5, 1.0))
+    with torch.no_grad():
+        for p in src.parameters():
+            p.normal_(0, 0.1)
+    path = tmp_path / "iter_00000010.pt"
+    torch.save(_train_payload(src, preset="udvd-x2"), path)  # no EMA kept: params_ema is None
+    ckpt = read_checkpoint(path)
+    assert ckpt.source == "srkit-train" and ckpt.note == "params" and ckpt.metadata["family"] == "udvd"
+    model = load_model(path)
+    assert model.preset == "udvd-x2" and model.config == src.config
+    assert model.config.kernel_norm == "softmax" and model.config.padding == "zeros"
+    _assert_same(src, model)
+    x = torch.rand(1, 3, 6, 7)
+    maps = torch.from_numpy(udvd_condition(6, 7, blur=1.2, noise=5.0)).unsqueeze(0).float()
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x, maps).image, src.eval()(x, maps).image)
+    with pytest.raises(CheckpointError, match="entry 'params_ema' holds no weights"):
+        read_checkpoint(path, param_key="params_ema")
+
+
+def test_training_checkpoint_prefers_ema_and_keeps_centre_index(tmp_path):
+    raw, ema = _tiny(center_frame_idx=1), _tiny(center_frame_idx=1)
+    path = tmp_path / "best.pt"
+    torch.save(_train_payload(raw, ema), path)
+    model = load_model(path)
+    assert model.config.center_frame_idx == 1 and model.spec.center_index == 1  # shapes alone say 2
+    _assert_same(ema, model)
+    _assert_same(raw, load_model(path, param_key="params"))
+    # A stored config this srkit cannot build is one CheckpointError naming the file.
+    bad = _train_payload(raw)
+    bad["meta"]["model_config"] = bad["meta"]["model_config"].replace('"num_feat"', '"num_feet"')
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="stored config cannot be built") as info:
+        load_model(tmp_path / "bad.pt")
+    assert "bad.pt" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_convert_state_dict_renames_foreign_keys_without_checking():
+    src = _tiny()
+    own = src.state_dict()
+    for foreign in (to_mmagic(own), to_2019(own, hr_in=False), {f"module.{k}": v for k, v in own.items()}, own):
+        converted = convert_state_dict(create_model("edvr-m", **TINY), foreign)
+        assert converted.keys() == own.keys()
+        assert all(torch.equal(converted[k], own[k]) for k in own)
+    # woTSA weights for a TSA model (the paper's init): renamed, the TSA fusion left for the caller.
+    wotsa = _tiny("edvr-m-wotsa").state_dict()
+    converted = convert_state_dict(create_model("edvr-m", **TINY), to_2019(wotsa, hr_in=False))
+    assert converted.keys() == wotsa.keys()
+    assert "pcd_align.dcn_pack.l1.conv_offset.weight" in converted and "fusion.weight" in converted
+    with pytest.raises(TypeError, match="mapping of tensors"):
+        convert_state_dict(src, [1, 2])
+
+
 def test_create_model_with_weights(tmp_path):
     src = _tiny()
     path = tmp_path / "w.pth"
@@ -446,3 +518,21 @@ def test_models_command(capsys):
     assert "num_reconstruct_block = 40  # residual blocks" in details and "pads to a multiple of 16" in details
     assert main(["models", "--family", "nope"]) == 2
     assert "no models of family 'nope'" in capsys.readouterr().err
+
+
+def test_meta_builds_skip_random_init(monkeypatch):
+    """`srkit models` and preset matching build every preset on the meta device: no init runs there
+    (torch's meta normal_ cost ~2-5 s on first use, all of `srkit models`' time for UDVD)."""
+    from srkit.models import edvr, udvd
+
+    def boom(self, *a, **k):
+        raise AssertionError("random init on the meta device")
+
+    monkeypatch.setattr(udvd.DynamicBlock, "reset_heads", boom)
+    monkeypatch.setattr(udvd, "scaled_kaiming_init_", boom)
+    monkeypatch.setattr(edvr, "scaled_kaiming_init_", boom)
+    for name in list_models("udvd") + list_models("edvr"):
+        with torch.device("meta"):
+            create_model(name)
+    with pytest.raises(AssertionError, match="meta device"):  # the guard is what skips it
+        create_model("udvd-x2", num_feat=4, num_blocks=1, num_common_blocks=0, stage_loss_weights=(1.0,))

@@ -65,6 +65,8 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "LoadedCheckpoint",
+    "TRAIN_FORMAT",
+    "convert_state_dict",
     "load_model",
     "load_model_with_info",
     "load_weights",
@@ -76,6 +78,9 @@ __all__ = [
 
 FORMAT = "srkit"
 FORMAT_VERSION = "1"
+# srkit training checkpoints (srkit/train/checkpointing.py): BasicSR-style ``params`` / ``params_ema``
+# plus ``meta = {"preset", "model_config" (JSON of config_dict()), ...}`` that rebuild the network.
+TRAIN_FORMAT = "srkit-train"
 
 StateDict = dict[str, torch.Tensor]
 KeyAdapter = Callable[[StateDict], "StateDict | None"]
@@ -112,7 +117,7 @@ class LoadedCheckpoint:
     """A checkpoint file's tensors and what is known of where they come from."""
 
     state: StateDict
-    source: str  # "srkit", "basicsr", "mmagic", "state_dict" (bare) or "safetensors" (bare)
+    source: str  # "srkit", "srkit-train", "basicsr", "mmagic", "state_dict" (bare) or "safetensors" (bare)
     metadata: dict[str, str]
     note: str = ""  # e.g. "params_ema" (which entry of a BasicSR file was used)
 
@@ -191,15 +196,19 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"holds a {type(obj).__name__}, not a state dict", path)
 
+    source, metadata = _train_metadata(obj)
     if param_key is not None:
         if param_key not in obj:
             raise CheckpointError(f"has no entry {param_key!r} (entries: {', '.join(map(str, obj))})", path)
+        if not isinstance(obj[param_key], Mapping) or not obj[param_key]:
+            # e.g. params_ema of a training checkpoint written without EMA (stored as None).
+            raise CheckpointError(f"entry {param_key!r} holds no weights", path)
         return LoadedCheckpoint(_only_tensors(_strip_prefix(obj[param_key], "module."), path, param_key),
-                                "basicsr", {}, param_key)
+                                source, metadata, param_key)
     for key in ("params_ema", "params"):  # BasicSR: the EMA weights are the published ones
         if isinstance(obj.get(key), Mapping) and obj[key]:
             return LoadedCheckpoint(_only_tensors(_strip_prefix(obj[key], "module."), path, key),
-                                    "basicsr", {}, key)
+                                    source, metadata, key)
     if isinstance(obj.get("state_dict"), Mapping):
         sd = obj["state_dict"]
         for prefix in ("generator_ema.", "generator."):  # MMagic: EMA generator when it has one
@@ -213,6 +222,25 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         if isinstance(sub, Mapping) and sub and all(isinstance(v, torch.Tensor) for v in sub.values()):
             return LoadedCheckpoint(_only_tensors(_strip_prefix(sub, "module."), path, key), "state_dict", {}, key)
     return LoadedCheckpoint(_only_tensors(_strip_prefix(obj, "module."), path, "checkpoint"), "state_dict", {})
+
+
+def _train_metadata(obj: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
+    """("srkit-train", {"preset", "config", "family"}) for an srkit training checkpoint, else ("basicsr", {}).
+
+    A training checkpoint stores the exact model config, which carries what the weights cannot
+    show (e.g. UDVD's kernel_norm, a non-middle centre frame): loading must use it, not guess.
+    """
+    meta = obj.get("meta")
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("model_config"), str):
+        return "basicsr", {}
+    out = {"format": TRAIN_FORMAT, "config": meta["model_config"], "preset": str(meta.get("preset") or "")}
+    try:
+        from srkit.models._registry import model_entry
+
+        out["family"] = model_entry(out["preset"]).family
+    except Exception:  # noqa: BLE001 - a preset unknown to this srkit: decided when loading
+        out["family"] = ""
+    return TRAIN_FORMAT, out
 
 
 # --------------------------------------------------------------------------------------- matching
@@ -410,6 +438,20 @@ def _convert_for(model: nn.Module, state: StateDict) -> tuple[StateDict, _Diff]:
     return best[1], best[2]
 
 
+def convert_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> StateDict:
+    """``state`` with foreign key names (MMagic, 2019 EDVR, ...) renamed to ``model``'s own names.
+
+    The family's key adapters are tried and the renaming that fits ``model`` best is returned (a
+    state already in srkit/BasicSR names comes back unchanged; DataParallel's ``module.`` prefix
+    is removed). Nothing is checked: the result may still lack keys or hold others, which lets a
+    caller load a partial fit on purpose (``model.init_from`` starting EDVR with TSA from woTSA
+    weights) and report the difference itself. :func:`load_weights` is the strict file loader.
+    """
+    if not isinstance(state, Mapping):
+        raise TypeError(f"convert_state_dict needs a mapping of tensors, got {type(state).__name__}")
+    return _convert_for(model, _strip_prefix(state, "module."))[0]
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
                  param_key: str | None = None) -> nn.Module:
     """Load any accepted checkpoint file into ``model`` (keys renamed by the family's adapters).
@@ -446,14 +488,16 @@ def load_model_with_info(path: str | os.PathLike, map_location: str | torch.devi
     path = Path(path)
     ckpt = read_checkpoint(path, map_location="cpu", param_key=param_key)
     meta = ckpt.metadata
-    if ckpt.source == FORMAT and preset is None:
-        if meta.get("format_version") != FORMAT_VERSION:
+    if ckpt.source in (FORMAT, TRAIN_FORMAT) and preset is None:
+        if ckpt.source == FORMAT and meta.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(f"srkit format version {meta.get('format_version')!r} is not supported "
                                   f"(this srkit reads version {FORMAT_VERSION})", path)
         try:
             config = json.loads(meta["config"])
         except (KeyError, json.JSONDecodeError):
             raise CheckpointError("srkit checkpoint has no valid 'config' metadata", path) from None
+        if not isinstance(config, dict):
+            raise CheckpointError("srkit checkpoint has no valid 'config' metadata", path)
         name = meta.get("preset") or ""
         if name not in list_models():
             # The config is complete, so any preset of the family rebuilds the same network.

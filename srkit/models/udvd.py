@@ -195,7 +195,10 @@ class DynamicBlock(nn.Module):
         self.fuse = _conv(image_feat + feat_ch, block_feat)
         self.kernel_head = _conv(block_feat, scale * scale * kernel_size * kernel_size)
         self.residual_head = _conv(block_feat, image_ch * scale * scale)
-        self.reset_heads()
+        if not self.kernel_head.weight.is_meta:
+            # On the meta device (``srkit models`` counting parameters, checkpoint preset matching)
+            # there is nothing to initialise, and torch's meta normal_ costs ~2-5 s on first use.
+            self.reset_heads()
 
     def reset_heads(self, weight_scale: float = 0.1) -> None:
         """Heads start near a plain interpolation (see the module docstring); ``weight_scale=0`` makes
