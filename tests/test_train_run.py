@@ -128,6 +128,24 @@ def test_nan_injection_rolls_back_and_lowers_lr(tmp_path) -> None:
     assert all(torch.isfinite(v).all() for v in _final(run)["params"].values())
 
 
+def test_loss_spike_rolls_back_and_lowers_lr(tmp_path) -> None:
+    """A loss 1000x the running median (injected once at iteration 5) is rolled back like a NaN."""
+    one_stage = ["train.stages=[{}]"]  # a stage change clears the loss history: keep 4 losses before the spike
+    cfg = config_from_data(tiny(tmp_path, guard={"min_history": 3, "spike_factor": 10.0},
+                                debug={"inject_spike_at_iter": 5}), one_stage)
+    summary = train(cfg)
+    # One rollback only: the healthy steps (and the repeated iteration 5) never looked like a spike.
+    assert summary["iteration"] == 6 and summary["rollbacks"] == 1 and summary["lr_scale"] == 0.5
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "divergence at iteration 5: loss spike (" in log and "> 10 x running median" in log
+    assert "restored iter_00000004.pt (iteration 4)" in log
+    rows = _rows(tmp_path / "run")
+    assert [r[0] for r in rows if r[1] == "event/rollback"] == ["5"]
+    # The spiked step was never applied: iteration 5's logged loss is the repeated, healthy one.
+    losses = {r[0]: float(r[2]) for r in rows if r[1] == "loss"}
+    assert losses["5"] < 10 * sorted(losses[k] for k in "234")[1]
+
+
 def test_divergence_stops_after_max_rollbacks(tmp_path) -> None:
     cfg = config_from_data(tiny(tmp_path, guard={"max_rollbacks": 0}, debug={"inject_nan_at_iter": 2}))
     with pytest.raises(DivergenceError, match="training diverged at iteration 2 .loss is nan. after 0 rollbacks"):

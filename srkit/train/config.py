@@ -221,6 +221,9 @@ class LogConfig:
 @dataclass
 class DebugConfig:
     inject_nan_at_iter: int | None = _f(None, check="positive", help="make the loss NaN once at this iteration")
+    inject_spike_at_iter: int | None = _f(
+        None, check="positive", help="multiply the loss by 1000 once at this iteration (exercises the spike guard)"
+    )
     kill_at_iter: int | None = _f(None, check="positive", help="SIGKILL the process after this iteration")
     deterministic: bool = _f(False, help="torch.use_deterministic_algorithms (slower)")
 

@@ -287,6 +287,7 @@ class Trainer:
         self._stage_idx: int | None = None
         self._stop_signal: int | None = None
         self._nan_injected = False
+        self._spike_injected = False
 
         self.train_set = build_dataset(cfg.data.train, self.spec, seed=cfg.seed, train=True, where="data.train")
         if len(self.train_set) == 0:
@@ -511,6 +512,9 @@ class Trainer:
             if cfg.debug.inject_nan_at_iter == i and not self._nan_injected:
                 self._nan_injected = True
                 loss = loss * float("nan")
+            if cfg.debug.inject_spike_at_iter == i and not self._spike_injected:
+                self._spike_injected = True
+                loss = loss * 1000.0
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
