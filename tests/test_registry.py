@@ -7,6 +7,7 @@ import torch
 
 from srkit.errors import ConfigError
 from srkit.models import SRModel, create_model, list_models, model_entry
+from srkit.models._api import as_sr_output
 
 
 def test_edvr_family_listing_and_entries():
@@ -48,3 +49,42 @@ def test_every_preset_builds_on_meta_device(name):
     assert spec.scale >= 1 and spec.num_frames >= 1 and 0 <= spec.center_index < spec.num_frames
     assert spec.pad_multiple >= 1 and spec.input_kind in ("video", "image")
     assert sum(p.numel() for p in model.parameters()) > 0
+
+
+# Smallest config per family; a new family must add its own here (the test below fails otherwise),
+# so "every registered model runs forward and backward at an odd size" stays true as models are added.
+_TINY_BY_FAMILY = {
+    "edvr": dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1),
+    "udvd": dict(num_feat=8, num_blocks=1, image_feat=4, block_feat=8, hr_feat=4),
+    "mana": dict(num_feat=16, encoder_nblocks=1, decoder_nblocks=1),
+}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_preset_tiny_forward_backward_at_odd_size(name):
+    """Each registered preset (tiny widths, its own structure): odd size (37x53) in, exactly scale x that out,
+    finite gradients reaching the input and every parameter used by the forward pass."""
+    from srkit.utils.device import torch_threads
+
+    family = model_entry(name).family
+    assert family in _TINY_BY_FAMILY, f"add a tiny config for family {family!r}"
+    torch.manual_seed(0)
+    with torch_threads(1):
+        model = create_model(name, **_TINY_BY_FAMILY[family])
+        spec = model.spec
+        # MANA's non-local attention is quadratic in the pixel count: a smaller odd size keeps it ~1 s.
+        h, w = (13, 19) if family == "mana" else (37, 53)
+        shape = (1, spec.num_frames, 3, h, w) if spec.input_kind == "video" else (1, 3, h, w)
+        x = torch.rand(shape, requires_grad=True)
+        args = (x,)
+        if spec.condition == "degradation":
+            args = (x, torch.rand(1, model.config.condition_channels, h, w))
+        out = as_sr_output(model(*args))
+        # HR-input models (deblurring) get frames at output size and keep it.
+        assert out.image.shape == (1, 3, h * spec.scale, w * spec.scale), name
+        loss = out.image.square().mean() + sum(out.aux_losses.values(), torch.zeros(()))
+        loss.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not no_grad, f"{name}: parameters without gradient: {no_grad[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
