@@ -203,6 +203,9 @@ def test_bad_inputs_one_line_errors(assets, capsys, tmp_path):
     rc, err = run(capsys, assets["clip"].path, "-o", tmp_path / "o.mp4", "--weights", assets["udvd"], "--blur", "1")
     assert rc != 0
     one_error_line(err, "clip.mp4", "is a video", "single images")
+    rc, err = run(capsys, assets["clip"].path, "-o", tmp_path / "o.mp4", *w, "--blur", "1.6", "--noise", "5")
+    assert rc != 0
+    one_error_line(err, "takes no degradation maps")
     assert not list(tmp_path.glob("*.mp4")) or {p.name for p in tmp_path.glob("*.mp4")} == {
         "notes.mp4", "trunc.mp4", "empty.mp4"}
 

@@ -78,7 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     vo.add_argument("--fps", type=float, default=25.0, help="frame rate of a video made from a frame folder (default 25)")
 
     dg = parser.add_argument_group("degradation (UDVD and other non-blind models)")
-    dg.add_argument("--blur", type=float, metavar="SIGMA", help="Gaussian blur width (pixels) of the input")
+    dg.add_argument("--blur", type=float, metavar="SIGMA", help="Gaussian blur width in HR (output) pixels, as the SRMD/UDVD degradation model defines it")
     dg.add_argument("--blur2", type=float, metavar="SIGMA2", help="second width (anisotropic blur)")
     dg.add_argument("--angle", type=float, default=0.0, metavar="DEG", help="rotation of an anisotropic blur (degrees)")
     dg.add_argument("--noise", type=float, default=0.0, metavar="N", help="noise level, 0-255 units (default 0)")

@@ -161,6 +161,10 @@ class FrameRestorer:
         if self.spec.condition is not None and condition is None:
             raise ConfigError(f"model {getattr(model, 'preset', None) or type(model).__name__} needs degradation "
                               f"maps (--blur/--noise or --kernel)")
+        if self.spec.condition is None and condition is not None:
+            # Silently ignoring --blur/--noise would let a user believe the model used them.
+            raise ConfigError(f"model {getattr(model, 'preset', None) or type(model).__name__} takes no degradation "
+                              f"maps: --blur/--blur2/--angle/--noise/--kernel apply to non-blind models (udvd-*)")
         self.plan: tiling.TilePlan | None = None
         self._maps: torch.Tensor | None = None
         self.out_scale = 1 if self.spec.hr_input else self.spec.scale
