@@ -453,6 +453,25 @@ def test_unreadable_files(tmp_path):
     bad_st.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 7)  # truncated data
     with pytest.raises(CheckpointError, match="corrupt safetensors file"):
         load_model(bad_st)
+    # Cut inside the header (a copy interrupted early): still recognised as safetensors.
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes((len(header) + 500).to_bytes(8, "little") + header)
+    with pytest.raises(CheckpointError, match="truncated safetensors file"):
+        load_model(cut)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"not a readable checkpoint \(the file is empty\)"):
+        load_model(empty)
+    # torch's bare "101" (a KeyError on the first byte) comes with what was tried.
+    text = tmp_path / "notes.pth"
+    text.write_text("hello")
+    with pytest.raises(CheckpointError, match="neither safetensors nor a torch.save file; torch.load: KeyError"):
+        load_model(text)
+    zipcut = tmp_path / "zipcut.pth"
+    torch.save({"a": torch.zeros(1000)}, zipcut)
+    zipcut.write_bytes(zipcut.read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match=r"central directory\)$"):  # torch's advice paragraph cut off
+        load_model(zipcut)
 
 
 def test_registered_key_adapter_is_used(tmp_path, monkeypatch):

@@ -19,7 +19,8 @@ EXAMPLES = textwrap.dedent(
       srkit convert EDVR_REDS_SR_M.pth edvr_m.safetensors --preset edvr-m
 
     Accepted inputs: srkit/any safetensors, BasicSR {"params"/"params_ema"}, MMagic {"state_dict"},
-    the 2019 EDVR names, bare state dicts (a "module." prefix is removed). Pickles are read with
+    the 2019 EDVR names, srkit training checkpoints (iter_*.pt / best.pt: the model config stored
+    in them is rebuilt exactly), bare state dicts (a "module." prefix is removed). Pickles are read with
     torch.load(weights_only=True): a file that would need to run code is refused, never executed.
     The output is written atomically (temporary name, then rename). Load it back with
     srkit.load_model(path) or --weights PATH in any command.

@@ -129,7 +129,9 @@ def _is_safetensors(path: Path) -> bool:
     if len(head) < 9 or head[8:9] != b"{":
         return False
     n = int.from_bytes(head[:8], "little")
-    return 2 <= n <= path.stat().st_size - 8
+    # A header length beyond the file end is a truncated safetensors file (reported as such by
+    # safe_open), not a pickle; the 100 MB cap keeps random bytes starting with '{' out.
+    return 2 <= n <= 100 * 2**20
 
 
 def _strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -160,6 +162,11 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if _is_safetensors(path):
         from safetensors import safe_open
 
+        with open(path, "rb") as fh:
+            header_len = int.from_bytes(fh.read(8), "little")
+        if header_len > path.stat().st_size - 8:
+            raise CheckpointError("truncated safetensors file (its header runs past the end of the file)", path)
+
         try:
             with safe_open(str(path), framework="pt", device=str(map_location)) as fh:
                 metadata = dict(fh.metadata() or {})
@@ -188,8 +195,14 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             path,
         ) from None
     except Exception as exc:  # noqa: BLE001 - truncated zip, random bytes, ...
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"not a readable checkpoint ({msg})", path) from None
+        # torch's own messages for such files are cryptic ("101" is a KeyError on the first byte,
+        # an empty file an empty EOFError): say what was tried, keep torch's text as a detail.
+        if path.stat().st_size == 0:
+            raise CheckpointError("not a readable checkpoint (the file is empty)", path) from None
+        msg = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
+        detail = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+        raise CheckpointError("not a readable checkpoint (neither safetensors nor a torch.save file; "
+                              f"torch.load: {detail})", path) from None
 
     if isinstance(obj, torch.nn.Module):  # cannot happen with weights_only, kept as a guard
         raise CheckpointError("holds a pickled module; save its state_dict instead", path)
