@@ -284,3 +284,10 @@ def test_mana_three_stages_train_the_right_parameters(tmp_path) -> None:
     assert {r[1] for r in rows if r[0] == "2" and r[1].startswith("loss/")} == {"loss/quantization"}
     assert {r[1] for r in rows if r[0] == "3" and r[1].startswith("loss/")} == {"loss/pixel"}
     assert changed[2] & memory and changed[2] - memory     # stage 3: everything on L1
+
+
+def test_model_errors_name_the_config_key(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"^model\.name: unknown model 'nosuch'"):
+        Trainer(config_from_data(tiny(tmp_path, model={"name": "nosuch"})))
+    with pytest.raises(ConfigError, match=r"^model\.overrides: .*num_feat must be a positive integer, got -1"):
+        Trainer(config_from_data(tiny(tmp_path, model={"overrides": {**TINY_EDVR, "num_feat": -1}})))

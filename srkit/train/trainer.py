@@ -269,7 +269,11 @@ class Trainer:
         resume_path = self._resume_path(resume)
         # Same initial weights on every rank and in every run of this config.
         seed_everything(cfg.seed)
-        self.model: SRModel = create_model(cfg.model.name, **cfg.model.overrides)
+        try:
+            self.model: SRModel = create_model(cfg.model.name, **cfg.model.overrides)
+        except ConfigError as exc:  # name the config key: the registry / model config do not know it
+            key = "model.overrides" if cfg.model.overrides and "unknown model" not in str(exc) else "model.name"
+            raise ConfigError(f"{key}: {exc}") from None
         self.spec = self.model.spec
         self.model.to(self.device)
         if cfg.model.init_from and resume_path is None:
