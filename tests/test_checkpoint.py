@@ -314,6 +314,10 @@ def test_training_checkpoint_prefers_ema_and_keeps_centre_index(tmp_path):
     with pytest.raises(CheckpointError, match="stored config cannot be built") as info:
         load_model(tmp_path / "bad.pt")
     assert "bad.pt" in str(info.value) and "\n" not in str(info.value)
+    # A preset this srkit does not know: the weights still load through shape inference.
+    other = _train_payload(raw, preset="edvr-m-custom-from-a-newer-srkit")
+    torch.save(other, tmp_path / "other.pt")
+    _assert_same(raw, load_model(tmp_path / "other.pt"))
 
 
 def test_convert_state_dict_renames_foreign_keys_without_checking():

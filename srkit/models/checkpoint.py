@@ -501,7 +501,10 @@ def load_model_with_info(path: str | os.PathLike, map_location: str | torch.devi
     path = Path(path)
     ckpt = read_checkpoint(path, map_location="cpu", param_key=param_key)
     meta = ckpt.metadata
-    if ckpt.source in (FORMAT, TRAIN_FORMAT) and preset is None:
+    # A training checkpoint names a preset of the srkit that trained it; if this srkit lacks it,
+    # the weights are still loadable by the shape-based inference below.
+    rebuild = ckpt.source == FORMAT or (ckpt.source == TRAIN_FORMAT and meta.get("preset") in list_models())
+    if rebuild and preset is None:
         if ckpt.source == FORMAT and meta.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(f"srkit format version {meta.get('format_version')!r} is not supported "
                                   f"(this srkit reads version {FORMAT_VERSION})", path)
