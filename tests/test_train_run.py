@@ -189,7 +189,14 @@ def test_validation_keeps_best_and_logs_images(tmp_path) -> None:
     assert len(psnr) == 3 and summary["best"] == pytest.approx(max(psnr))
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=True)
     assert best["best"] == pytest.approx(max(psnr)) and best["iteration"] in (2, 4, 6)
-    assert any((run / "tb").iterdir())
+    # TensorBoard: the scalars and the LR | output | GT sample (3 x 48 wide, 32 high).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    assert {"loss", "lr", "val/psnr", "val/ssim"} <= set(events.Tags()["scalars"])
+    assert [e.step for e in events.Scalars("val/psnr")] == [2, 4, 6]
+    sample = events.Images("val/sample_0")
+    assert [e.step for e in sample] == [2, 4, 6] and (sample[0].width, sample[0].height) == (3 * 48, 32)
     # The best and final weights as one-file srkit models (EMA weights: EMA is on in this config).
     from srkit.models.checkpoint import load_model
 
@@ -238,11 +245,28 @@ def test_udvd_multistage_loss_trains_with_maps(tmp_path) -> None:
 
 
 def test_bf16_autocast_and_grad_clip_run(tmp_path) -> None:
-    cfg = config_from_data(tiny(tmp_path, precision="bf16"), ["train.grad_clip=0.01", "train.total_iters=2"])
-    summary = train(cfg)
+    cfg = config_from_data(tiny(tmp_path, precision="bf16"), ["train.grad_clip=0.001", "train.total_iters=2"])
+    tr = Trainer(cfg)
+    conv_dtypes: list[torch.dtype] = []
+    tr.model.conv_last.register_forward_hook(lambda m, i, o: conv_dtypes.append(o.dtype))
+    applied: list[float] = []  # the gradient norm the optimiser actually steps with
+    step = tr.optimizer.step
+
+    def recording_step(*a, **kw):
+        grads = [p.grad for p in tr.model.parameters() if p.grad is not None]
+        applied.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return step(*a, **kw)
+
+    tr.optimizer.step = recording_step
+    try:
+        summary = tr.fit()
+    finally:
+        tr.close()
     assert summary["iteration"] == 2
+    assert conv_dtypes and set(conv_dtypes) == {torch.bfloat16}  # the forward ran under bf16 autocast
     norms = [float(r[2]) for r in _rows(tmp_path / "run") if r[1] == "grad_norm"]
-    assert len(norms) == 2  # the logged norm is the one before clipping
+    assert len(norms) == 2 and min(norms) > 0.001  # the logged norm is the one before clipping ...
+    assert len(applied) == 2 and max(applied) <= 0.001 * (1 + 1e-4)  # ... the applied one is clipped
 
 
 def test_exploding_offsets_trigger_rollbacks_then_stop(tmp_path) -> None:
