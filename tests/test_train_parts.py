@@ -242,3 +242,29 @@ def test_guard_verdicts_and_rollback_limit() -> None:
     with pytest.raises(DivergenceError, match="after 2 rollbacks"):
         g.register_rollback("loss is nan", 9)
     assert json.dumps(g.state_dict())  # plain data
+
+
+def test_adamw_groups_equal_a_hand_built_adamw() -> None:
+    """AdamW with per-group LR multiplier and weight decay steps exactly like torch.optim.AdamW built by hand."""
+    from srkit.train.config import config_from_data
+    from srkit.train.trainer import build_optimizer
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Conv2d(3, 2, 1))
+    ref = nn.Sequential(nn.Conv2d(2, 3, 3), nn.Conv2d(3, 2, 1))
+    ref.load_state_dict(net.state_dict())
+    train_cfg = config_from_data({"train": {"optim": {
+        "type": "adamw", "lr": 1e-2, "betas": [0.8, 0.9], "weight_decay": 0.1,
+        "param_groups": [{"pattern": "0.*", "lr_mul": 0.25, "weight_decay": 0.0}]}}}).train
+    opt = build_optimizer(net, train_cfg)
+    assert isinstance(opt, torch.optim.AdamW)
+    ref_opt = torch.optim.AdamW([{"params": list(ref[0].parameters()), "lr": 2.5e-3, "weight_decay": 0.0},
+                                 {"params": list(ref[1].parameters())}], lr=1e-2, betas=(0.8, 0.9), weight_decay=0.1)
+    x = torch.randn(2, 2, 5, 5)
+    for _ in range(3):
+        for model, o in ((net, opt), (ref, ref_opt)):
+            o.zero_grad()
+            model(x).square().mean().backward()
+            o.step()
+    for a, b in zip(net.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(a, b)
