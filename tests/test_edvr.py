@@ -226,6 +226,20 @@ def test_offset_monitor_warns_once_and_reports_max(caplog):
     warnings = [r for r in caplog.records if "offset" in r.getMessage()]
     assert len(warnings) == 1 and "cas_dcnpack" in warnings[0].getMessage()
     assert model.max_offset_abs_mean() == pytest.approx(120.0, rel=1e-3)
+    # All four DCNs diverging together: still one warning per interval for the whole network.
+    model2 = create_model("edvr-m", **TINY).eval()
+    with torch.no_grad():
+        for m in model2.modules():
+            if hasattr(m, "conv_offset"):
+                m.conv_offset.bias.fill_(80.0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        for _ in range(3):
+            model2(x)
+    warnings = [r for r in caplog.records if "offset" in r.getMessage()]
+    assert len(warnings) == 1 and "80.00" in warnings[0].getMessage()
+    assert model2.pcd_align.cas_dcnpack.monitor.suppressed == 3 * 4 - 1
+    assert model2.max_offset_abs_mean() == pytest.approx(80.0, rel=1e-3)
     # Training mode reads the exact mean of every offset map (the trainer's divergence guard).
     model.train()
     model.pcd_align.cas_dcnpack.conv_offset.bias.data[:4] = 0.0  # 4 of the 36 offset channels -> 0

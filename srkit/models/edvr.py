@@ -325,11 +325,18 @@ class EDVR(SRModel):
         # Residual branches start small (BasicSR's default_init_weights(scale=0.1)); the rest keeps
         # PyTorch's default init and the DCN offset predictors start at zero.
         on_meta = self.conv_l2_1.weight.is_meta  # parameter counting: nothing to initialise
+        first_monitor = None
         for name, m in self.named_modules():
             if isinstance(m, ResidualBlockNoBN) and not on_meta:
                 scaled_kaiming_init_(m, 0.1)
             elif isinstance(m, DCNv2Pack) and m.monitor is not None:
                 m.monitor.name = f"EDVR {name}"  # the warning says which DCN diverges
+                # Diverging offsets usually hit all four DCNs at once: one warning per interval
+                # for the network, not one per DCN.
+                if first_monitor is None:
+                    first_monitor = m.monitor
+                else:
+                    m.monitor.share_rate_limit(first_monitor)
 
     # ------------------------------------------------------------------ spec and monitoring
     @property

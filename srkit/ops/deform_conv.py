@@ -430,6 +430,18 @@ def _abs_mean(t: Tensor) -> float:
     return float(torch.linalg.vector_norm(t, 1, dim=dims).sum(dtype=torch.float64)) / t.numel()
 
 
+class _WarnGate:
+    """Rate-limit state of one or several :class:`OffsetMonitor` s (shared: one warning per interval
+    for all of them, e.g. the four DCNs of one EDVR diverging together)."""
+
+    def __init__(self) -> None:
+        self.updates = 0
+        self.warnings_emitted = 0
+        self.suppressed = 0
+        self.last_warn_time: float | None = None
+        self.last_warn_update: int | None = None
+
+
 class OffsetMonitor:
     """Watch the magnitude of predicted offsets and warn, without flooding the log, when it explodes.
 
@@ -438,6 +450,7 @@ class OffsetMonitor:
     logged on logger ``srkit.ops.deform_conv`` with the value, then further warnings are suppressed
     until ``interval`` seconds have passed (or, with ``every_n_calls``, that many calls); the next
     warning says how many were suppressed.  Training code reads ``last_abs_mean`` to detect divergence.
+    :meth:`share_rate_limit` makes several monitors (one network's DCNs) warn once per interval together.
     """
 
     def __init__(
@@ -457,19 +470,31 @@ class OffsetMonitor:
         self.clock = clock
         self.last_abs_mean: float | None = None
         self.calls = 0
-        self.warnings_emitted = 0
-        self.suppressed = 0
-        self._last_warn_time: float | None = None
-        self._last_warn_call: int | None = None
+        self._gate = _WarnGate()
+
+    @property
+    def warnings_emitted(self) -> int:
+        """Warnings logged (by this monitor and those sharing its rate limit)."""
+        return self._gate.warnings_emitted
+
+    @property
+    def suppressed(self) -> int:
+        """Over-threshold updates not logged since the last warning (shared rate limit included)."""
+        return self._gate.suppressed
+
+    def share_rate_limit(self, other: "OffsetMonitor") -> None:
+        """Rate-limit this monitor together with ``other``: one warning per interval for both."""
+        self._gate = other._gate
 
     def _may_warn(self) -> bool:
-        if self._last_warn_call is None:
+        gate = self._gate
+        if gate.last_warn_update is None:
             return True
         if self.every_n_calls is not None:
-            return self.calls - self._last_warn_call >= self.every_n_calls
+            return gate.updates - gate.last_warn_update >= self.every_n_calls
         if self.interval is None:
             return True
-        return self.clock() - self._last_warn_time >= self.interval
+        return self.clock() - gate.last_warn_time >= self.interval
 
     @torch.no_grad()
     def update(self, offset: Tensor) -> float:
@@ -483,21 +508,23 @@ class OffsetMonitor:
         value = _abs_mean(offset.detach())
         self.last_abs_mean = value
         self.calls += 1
+        gate = self._gate
+        gate.updates += 1
         if not (value > self.threshold):  # NaN counts as exploded too
             if not math.isnan(value):
                 return value
         if self._may_warn():
-            extra = f" ({self.suppressed} similar warnings suppressed)" if self.suppressed else ""
+            extra = f" ({gate.suppressed} similar warnings suppressed)" if gate.suppressed else ""
             logger.warning(
                 "%s: mean |offset| = %.2f px exceeds %.1f; offsets may be diverging%s",
                 self.name, value, self.threshold, extra,
             )
-            self.warnings_emitted += 1
-            self.suppressed = 0
-            self._last_warn_time = self.clock()
-            self._last_warn_call = self.calls
+            gate.warnings_emitted += 1
+            gate.suppressed = 0
+            gate.last_warn_time = self.clock()
+            gate.last_warn_update = gate.updates
         else:
-            self.suppressed += 1
+            gate.suppressed += 1
         return value
 
 
