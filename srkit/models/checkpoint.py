@@ -10,6 +10,9 @@ Loading
     existing model (``create_model(name, weights=...)`` uses it). Accepted files:
 
     * srkit safetensors (any other safetensors file is read as a bare state dict);
+    * srkit training checkpoints (``iter_*.pt`` / ``best.pt`` of ``srkit train``): BasicSR-style
+      weights plus ``meta.model_config``, from which :func:`load_model` rebuilds the exact network
+      (hyper-parameters without weights, e.g. UDVD's ``kernel_norm``, included);
     * BasicSR ``{"params": ...}`` / ``{"params_ema": ...}`` (the EMA weights are preferred);
     * MMagic / MMEditing ``{"state_dict": {"generator.…": ...}}``;
     * bare state dicts (optionally with DataParallel's ``module.`` prefix), e.g. the 2019
@@ -21,7 +24,8 @@ Loading
     and nothing in it is executed.
 
 Foreign key names
-    Each model family registers **key adapters**: ``fn(state) -> dict | None`` that recognise a
+    :func:`convert_state_dict` applies them to an in-memory state dict (no strictness: for partial
+    initialisation such as ``model.init_from``). Each model family registers **key adapters**: ``fn(state) -> dict | None`` that recognise a
     foreign naming (returning None when it is not theirs) and rename the keys (and fix any layout
     difference) to srkit's names. EDVR's adapters (MMagic ``EDVRNet`` and the 2019 ``EDVR_arch``
     names) are registered below; BasicSR's names *are* srkit's EDVR names. Another family plugs in
