@@ -205,7 +205,11 @@ def test_validation_keeps_best_and_logs_images(tmp_path) -> None:
     ema = torch.load(sorted((run / "checkpoints").glob("iter_*.pt"))[-1], weights_only=True)["params_ema"]
     assert all(torch.equal(final.state_dict()[k], ema[k]) for k in ema)
     assert (run / "model_best.safetensors").is_file()
-    assert all(0.0 <= float(r[2]) <= 1.0 for r in _rows(run) if r[1] == "perf/data_wait_fraction")
+    waits = [float(r[2]) for r in _rows(run) if r[1] == "perf/data_wait_fraction"]
+    assert len(waits) == 6 and all(0.0 <= w <= 1.0 for w in waits)
+    log = (run / "train.log").read_text()
+    assert "iter 6/6 loss " in log and " it/s, data wait " in log and "ETA " in log
+    assert "% of step time waiting for data" in log
 
 
 def test_init_from_woTSA_allows_only_missing_fusion(tmp_path) -> None:
