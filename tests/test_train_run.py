@@ -319,3 +319,35 @@ def test_model_errors_name_the_config_key(tmp_path) -> None:
         Trainer(config_from_data(tiny(tmp_path, model={"name": "nosuch"})))
     with pytest.raises(ConfigError, match=r"^model\.overrides: .*num_feat must be a positive integer, got -1"):
         Trainer(config_from_data(tiny(tmp_path, model={"overrides": {**TINY_EDVR, "num_feat": -1}})))
+
+
+def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, capsys) -> None:
+    """Ctrl-C (SIGINT, delivered here to this process during iteration 2) finishes the step, saves, exits 130."""
+    import os
+    import signal
+
+    import yaml
+
+    from srkit.cli import main
+    from srkit.train import trainer as T
+
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny(tmp_path, checkpoint={"every": 100}, train={"total_iters": 6})))
+    real = T.to_device
+    calls = []
+
+    def interrupting(batch, device):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(batch, device)
+
+    T.to_device = interrupting
+    try:
+        assert main(["train", str(cfg_path)]) == 130
+    finally:
+        T.to_device = real
+    err = capsys.readouterr().err
+    assert "received SIGINT: saving a checkpoint" in err and "stopped by SIGINT at iteration 2" in err
+    assert _final(tmp_path / "run")["iteration"] == 2
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
