@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from srkit.errors import CheckpointError, ConfigError
+from srkit.models import create_model
 from srkit.train.config import config_from_data
 from srkit.train.guard import DivergenceError
 from srkit.train.trainer import Trainer, train
@@ -221,6 +222,21 @@ def test_init_from_woTSA_allows_only_missing_fusion(tmp_path) -> None:
     assert torch.equal(ok.model.state_dict()["conv_first.weight"], state["conv_first.weight"])
     with pytest.raises(CheckpointError, match=r"does not fit model edvr-m: missing \d+ keys \(e.g. fusion\."):
         Trainer(config_from_data(tiny(tmp_path, "tsa2", model={"init_from": str(src)})))
+
+
+def test_init_from_accepts_foreign_key_names(tmp_path) -> None:
+    """A woTSA checkpoint in MMagic's names starts the TSA model just as srkit's own names do."""
+    from test_checkpoint import to_mmagic
+
+    src_model = create_model("edvr-m-wotsa", **TINY_EDVR)
+    state = src_model.state_dict()
+    foreign = tmp_path / "wotsa_mmagic.pth"
+    torch.save({"state_dict": {f"generator.{k}": v for k, v in to_mmagic(state).items()}}, foreign)
+    ok = Trainer(config_from_data(tiny(tmp_path, "tsa_mm", model={"init_from": str(foreign),
+                                                                  "init_allow_missing": ["fusion.*"]})))
+    own = ok.model.state_dict()
+    assert torch.equal(own["pcd_align.offset_conv1.l3.weight"], state["pcd_align.offset_conv1.l3.weight"])
+    assert torch.equal(own["upconv1.weight"], state["upconv1.weight"])
 
 
 TINY_UDVD = {"num_feat": 8, "num_blocks": 1, "image_feat": 4, "block_feat": 8, "hr_feat": 4}

@@ -32,6 +32,7 @@ from torch import nn
 from srkit.errors import CheckpointError, ConfigError
 from srkit.models import as_sr_output, create_model
 from srkit.models._api import SRModel
+from srkit.models.checkpoint import convert_state_dict
 from srkit.train import distributed as D
 from srkit.train.checkpointing import CheckpointStore, load_checkpoint
 from srkit.train.config import ExperimentConfig, dump_yaml
@@ -90,7 +91,8 @@ def init_model_from(model: nn.Module, path: str, key: str, allow_missing: list[s
     This is the paper's woTSA -> TSA procedure: the TSA model starts from the woTSA weights and only
     its fusion module (absent from the woTSA checkpoint) starts from scratch. Returns the missing keys.
     """
-    state = read_weights(path, key)
+    # Foreign names (MMagic, 2019 EDVR, DataParallel's "module.") are renamed to the model's own first.
+    state = convert_state_dict(model, read_weights(path, key))
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
