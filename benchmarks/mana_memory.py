@@ -122,7 +122,7 @@ def worker(size: str, mode: str, threads: int, precision: str, chunk: int | None
     if out:
         np.save(out, res.image.float().clamp(0, 1).numpy())
     return {"size": size, "mode": mode, "seconds": seconds, "peak_rss": peak, "extra_peak": peak - base,
-            "source": source, "std": float(model.nonloc_spatial.std), "threads": threads, "precision": precision}
+            "source": source, "std": float(model.nonloc_spatial.std.detach()), "threads": threads, "precision": precision}
 
 
 def _gb(n: float) -> str:
