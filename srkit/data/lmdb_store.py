@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from srkit.errors import InputError, OutputError
-from srkit.io.atomic import atomic_write_text
+from srkit.io.atomic import atomic_write_text, check_output_path
 from srkit.io.images import encode_image, natural_key
 
 META_NAME = "meta_info.txt"
@@ -278,15 +278,8 @@ def _write_batch(env, batch: list[tuple[bytes, bytes]], report: PackReport) -> N
 
 def _check_pack_output(out_path: str | os.PathLike, *, resume: bool, overwrite: bool) -> tuple[Path, Path]:
     """Fail early (one line) when ``out_path`` cannot be packed into; returns (out, out.partial)."""
-    out = Path(out_path)
+    out = check_output_path(out_path, overwrite=overwrite)
     partial = out.with_name(out.name + PARTIAL_SUFFIX)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError("output folder does not exist", parent)
-    if not os.access(parent, os.W_OK):
-        raise OutputError("output folder is not writable", parent)
-    if out.exists() and not overwrite:
-        raise OutputError("output exists (use --overwrite to replace it)", out)
     if partial.exists() and not resume and not overwrite:
         raise OutputError(f"an interrupted pack exists at {partial.name} (use --resume to continue it, "
                           "or --overwrite to start again)", out)
