@@ -330,6 +330,41 @@ def test_mana_three_stages_train_the_right_parameters(tmp_path) -> None:
     assert changed[2] & memory and changed[2] - memory     # stage 3: everything on L1
 
 
+def _tiny_mana_staged(tmp_path, name: str) -> dict:
+    """The shipped MANA schedule (stages, losses, fresh Adam per stage) on a tiny MANA, stages at 1/3/5."""
+    from srkit.train.config import load_config
+
+    shipped = load_config("mana-vimeo")
+    stages = [dict(name=s.name, start_iter=start, trainable=s.trainable, frozen=s.frozen, loss_weights=s.loss_weights,
+                   reset_optimizer=s.reset_optimizer) for s, start in zip(shipped.train.stages, (1, 3, 5), strict=True)]
+    return tiny(tmp_path, name, model={"name": "mana", "overrides": {"num_feat": 8, "num_frame": 3, "encoder_nblocks": 1,
+                                                                    "decoder_nblocks": 1, "memory_size": 8}},
+                train={"total_iters": 6, "optim": {"lr": 1e-2, "betas": [0.5, 0.999]}, "schedule": {"type": "constant"},
+                       "stages": stages, "losses": [dict(vars(t)) for t in shipped.train.losses]},
+                checkpoint={"every": 1, "keep_last": 10}, guard={"enabled": False})
+
+
+def test_mana_stage_follows_the_iteration_across_a_resume(tmp_path) -> None:
+    """Cut inside stage 2 (memory bank on the quantization loss) and resumed: same weights, right stage.
+
+    The official code restarts its schedule on resume; srkit derives the stage from the iteration.
+    """
+    train(config_from_data(_tiny_mana_staged(tmp_path, "full")))
+    train(config_from_data(_tiny_mana_staged(tmp_path, "cut"), ["train.total_iters=4"]))
+    tr = Trainer(config_from_data(_tiny_mana_staged(tmp_path, "cut")), resume="auto")
+    assert tr.iteration == 4
+    tr.fit()
+    a, b = _final(tmp_path / "full"), _final(tmp_path / "cut")
+    assert a["iteration"] == b["iteration"] == 6 and b["stage"] == 2
+    for k in a["params"]:
+        assert torch.equal(a["params"][k], b["params"][k]), k
+    rows = _rows(tmp_path / "cut")
+    assert [r[0] for r in rows if r[1] == "event/stage"] == ["1", "3", "5"]  # no restart at the resume (4)
+    losses = sorted({(int(r[0]), r[1]) for r in rows if r[1].startswith("loss/")})
+    assert losses == [(1, "loss/pixel"), (2, "loss/pixel"), (3, "loss/quantization"), (4, "loss/quantization"),
+                      (5, "loss/pixel"), (6, "loss/pixel")]
+
+
 def test_model_errors_name_the_config_key(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"^model\.name: unknown model 'nosuch'"):
         Trainer(config_from_data(tiny(tmp_path, model={"name": "nosuch"})))
