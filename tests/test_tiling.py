@@ -105,3 +105,16 @@ def test_tile_size_for_budget_fits_and_errors():
         tiling.tile_size_for_budget(2**20, 4000.0, 0, 16)
     with pytest.raises(ConfigError, match="too small"):
         tiling.tile_size_for_budget(2**20, 4000.0, 2 * 2**20, 16)
+
+
+def test_lmdb_map_size_uses_the_same_size_reader():
+    """``srkit data pack --map-size`` and ``--max-memory`` read sizes alike; bad ones are argparse errors."""
+    import argparse
+
+    from srkit.commands.data_pack import parse_size
+
+    for text in ("64M", "1GiB", "1Gi", "65536", "64 KiB"):
+        assert parse_size(text) == tiling.parse_memory(text)
+    for bad in ("lots", "0", "4XB"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse_size(bad)

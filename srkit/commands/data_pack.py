@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import re
+
+from srkit.errors import ConfigError
+from srkit.utils.sizes import parse_byte_size
 
 EPILOG = """\
 layouts (see srkit.data.layouts for the folder names accepted):
@@ -23,15 +25,12 @@ examples:
   srkit data pack bikes.mp4 bikes.lmdb
 """
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-
-
 def parse_size(text: str) -> int:
-    """``"1G"``, ``"512MiB"``, ``"65536"`` -> bytes."""
-    m = _SIZE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 64M, 1G)")
-    return int(float(m.group(1)) * 1024 ** "bkmgt".index((m.group(2) or "b").lower()))
+    """``"1G"``, ``"512MiB"``, ``"65536"`` -> bytes (an argparse type: errors become usage errors)."""
+    try:
+        return parse_byte_size(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

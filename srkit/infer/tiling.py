@@ -19,7 +19,6 @@ convolutional networks (and for MANA's chunked attention).
 from __future__ import annotations
 
 import math
-import re
 import weakref
 from dataclasses import dataclass
 from typing import Callable
@@ -29,6 +28,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from srkit.errors import ConfigError
+from srkit.utils.sizes import parse_byte_size
 
 __all__ = [
     "AxisSegment",
@@ -41,25 +41,9 @@ __all__ = [
     "tile_size_for_budget",
 ]
 
-_UNITS = {"": 1, "B": 1, "K": 1024, "KB": 1024, "KIB": 1024, "M": 1024**2, "MB": 1024**2, "MIB": 1024**2,
-          "G": 1024**3, "GB": 1024**3, "GIB": 1024**3, "T": 1024**4, "TB": 1024**4, "TIB": 1024**4}
-
-
 def parse_memory(value: str | int | float | None) -> int | None:
-    """``"4GB"``, ``"512M"``, ``"1.5GiB"`` or a byte count -> bytes (binary units); ``None`` stays ``None``."""
-    if value is None:
-        return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value <= 0:
-            raise ConfigError(f"memory budget must be positive, got {value}")
-        return int(value)
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
-    if not m or m.group(2).upper() not in _UNITS:
-        raise ConfigError(f"cannot read memory size {value!r} (examples: 4GB, 512MB, 2000000000)")
-    size = float(m.group(1)) * _UNITS[m.group(2).upper()]
-    if size <= 0:
-        raise ConfigError(f"memory budget must be positive, got {value!r}")
-    return int(size)
+    """A memory budget (``"4GB"``, ``"512M"``, a byte count) in bytes; ``None`` (no budget) stays ``None``."""
+    return None if value is None else parse_byte_size(value)
 
 
 @dataclass(frozen=True)
