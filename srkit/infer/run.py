@@ -189,7 +189,7 @@ def _frames_output(writer, out_frames: Iterable[np.ndarray], dtype: type, opts: 
 
 
 def _video_input(path: Path, output: Path, out_kind: str, opts: _Options) -> UpscaleResult:
-    from srkit.io.video import VideoWriter, open_video
+    from srkit.io.video import open_video
 
     t0 = time.perf_counter()
     if out_kind == "video":
@@ -214,38 +214,45 @@ def _video_input(path: Path, output: Path, out_kind: str, opts: _Options) -> Ups
             n = _frames_output(frame_writer, _drop_pts(out_frames, pts_queue), np.uint16 if high else np.uint8,
                                opts, total, path.name, start)
             return UpscaleResult(path, output, "frames", n, start, time.perf_counter() - t0)
-        dtype = np.uint16 if high or _bit_depth_dtype(opts.pix_fmt or "") is np.uint16 else np.uint8
-        writer = None
-        n = 0
-        try:
-            with _progress(total, opts.quiet, path.name) as bar:
-                for out in out_frames:
-                    if writer is None:  # sized from the first restored frame
-                        writer = VideoWriter(output, width=out.shape[1], height=out.shape[0], fps=info.fps,
-                                             time_base=info.time_base, codec=opts.codec, crf=opts.crf,
-                                             pix_fmt=opts.pix_fmt, lossless=opts.lossless, copy_streams_from=path,
-                                             rotation=0, overwrite=opts.overwrite,
-                                             bit_depth=16 if dtype is np.uint16 else 8)
-                    writer.write(from_float(out, dtype), pts=pts_queue.popleft())
-                    n += 1
-                    bar.update(1)
-            if writer is not None:
-                writer.close()
-                writer = None
-        finally:
-            if writer is not None:  # an exception escaped: abort so the temporary file is removed
-                _abort_writer(writer)
+        n = _video_output(out_frames, output, opts, high, total, path.name, fps=info.fps, time_base=info.time_base,
+                          pts=lambda i: pts_queue.popleft(), copy_streams_from=path)
     return UpscaleResult(path, output, "video", n, 0, time.perf_counter() - t0)
 
 
-def _abort_writer(writer) -> None:
-    abort = getattr(writer, "abort", None)
-    if callable(abort):
-        abort()
-        return
-    exit_ = getattr(writer, "__exit__", None)
-    if callable(exit_):
-        exit_(RuntimeError, RuntimeError("aborted"), None)
+def _video_output(out_frames: Iterable[np.ndarray], output: Path, opts: _Options, high: bool, total: int | None,
+                  label: str, *, fps, time_base, pts: Callable[[int], int | None],
+                  copy_streams_from: Path | None = None) -> int:
+    """Encode restored frames (float RGB) into ``output``; returns how many were written.
+
+    The writer opens on the first frame (it takes that frame's size) and writes to a temporary name;
+    if anything fails before the end it is aborted, so neither the final nor the temporary file remains.
+    ``pts(i)`` gives frame ``i``'s timestamp in ``time_base`` units. 16-bit frames are encoded when the
+    source is ``high`` (> 8 bits) or the chosen pixel format is.
+    """
+    from srkit.io.video import VideoWriter
+
+    dtype = np.uint16 if high or _bit_depth_dtype(opts.pix_fmt or "") is np.uint16 else np.uint8
+
+    writer = None
+    n = 0
+    try:
+        with _progress(total, opts.quiet, label) as bar:
+            for out in out_frames:
+                if writer is None:
+                    writer = VideoWriter(output, width=out.shape[1], height=out.shape[0], fps=fps,
+                                         time_base=time_base, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
+                                         lossless=opts.lossless, copy_streams_from=copy_streams_from, rotation=0,
+                                         overwrite=opts.overwrite, bit_depth=16 if dtype is np.uint16 else 8)
+                writer.write(from_float(out, dtype), pts=pts(n))
+                n += 1
+                bar.update(1)
+        if writer is not None:
+            writer.close()
+            writer = None
+    finally:
+        if writer is not None:  # an exception escaped
+            writer.abort()
+    return n
 
 
 def _drop_pts(frames: Iterable[np.ndarray], pts_queue: deque) -> Iterator[np.ndarray]:
@@ -278,29 +285,9 @@ def _folder_clip_input(path: Path, output: Path, out_kind: str, opts: _Options) 
         raise ConfigError(f"cannot write a clip of {len(reader)} frames to a single image", output)
     if opts.resume:
         raise ConfigError("--resume needs a frame-folder output (a video file is written in one piece)")
-    from srkit.io.video import VideoWriter
-
     check_output_path(output, overwrite=opts.overwrite)
-    dtype = np.uint16 if high or _bit_depth_dtype(opts.pix_fmt or "") is np.uint16 else np.uint8
-    writer = None
-    n = 0
-    try:
-        with _progress(len(reader), opts.quiet, path.name) as bar:
-            for i, out in enumerate(_run_engine(frames, opts)):
-                if writer is None:
-                    writer = VideoWriter(output, width=out.shape[1], height=out.shape[0], fps=opts.fps,
-                                         time_base=1 / opts.fps, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
-                                         lossless=opts.lossless, overwrite=opts.overwrite,
-                                         bit_depth=16 if dtype is np.uint16 else 8)
-                writer.write(from_float(out, dtype), pts=i)
-                n += 1
-                bar.update(1)
-        if writer is not None:
-            writer.close()
-            writer = None
-    finally:
-        if writer is not None:
-            _abort_writer(writer)
+    n = _video_output(_run_engine(frames, opts), output, opts, high, len(reader), path.name, fps=opts.fps,
+                      time_base=1 / opts.fps, pts=lambda i: i)
     return UpscaleResult(path, output, "video", n, 0, time.perf_counter() - t0)
 
 
