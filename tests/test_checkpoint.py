@@ -30,13 +30,7 @@ from srkit.models.checkpoint import (
 TINY = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=2)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier waits that dominate (3x) on a busy CPU."""
-    from srkit.utils.device import torch_threads
-
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def _tiny(name: str = "edvr-m", **kw):

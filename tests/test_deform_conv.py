@@ -13,13 +13,7 @@ from srkit.ops import ModulatedDeformConv2d, OffsetMonitor, deform_conv2d
 from srkit.ops import deform_conv as dc_module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: a second OpenMP thread only adds wake-up latency (and CI cores are shared)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:

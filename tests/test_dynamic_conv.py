@@ -7,14 +7,9 @@ import torch
 from torch.nn import functional as F
 
 from srkit.ops import dynamic_conv2d, dynamic_upsample_conv2d, identity_kernels
-from srkit.utils.device import torch_threads
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a shared CI machine.
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def unfold_reference(x: torch.Tensor, kernels: torch.Tensor, scale: int, padding: str = "zeros") -> torch.Tensor:

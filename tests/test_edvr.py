@@ -17,13 +17,7 @@ TINY = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruc
 PRESETS = list_models(family="edvr")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier waits that dominate (3x) on a busy CPU."""
-    from srkit.utils.device import torch_threads
-
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def _randomise_offsets(model: torch.nn.Module, std: float = 0.3, bias_std: float = 0.0) -> None:

@@ -20,14 +20,7 @@ from srkit.metrics import psnr, ssim
 CLIPS = ("calendar", "city")
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny frames: with two threads on a shared 2-core machine each conv spins for ~40 ms; one thread
-    # makes the model tests ~20x faster (7 s -> 0.3 s for three EDVR frames).
-    from srkit.utils.device import torch_threads
-
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def _make_vid4(root: Path, *, with_lr: bool = False, frames: int = 4, size=(40, 48)) -> Path:

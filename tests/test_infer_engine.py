@@ -17,13 +17,7 @@ from srkit.infer.engine import FrameRestorer, upscale_frames, window_for
 from srkit.models import ModelSpec, SRModel, SROutput, create_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread avoids OpenMP spin-waiting on the shared 2-core machine.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 def tiny_edvr(**kw):

@@ -24,13 +24,7 @@ from srkit.ops.attention import gaussian_nonlocal_attention
 TINY = dict(num_feat=16, encoder_nblocks=1, decoder_nblocks=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier waits that dominate on a busy CPU."""
-    from srkit.utils.device import torch_threads
-
-    with torch_threads(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
 
 
 # ------------------------------------------------------------------------------ dense references
