@@ -189,6 +189,41 @@ def test_channels_last_and_noncontiguous_inputs():
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("budget", ["whole", "per-sample", "row-bands"])
+@pytest.mark.parametrize("with_mask", [True, False], ids=["dcnv2", "dcnv1"])
+@pytest.mark.parametrize("name", ["basic", "dg4-groups2", "groups4", "stride-dilation-mixed", "kernel1x1",
+                                  "large-offsets", "offsets-far-outside"])
+def test_no_grad_channels_last_paths_match_torchvision(monkeypatch, name, with_mask, budget):
+    """Inference on channels_last tensors takes its own paths: the image sampled through a strided view,
+    dense offsets reordered as 8-byte (dy, dx) pairs, the mask by a 2-D transpose, the GEMM written
+    straight into a channels_last output (per group).  Each must equal torchvision's kernel."""
+    tv = pytest.importorskip("torchvision")
+    x, offset, weight, bias, mask, kw = _case(**CASES[name])
+    m = mask if with_mask else None
+    ref = tv.ops.deform_conv2d(x, offset, weight, bias, mask=m, **kw)
+    if budget != "whole":
+        per_row = x.shape[1] * weight.shape[2] * weight.shape[3] * ref.shape[-1] * 4
+        monkeypatch.setattr(dc_module, "_INFERENCE_COLS_BYTES", per_row * (ref.shape[-2] if budget == "per-sample" else 2))
+    cl = torch.channels_last
+    with torch.no_grad():
+        out = deform_conv2d(x.to(memory_format=cl), offset.to(memory_format=cl), weight, bias,
+                            mask=None if m is None else m.to(memory_format=cl), **kw)
+    assert out.is_contiguous(memory_format=cl) or ref.shape[-1] * ref.shape[-2] == 1
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+
+
+def test_no_grad_offsets_and_mask_from_one_conv_output(monkeypatch):
+    """Offsets and mask as slices of one channels_last tensor (strided, not dense): the general path."""
+    tv = pytest.importorskip("torchvision")
+    x, offset, weight, bias, mask, kw = _case(n=1, c=16, cout=8, dg=4)
+    both = torch.cat([offset, mask], 1).to(memory_format=torch.channels_last)
+    off_v, mask_v = both[:, :offset.shape[1]], both[:, offset.shape[1]:]
+    monkeypatch.setattr(dc_module, "_INFERENCE_COLS_BYTES", 1)  # one output row per band
+    with torch.no_grad():
+        out = deform_conv2d(x.to(memory_format=torch.channels_last), off_v, weight, bias, mask=mask_v, **kw)
+    torch.testing.assert_close(out, tv.ops.deform_conv2d(x, offset, weight, bias, mask=mask, **kw), atol=1e-4, rtol=0)
+
+
 def test_no_grad_inference_matches_autograd_path():
     """The no-grad path multiplies the mask in place and folds the bias into the GEMM."""
     x, offset, weight, bias, mask, kw = _case()

@@ -134,6 +134,13 @@ def test_matches_basicsr_structured_reference(variant):
         s = model.spec.scale
         expect = ref(xp)[..., : (h - 3) * s, : (w - 1) * s]
         assert (model(xo) - expect).abs().max() < 1e-4
+        # Inference on channels_last tensors (how srkit upscale runs) takes other code paths: the
+        # DCN's transposed GEMM, split offset/mask convs, the TSA product written in place, the
+        # reordered pixel shuffle.  Same result.
+        model.to(memory_format=torch.channels_last)
+        cl = model.decode([model.encode(x[:, i].contiguous(memory_format=torch.channels_last)) for i in range(t)],
+                          x[:, model.spec.center_index].contiguous(memory_format=torch.channels_last))
+        assert (cl - theirs).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("variant", ["tsa", "hr_in_predeblur", "wotsa"])
@@ -244,3 +251,26 @@ def test_offset_monitor_warns_once_and_reports_max(caplog):
     quiet = create_model("edvr-m", offset_warn_threshold=None, **TINY)
     quiet(x)
     assert quiet.max_offset_abs_mean() is None
+
+
+@pytest.mark.parametrize("factor", [2, 3])
+@pytest.mark.parametrize("slope", [None, 0.1])
+def test_conv_pixel_shuffle_equals_plain_formulation(factor, slope):
+    """The channels_last inference path reorders the conv's output channels instead of shuffling."""
+    from torch.nn import functional as F
+
+    from srkit.models._blocks import conv_pixel_shuffle
+
+    conv = torch.nn.Conv2d(5, 4 * factor * factor, 3, 1, 1)
+    x = torch.randn(2, 5, 7, 9)
+    expect = F.pixel_shuffle(conv(x), factor)
+    expect = expect if slope is None else F.leaky_relu(expect, slope)
+    with torch.no_grad():
+        xcl = x.contiguous(memory_format=torch.channels_last)
+        out = conv_pixel_shuffle(conv.to(memory_format=torch.channels_last), xcl, factor, slope)
+        assert out.is_contiguous(memory_format=torch.channels_last) and out.shape == expect.shape
+        torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
+    # Training (and NCHW) keep the plain formulation, gradients included.
+    xg = x.clone().requires_grad_()
+    conv_pixel_shuffle(conv, xg, factor, slope).sum().backward()
+    assert xg.grad is not None and xg.grad.shape == x.shape

@@ -46,7 +46,8 @@ from torch.nn import functional as F
 
 from srkit.errors import ConfigError, InputError
 from srkit.models._api import ModelSpec, SRModel, config_field
-from srkit.models._blocks import ResidualBlockNoBN, crop_to, make_layer, pad_to_multiple, scaled_kaiming_init_
+from srkit.models._blocks import (ResidualBlockNoBN, conv_pixel_shuffle, crop_to, make_layer, pad_to_multiple,
+                                  scaled_kaiming_init_)
 from srkit.models._registry import register_model
 from srkit.ops import ModulatedDeformConv2d, OffsetMonitor
 
@@ -63,6 +64,19 @@ def _lrelu(x: torch.Tensor) -> torch.Tensor:
 
 def _up2(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def _stack_frames(frames: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(frames, 1)`` of ``(B, C, h, w)`` maps, keeping channels_last maps channels_last.
+
+    A plain stack of channels_last tensors comes out NCHW, and every convolution downstream would then
+    convert its input back (a copy of all T frames per layer).  Stacked as (B, T, h, w, C) instead,
+    ``flatten(0, 1)`` of the result is a channels_last ``(B*T, C, h, w)`` view.
+    """
+    first = frames[0]
+    if first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous():
+        return torch.stack([f.permute(0, 2, 3, 1) for f in frames], dim=1).permute(0, 1, 4, 2, 3)
+    return torch.stack(list(frames), dim=1)
 
 
 def _cat_conv(conv: nn.Conv2d, nbr: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -103,11 +117,22 @@ class DCNv2Pack(ModulatedDeformConv2d):
         self.monitor = OffsetMonitor(threshold=offset_warn_threshold) if offset_warn_threshold else None
 
     def forward(self, x: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        out = self.conv_offset(feat)
-        # chunk(3) then cat(o1, o2) is exactly the first two thirds of the channels: slice, no copy.
-        n = out.shape[1] // 3
-        offset = out[:, : 2 * n]
-        mask = torch.sigmoid(out[:, 2 * n :])
+        conv = self.conv_offset
+        if torch.is_grad_enabled() and (feat.requires_grad or conv.weight.requires_grad):
+            out = conv(feat)
+            # chunk(3) then cat(o1, o2) is exactly the first two thirds of the channels: slice, no copy.
+            n = out.shape[1] // 3
+            offset = out[:, : 2 * n]
+            mask = torch.sigmoid(out[:, 2 * n :])
+        else:
+            # Inference: the offsets and the mask logits as two convolutions (the weight split along
+            # output channels: same result, same cost).  With channels_last features each output is
+            # then a dense tensor, which the deformable conv reorders with fast blocked transposes
+            # and the sigmoid runs over contiguous memory; slices of one 216-channel output are
+            # strided and several times slower to read.
+            n = 2 * conv.out_channels // 3
+            offset = F.conv2d(feat, conv.weight[:n], conv.bias[:n], conv.stride, conv.padding)
+            mask = torch.sigmoid_(F.conv2d(feat, conv.weight[n:], conv.bias[n:], conv.stride, conv.padding))
         if self.monitor is not None:
             # Training: the exact mean (BasicSR's check; the trainer's divergence guard reads it).
             # Inference: a 1/16 spatial sample estimates it at a third of the cost of a full pass
@@ -209,7 +234,15 @@ class TSAFusion(nn.Module):
         emb = self.temporal_attn2(aligned.flatten(0, 1)).unflatten(0, (b, t))
         # One batched dot product over channels for all frames (BasicSR loops over t).
         corr = torch.sigmoid((emb * emb_ref.unsqueeze(1)).sum(2, keepdim=True))  # (B, T, 1, h, w)
-        weighted = (aligned * corr).reshape(b, t * c, h, w)
+        if aligned.requires_grad or not aligned.flatten(0, 1).is_contiguous(memory_format=torch.channels_last):
+            weighted = (aligned * corr).reshape(b, t * c, h, w)
+        else:
+            # Inference on channels_last features: write the product straight into a channels_last
+            # (B, T*C, h, w) tensor, whose (B, T, C, h, w) view is a free unflatten, instead of
+            # multiplying, then reshaping (a copy), then converting the layout for the 1x1 convs.
+            weighted = torch.empty((b, t * c, h, w), dtype=torch.result_type(aligned, corr), device=aligned.device,
+                                   memory_format=torch.channels_last)
+            torch.mul(aligned, corr, out=weighted.unflatten(1, (t, c)))
 
         feat = _lrelu(self.feat_fusion(weighted))
         attn = _lrelu(self.spatial_attn1(weighted))
@@ -391,7 +424,7 @@ class EDVR(SRModel):
         """
         if len(feats) != self.config.num_frame:
             raise InputError(f"EDVR decode: expected {self.config.num_frame} frame pyramids, got {len(feats)}")
-        levels = [torch.stack([f[k] for f in feats], dim=1) for k in range(3)]  # (B, T, C, h, w)
+        levels = [_stack_frames([f[k] for f in feats]) for k in range(3)]  # (B, T, C, h, w)
         return self._decode(levels, center)
 
     def _decode(self, levels: list[torch.Tensor], center: torch.Tensor) -> torch.Tensor:
@@ -406,8 +439,8 @@ class EDVR(SRModel):
             # BasicSR's woTSA fusion is a bare 1x1 convolution (no activation).
             feat = self.fusion(aligned.reshape(b, -1, *aligned.shape[-2:]))
         out = self.reconstruction(feat)
-        out = _lrelu(F.pixel_shuffle(self.upconv1(out), 2))
-        out = _lrelu(F.pixel_shuffle(self.upconv2(out), 2))
+        out = conv_pixel_shuffle(self.upconv1, out, 2, 0.1)
+        out = conv_pixel_shuffle(self.upconv2, out, 2, 0.1)
         out = _lrelu(self.conv_hr(out))
         out = self.conv_last(out)
         base = center if self.hr_in else F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False)
