@@ -28,11 +28,18 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.reference lives beside the package
+
+# Process set-up exactly as the `srkit` command does it, before torch is imported (huge pages and heap
+# reuse for large tensors; SRKIT_ALLOCATOR_TUNING=0 turns it off).  It applies to the reference too:
+# both run in this process.
+from srkit.utils.memory import tune_allocator  # noqa: E402
+
+ALLOCATOR_TUNED = tune_allocator()
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from srkit.data.windows import window_indices  # noqa: E402
 from srkit.infer.engine import upscale_frames  # noqa: E402
@@ -126,7 +133,8 @@ def main() -> int:
     n = len(frames)
 
     print(f"EDVR-M x4 on {source}: {w}x{h} -> {4 * w}x{4 * h}, {n} output frames, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}")
+          f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"allocator tuning {'on' if ALLOCATOR_TUNED else 'off'}")
     peak32 = matmul_peak(torch.float32)
     # Without native bf16 (AVX512-BF16/AMX) a bf16 GEMM is emulated and slow: measure it smaller.
     peak16 = matmul_peak(torch.bfloat16, 512)

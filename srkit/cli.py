@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 from srkit.errors import SrkitError
+from srkit.utils.memory import tune_allocator
 
 # name -> (module, one-line help). Groups map to their own table of sub-commands.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -80,6 +81,8 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("SRKIT_DEBUG") == "1"
+    # Before torch is imported (by the command's module): PyTorch reads THP_MEM_ALLOC_ENABLE once.
+    tune_allocator()
     try:
         parser = build_parser(argv)
         args = parser.parse_args(argv)

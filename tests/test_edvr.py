@@ -135,8 +135,8 @@ def test_matches_basicsr_structured_reference(variant):
         expect = ref(xp)[..., : (h - 3) * s, : (w - 1) * s]
         assert (model(xo) - expect).abs().max() < 1e-4
         # Inference on channels_last tensors (how srkit upscale runs) takes other code paths: the
-        # DCN's transposed GEMM, split offset/mask convs, the TSA product written in place, the
-        # reordered pixel shuffle.  Same result.
+        # DCN's transposed GEMM, split offset/mask convs, per-frame alignment with the TSA product
+        # written in place.  Same result.
         model.to(memory_format=torch.channels_last)
         cl = model.decode([model.encode(x[:, i].contiguous(memory_format=torch.channels_last)) for i in range(t)],
                           x[:, model.spec.center_index].contiguous(memory_format=torch.channels_last))
@@ -181,6 +181,27 @@ def test_feature_cache_equals_forward(variant):
         out = model.decode(cache, xp[:, model.spec.center_index])
         out = out[..., : size[0] * model.spec.scale, : size[1] * model.spec.scale]
     assert torch.equal(out, full)
+
+
+@pytest.mark.parametrize("variant", ["tsa", "wotsa", "7f_center5"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+def test_per_frame_inference_equals_batched_alignment(variant, channels_last):
+    """Inference aligns and weights one neighbour at a time; training aligns all T in one batch."""
+    cfg = dict(num_feat=16, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1, **PARITY[variant])
+    model = EDVR(EDVRConfig(**cfg)).eval()
+    _randomise_offsets(model, 0.3, 3.0)
+    t = cfg.get("num_frame", 5)
+    x = torch.rand(2, t, 3, 12, 16)
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    with torch.no_grad():
+        frames = [model.encode(x[:, i].contiguous(memory_format=torch.channels_last) if channels_last else x[:, i])
+                  for i in range(t)]
+        levels = [torch.stack([f[k] for f in frames], 1) for k in range(3)]
+        batched = model._align_fuse(levels)
+        per_frame = model._align_fuse_per_frame(frames)
+    assert per_frame.shape == batched.shape == (2, 16, 12, 16)
+    torch.testing.assert_close(per_frame, batched, atol=1e-5, rtol=1e-5)
 
 
 def test_channels_last_and_bf16_autocast():
@@ -239,7 +260,8 @@ def test_offset_monitor_warns_once_and_reports_max(caplog):
             model2(x)
     warnings = [r for r in caplog.records if "offset" in r.getMessage()]
     assert len(warnings) == 1 and "80.00" in warnings[0].getMessage()
-    assert model2.pcd_align.cas_dcnpack.monitor.suppressed == 3 * 4 - 1
+    # Inference aligns one neighbour at a time: each of the 4 DCNs reports once per frame (5 per forward).
+    assert model2.pcd_align.cas_dcnpack.monitor.suppressed == 3 * 4 * 5 - 1
     assert model2.max_offset_abs_mean() == pytest.approx(80.0, rel=1e-3)
     # Training mode reads the exact mean of every offset map (the trainer's divergence guard).
     model.train()
@@ -251,26 +273,3 @@ def test_offset_monitor_warns_once_and_reports_max(caplog):
     quiet = create_model("edvr-m", offset_warn_threshold=None, **TINY)
     quiet(x)
     assert quiet.max_offset_abs_mean() is None
-
-
-@pytest.mark.parametrize("factor", [2, 3])
-@pytest.mark.parametrize("slope", [None, 0.1])
-def test_conv_pixel_shuffle_equals_plain_formulation(factor, slope):
-    """The channels_last inference path reorders the conv's output channels instead of shuffling."""
-    from torch.nn import functional as F
-
-    from srkit.models._blocks import conv_pixel_shuffle
-
-    conv = torch.nn.Conv2d(5, 4 * factor * factor, 3, 1, 1)
-    x = torch.randn(2, 5, 7, 9)
-    expect = F.pixel_shuffle(conv(x), factor)
-    expect = expect if slope is None else F.leaky_relu(expect, slope)
-    with torch.no_grad():
-        xcl = x.contiguous(memory_format=torch.channels_last)
-        out = conv_pixel_shuffle(conv.to(memory_format=torch.channels_last), xcl, factor, slope)
-        assert out.is_contiguous(memory_format=torch.channels_last) and out.shape == expect.shape
-        torch.testing.assert_close(out, expect, atol=1e-5, rtol=1e-5)
-    # Training (and NCHW) keep the plain formulation, gradients included.
-    xg = x.clone().requires_grad_()
-    conv_pixel_shuffle(conv, xg, factor, slope).sum().backward()
-    assert xg.grad is not None and xg.grad.shape == x.shape

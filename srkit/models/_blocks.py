@@ -29,32 +29,6 @@ class ResidualBlockNoBN(nn.Module):
         return x + out * self.res_scale if self.res_scale != 1.0 else x + out
 
 
-def conv_pixel_shuffle(conv: nn.Conv2d, x: torch.Tensor, factor: int, negative_slope: float | None = None) -> torch.Tensor:
-    """``F.pixel_shuffle(conv(x), factor)``, then LeakyReLU(``negative_slope``) if one is given.
-
-    For channels_last inference the convolution's output channels are reordered (a gather of the
-    small weight) so that it emits the sub-pixels as ``(i, j, c)`` with ``c`` fastest; the shuffle is
-    then a permutation of contiguous ``factor * C``-float runs, about 3x faster than ``pixel_shuffle``
-    on an NHWC tensor (EDVR-M at 720p output: 125 -> ~40 ms).  Training, NCHW input and tracing take
-    the plain formulation; both give the same values.
-    """
-    nhwc = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-    if not nhwc or torch.jit.is_tracing() or (torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad)):
-        out = F.pixel_shuffle(conv(x), factor)
-        return out if negative_slope is None else F.leaky_relu(out, negative_slope, inplace=True)
-    c = conv.out_channels // (factor * factor)
-    f2 = factor * factor
-    # New channel (s, cc) with sub-pixel s = i * factor + j takes old channel cc * f2 + s.
-    order = torch.arange(conv.out_channels, device=conv.weight.device).view(c, f2).t().reshape(-1)
-    bias = None if conv.bias is None else conv.bias[order]
-    y = F.conv2d(x, conv.weight[order], bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-    if negative_slope is not None:
-        F.leaky_relu(y, negative_slope, inplace=True)
-    n, _, h, w = y.shape
-    y = y.permute(0, 2, 3, 1).view(n, h, w, factor, factor, c).permute(0, 1, 3, 2, 4, 5)
-    return y.reshape(n, h * factor, w * factor, c).permute(0, 3, 1, 2)  # a channels_last (N, C, fH, fW) view
-
-
 def make_layer(block: type[nn.Module] | callable, num_blocks: int, **kwargs) -> nn.Sequential:
     """``num_blocks`` fresh blocks in a Sequential (children named 0, 1, ... as BasicSR's make_layer)."""
     return nn.Sequential(*[block(**kwargs) for _ in range(num_blocks)])

@@ -22,11 +22,12 @@ Differences from BasicSR are in execution only (outputs agree to float rounding;
 ``tests/test_edvr.py`` and the independent reference ``tests/reference/edvr_reference.py``):
 
 * any H/W: inputs are padded (reflection) to :attr:`ModelSpec.pad_multiple` and cropped back;
-* the T neighbours are aligned in ONE batched PCD pass instead of a Python loop over frames, and the
-  reference half of every ``concat(neighbour, reference)`` convolution is computed once per clip
+* the reference half of every ``concat(neighbour, reference)`` convolution is computed once per clip
   instead of once per frame (a convolution of a concatenation is the sum of the convolutions of the
   parts);
-* the temporal attention is one batched product/reduction instead of a per-frame loop;
+* training aligns the T neighbours in ONE batched PCD pass and computes the temporal attention as one
+  batched product; inference (no autograd) aligns them one at a time, as BasicSR does, but writes
+  each weighted frame straight into the fusion input (smaller, cache-resident intermediates);
 * a **feature cache** for streaming: :meth:`EDVR.encode` computes a frame's pyramid once and
   :meth:`EDVR.decode` restores the centre frame from T cached pyramids; ``forward`` is exactly
   ``decode(encode(frames))``.
@@ -46,8 +47,7 @@ from torch.nn import functional as F
 
 from srkit.errors import ConfigError, InputError
 from srkit.models._api import ModelSpec, SRModel, config_field
-from srkit.models._blocks import (ResidualBlockNoBN, conv_pixel_shuffle, crop_to, make_layer, pad_to_multiple,
-                                  scaled_kaiming_init_)
+from srkit.models._blocks import ResidualBlockNoBN, crop_to, make_layer, pad_to_multiple, scaled_kaiming_init_
 from srkit.models._registry import register_model
 from srkit.ops import ModulatedDeformConv2d, OffsetMonitor
 
@@ -66,34 +66,31 @@ def _up2(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
-def _stack_frames(frames: Sequence[torch.Tensor]) -> torch.Tensor:
-    """``torch.stack(frames, 1)`` of ``(B, C, h, w)`` maps, keeping channels_last maps channels_last.
-
-    A plain stack of channels_last tensors comes out NCHW, and every convolution downstream would then
-    convert its input back (a copy of all T frames per layer).  Stacked as (B, T, h, w, C) instead,
-    ``flatten(0, 1)`` of the result is a channels_last ``(B*T, C, h, w)`` view.
-    """
-    first = frames[0]
-    if first.is_contiguous(memory_format=torch.channels_last) and not first.is_contiguous():
-        return torch.stack([f.permute(0, 2, 3, 1) for f in frames], dim=1).permute(0, 1, 4, 2, 3)
-    return torch.stack(list(frames), dim=1)
+def _split_weights(conv: nn.Conv2d, c: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight of a ``conv(cat([nbr, ref], 1))`` split into its neighbour and reference halves."""
+    # Made contiguous (a few hundred KB): a strided weight sends conv2d to its slow path.
+    w = conv.weight
+    fmt = torch.channels_last if w.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+    return w[:, :c].contiguous(memory_format=fmt), w[:, c:].contiguous(memory_format=fmt)
 
 
-def _cat_conv(conv: nn.Conv2d, nbr: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """``conv(cat([nbr_i, ref], 1))`` for all T neighbours ``nbr (B*T, C, h, w)`` of ``ref (B, C, h, w)``.
+def _ref_term(conv: nn.Conv2d, ref: torch.Tensor) -> torch.Tensor:
+    """The reference's share of ``conv(cat([nbr, ref], 1))``: computed once per clip (see _cat_conv)."""
+    return F.conv2d(ref, _split_weights(conv, ref.shape[1])[1], None, conv.stride, conv.padding, conv.dilation)
+
+
+def _cat_conv(conv: nn.Conv2d, nbr: torch.Tensor, ref_term: torch.Tensor) -> torch.Tensor:
+    """``conv(cat([nbr_i, ref], 1))`` for all T neighbours ``nbr (B*T, C, h, w)`` of a reference whose
+    share ``ref_term = _ref_term(conv, ref)`` is ``(B, Cout, h, w)``.
 
     A convolution of a concatenation is the sum of the convolutions of the parts (weights split along
     input channels), so the reference's share is computed once per clip and broadcast over the T
     neighbours instead of being recomputed (and its input copied into a concat) T times.
     """
-    c = nbr.shape[1]
-    # Weight halves made contiguous (a few hundred KB): a strided weight sends conv2d to its slow path.
-    w_nbr, w_ref = conv.weight[:, :c].contiguous(), conv.weight[:, c:].contiguous()
-    out = F.conv2d(nbr, w_nbr, conv.bias, conv.stride, conv.padding, conv.dilation)
-    ref_out = F.conv2d(ref, w_ref, None, conv.stride, conv.padding, conv.dilation)
-    t = out.shape[0] // ref_out.shape[0]
+    out = F.conv2d(nbr, _split_weights(conv, nbr.shape[1])[0], conv.bias, conv.stride, conv.padding, conv.dilation)
+    t = out.shape[0] // ref_term.shape[0]
     # (B*T, C, h, w) viewed as (B, T, C, h, w) + (B, 1, C, h, w): the reference result is not copied.
-    return out.unflatten(0, (ref_out.shape[0], t)).add_(ref_out.unsqueeze(1)).flatten(0, 1)
+    return out.unflatten(0, (ref_term.shape[0], t)).add_(ref_term.unsqueeze(1)).flatten(0, 1)
 
 
 class DCNv2Pack(ModulatedDeformConv2d):
@@ -175,11 +172,22 @@ class PCDAlignment(nn.Module):
                                      offset_warn_threshold=offset_warn_threshold)
 
     def forward(self, nbr: Sequence[torch.Tensor], ref: Sequence[torch.Tensor]) -> torch.Tensor:
+        return self.align(nbr, self.reference_terms(ref))
+
+    def reference_terms(self, ref: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The reference's shares of the ``concat(neighbour, reference)`` convolutions: ``offset_conv1``
+        at levels 1, 2, 3, then ``cas_offset_conv1``.  They depend on the reference only, so a clip
+        computes them once whether its neighbours are aligned together or one at a time."""
+        terms = [_ref_term(self.offset_conv1[f"l{i}"], ref[i - 1]) for i in (1, 2, 3)]
+        return terms + [_ref_term(self.cas_offset_conv1, ref[0])]
+
+    def align(self, nbr: Sequence[torch.Tensor], ref_terms: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Aligned level-1 features of the neighbours ``nbr`` (levels ``(B*T', C, h, w)``, any T')."""
         up_offset = up_feat = None
         feat = nbr[0]
         for i in (3, 2, 1):
             level = f"l{i}"
-            offset = _lrelu(_cat_conv(self.offset_conv1[level], nbr[i - 1], ref[i - 1]))
+            offset = _lrelu(_cat_conv(self.offset_conv1[level], nbr[i - 1], ref_terms[i - 1]))
             if i == 3:
                 offset = _lrelu(self.offset_conv2[level](offset))
             else:
@@ -193,7 +201,7 @@ class PCDAlignment(nn.Module):
                 # Offsets are in pixels of their level: twice the resolution means twice the displacement.
                 up_offset = _up2(offset).mul_(2)
                 up_feat = _up2(feat)
-        offset = _lrelu(_cat_conv(self.cas_offset_conv1, feat, ref[0]))
+        offset = _lrelu(_cat_conv(self.cas_offset_conv1, feat, ref_terms[3]))
         offset = _lrelu(self.cas_offset_conv2(offset))
         return _lrelu(self.cas_dcnpack(feat, offset))
 
@@ -231,19 +239,20 @@ class TSAFusion(nn.Module):
         """``aligned``: ``(B, T, C, h, w)`` -> fused ``(B, C, h, w)``."""
         b, t, c, h, w = aligned.shape
         emb_ref = self.temporal_attn1(aligned[:, self.center_frame_idx])
+        return self.fuse(self.weight_frames(aligned, emb_ref).reshape(b, t * c, h, w))
+
+    def weight_frames(self, aligned: torch.Tensor, emb_ref: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Temporal attention: ``aligned (B, T', C, h, w)`` (any T' frames) times
+        ``sigmoid(<temporal_attn2(F_t), emb_ref>)`` per position; ``emb_ref = temporal_attn1(F_centre)``.
+        Written into ``out`` (same shape, any strides) when given."""
+        b, t = aligned.shape[:2]
         emb = self.temporal_attn2(aligned.flatten(0, 1)).unflatten(0, (b, t))
         # One batched dot product over channels for all frames (BasicSR loops over t).
-        corr = torch.sigmoid((emb * emb_ref.unsqueeze(1)).sum(2, keepdim=True))  # (B, T, 1, h, w)
-        if aligned.requires_grad or not aligned.flatten(0, 1).is_contiguous(memory_format=torch.channels_last):
-            weighted = (aligned * corr).reshape(b, t * c, h, w)
-        else:
-            # Inference on channels_last features: write the product straight into a channels_last
-            # (B, T*C, h, w) tensor, whose (B, T, C, h, w) view is a free unflatten, instead of
-            # multiplying, then reshaping (a copy), then converting the layout for the 1x1 convs.
-            weighted = torch.empty((b, t * c, h, w), dtype=torch.result_type(aligned, corr), device=aligned.device,
-                                   memory_format=torch.channels_last)
-            torch.mul(aligned, corr, out=weighted.unflatten(1, (t, c)))
+        corr = torch.sigmoid((emb * emb_ref.unsqueeze(1)).sum(2, keepdim=True))  # (B, T', 1, h, w)
+        return aligned * corr if out is None else torch.mul(aligned, corr, out=out)
 
+    def fuse(self, weighted: torch.Tensor) -> torch.Tensor:
+        """Fusion and spatial attention of the weighted frames ``(B, T*C, h, w)``."""
         feat = _lrelu(self.feat_fusion(weighted))
         attn = _lrelu(self.spatial_attn1(weighted))
         attn = _lrelu(self.spatial_attn2(self._pool(attn)))
@@ -424,23 +433,58 @@ class EDVR(SRModel):
         """
         if len(feats) != self.config.num_frame:
             raise InputError(f"EDVR decode: expected {self.config.num_frame} frame pyramids, got {len(feats)}")
-        levels = [_stack_frames([f[k] for f in feats]) for k in range(3)]  # (B, T, C, h, w)
-        return self._decode(levels, center)
+        if not torch.is_grad_enabled():
+            return self._reconstruct(self._align_fuse_per_frame(feats), center)
+        levels = [torch.stack([f[k] for f in feats], dim=1) for k in range(3)]  # (B, T, C, h, w)
+        return self._reconstruct(self._align_fuse(levels), center)
 
-    def _decode(self, levels: list[torch.Tensor], center: torch.Tensor) -> torch.Tensor:
+    def _align_fuse(self, levels: list[torch.Tensor]) -> torch.Tensor:
+        """PCD alignment of all T frames in one batch, then fusion: ``levels`` ``(B, T, C, h, w)`` ->
+        ``(B, C, h, w)``.  The training path (one autograd graph over the batch)."""
         b, t = levels[0].shape[:2]
         ci = self.center_frame_idx
         ref = [lv[:, ci] for lv in levels]
         nbr = [lv.flatten(0, 1) for lv in levels]  # (B*T, C, h, w), batch-major: free view
         aligned = self.pcd_align(nbr, ref)  # (B*T, C, h, w)
         if self.with_tsa:
-            feat = self.fusion(aligned.unflatten(0, (b, t)))
-        else:
-            # BasicSR's woTSA fusion is a bare 1x1 convolution (no activation).
-            feat = self.fusion(aligned.reshape(b, -1, *aligned.shape[-2:]))
+            return self.fusion(aligned.unflatten(0, (b, t)))
+        # BasicSR's woTSA fusion is a bare 1x1 convolution (no activation).
+        return self.fusion(aligned.reshape(b, -1, *aligned.shape[-2:]))
+
+    def _align_fuse_per_frame(self, frames: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+        """The same computation without autograd, one neighbour at a time (as BasicSR loops).
+
+        Each level-1 intermediate is then one frame's map (EDVR-M at 320x180: 15 MB instead of 74 MB
+        for five), which stays in cache and in the allocator's reused heap instead of fresh pages;
+        no (B, T, ...) stack of the cached pyramids is built; and each aligned frame goes straight
+        through the temporal attention into its slot of the fusion input, so the T aligned maps are
+        never held together.  The reference's shares of the concat convolutions are computed once.
+        """
+        ci = self.center_frame_idx
+        ref = frames[ci]
+        terms = self.pcd_align.reference_terms(ref)
+        b, c, h, w = ref[0].shape
+        t = len(frames)
+        nhwc = ref[0].is_contiguous(memory_format=torch.channels_last) and not ref[0].is_contiguous()
+        weighted = torch.empty((b, t * c, h, w), dtype=ref[0].dtype, device=ref[0].device,
+                               memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+        slots = weighted.unflatten(1, (t, c))  # (B, T, C, h, w) view: slot i holds frame i's channels
+        emb_ref = None
+        for i in [ci] + [i for i in range(t) if i != ci]:  # the reference first: TSA needs its embedding
+            aligned = self.pcd_align.align(frames[i], terms)  # (B, C, h, w)
+            if self.with_tsa:
+                if emb_ref is None:
+                    emb_ref = self.fusion.temporal_attn1(aligned)
+                self.fusion.weight_frames(aligned.unsqueeze(1), emb_ref, out=slots[:, i:i + 1])
+            else:
+                slots[:, i].copy_(aligned)
+        return self.fusion.fuse(weighted) if self.with_tsa else self.fusion(weighted)
+
+    def _reconstruct(self, feat: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
+        """Reconstruction trunk, x4 pixel-shuffle upsampling, residual on the (upsampled) centre frame."""
         out = self.reconstruction(feat)
-        out = conv_pixel_shuffle(self.upconv1, out, 2, 0.1)
-        out = conv_pixel_shuffle(self.upconv2, out, 2, 0.1)
+        out = _lrelu(F.pixel_shuffle(self.upconv1(out), 2))
+        out = _lrelu(F.pixel_shuffle(self.upconv2(out), 2))
         out = _lrelu(self.conv_hr(out))
         out = self.conv_last(out)
         base = center if self.hr_in else F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False)
@@ -460,7 +504,11 @@ class EDVR(SRModel):
         x, size = pad_to_multiple(x, self.spec.pad_multiple)
         feats = self.encode(x.flatten(0, 1))
         levels = [f.unflatten(0, (n, t)) for f in feats]
-        out = self._decode(levels, x[:, self.center_frame_idx])
+        if torch.is_grad_enabled():
+            feat = self._align_fuse(levels)
+        else:
+            feat = self._align_fuse_per_frame([[lv[:, i] for lv in levels] for i in range(t)])
+        out = self._reconstruct(feat, x[:, self.center_frame_idx])
         return crop_to(out, size, self.config.scale)
 
 

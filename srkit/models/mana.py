@@ -63,7 +63,7 @@ from torch.nn import functional as F
 
 from srkit.errors import ConfigError, InputError
 from srkit.models._api import ModelSpec, SRModel, SROutput, config_field
-from srkit.models._blocks import ResidualBlockNoBN, conv_pixel_shuffle, make_layer
+from srkit.models._blocks import ResidualBlockNoBN, make_layer
 from srkit.models._registry import register_model
 from srkit.ops.attention import gaussian_nonlocal_attention
 
@@ -230,8 +230,8 @@ class MANA(SRModel):
     def _decode(self, feats: torch.Tensor, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         res, qloss = self.nonloc_spatial(feats)
         out = self.decoder(res)
-        out = conv_pixel_shuffle(self.upconv1, out, 2, 0.1)
-        out = conv_pixel_shuffle(self.upconv2, out, 2, 0.1)
+        out = F.leaky_relu(F.pixel_shuffle(self.upconv1(out), 2), 0.1, inplace=True)
+        out = F.leaky_relu(F.pixel_shuffle(self.upconv2(out), 2), 0.1, inplace=True)
         out = F.leaky_relu(self.conv_hr(out), 0.1, inplace=True)
         out = self.conv_last(out)
         return out + F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False), qloss
