@@ -18,6 +18,7 @@ counted, the check is printed) and achieved GFLOP/s against this machine's matmu
     python benchmarks/upscale_speed.py                       # 8 frames of street_320x180 (or random)
     python benchmarks/upscale_speed.py --frames 7 --no-bf16
     python benchmarks/upscale_speed.py --size 64x96 --frames 4   # quick check
+    python benchmarks/upscale_speed.py --frames 5 --no-bf16 --tune-allocator
 """
 
 from __future__ import annotations
@@ -31,12 +32,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.reference lives beside the package
 
-# Process set-up exactly as the `srkit` command does it, before torch is imported (huge pages and heap
-# reuse for large tensors; SRKIT_ALLOCATOR_TUNING=0 turns it off).  It applies to the reference too:
-# both run in this process.
-from srkit.utils.memory import tune_allocator  # noqa: E402
+# --tune-allocator: the process set-up of the `srkit` command (huge pages, heap reuse; see
+# srkit.utils.memory), applied before torch is imported.  It applies to the reference too, since both
+# run in this process, and it helps the reference far more (its torchvision DCN allocates ~130 MB of
+# columns per frame): measured 25.75 -> ~23 s/frame for the reference, ~9.3 s/frame for srkit either
+# way.  Default: PyTorch's own settings, i.e. a plain PyTorch process.
+ALLOCATOR_TUNED = False
+if "--tune-allocator" in sys.argv:
+    from srkit.utils.memory import tune_allocator  # noqa: E402
 
-ALLOCATOR_TUNED = tune_allocator()
+    ALLOCATOR_TUNED = tune_allocator()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -112,6 +117,8 @@ def main() -> int:
     ap.add_argument("--size", help="HxW of random frames instead of the street clip (e.g. 64x96)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's choice)")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 run")
+    ap.add_argument("--tune-allocator", action="store_true",
+                    help="apply the srkit command's allocator set-up (to both runs; see the comment at the top)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
