@@ -124,6 +124,24 @@ def test_writer_resume_counts_complete_frames_and_removes_temporaries(tmp_path):
     assert FrameFolderWriter(out, pattern="im{:04d}.png", start=1, overwrite=True).next_index == 1
 
 
+def test_overwrite_with_a_shorter_run_leaves_no_stale_frames(tmp_path):
+    out = tmp_path / "out"
+    with FrameFolderWriter(out, pattern="im{:04d}.png", start=1) as writer:
+        for i in range(5):
+            writer.write(frame(i))
+    (out / "notes.txt").write_text("not a frame")
+    # A failed overwrite run keeps what it did not replace (nothing is deleted before success).
+    with pytest.raises(RuntimeError), FrameFolderWriter(out, pattern="im{:04d}.png", start=1, overwrite=True) as w:
+        w.write(frame(9))
+        raise RuntimeError("decoder died")
+    assert len(list(out.glob("im*.png"))) == 5
+    with FrameFolderWriter(out, pattern="im{:04d}.png", start=1, overwrite=True) as writer:
+        for i in range(2):
+            writer.write(frame(10 + i))
+    assert sorted(p.name for p in out.iterdir()) == ["im0001.png", "im0002.png", "notes.txt"]
+    assert np.array_equal(FrameFolderReader(out).read(1), frame(11))  # the new frames, not the old ones
+
+
 def test_writer_failure_leaves_no_partial_frame(tmp_path, monkeypatch):
     out = tmp_path / "out"
     writer = FrameFolderWriter(out)

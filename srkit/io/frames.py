@@ -153,7 +153,10 @@ class FrameFolderWriter:
         resume: continue an interrupted run: :attr:`completed` counts the consecutive frames from
             ``start`` that already exist (all complete, since frames are only renamed into place
             whole); leftover temporary files are removed.
-        overwrite: allow writing into a folder that already holds frames without resuming.
+        overwrite: allow writing into a folder that already holds frames without resuming.  When the
+            writer is closed after a run that ended without error (the ``with`` block, or
+            :meth:`finish`), the old frames past the last one written are removed, so the folder
+            holds exactly the new sequence (a shorter clip leaves no stale tail).
         start: number of the first frame.
     """
 
@@ -186,6 +189,8 @@ class FrameFolderWriter:
                               "(resume to continue, or overwrite)", self.folder)
         self.next_index = self.start + (self.completed if resume else 0)
         self.frames_written = 0
+        # Old frames this run replaces (overwrite): those it does not reach are removed by finish().
+        self._replaced_end = self.start + self.completed if (overwrite and not resume) else None
 
     @property
     def num_existing(self) -> int:
@@ -217,8 +222,26 @@ class FrameFolderWriter:
     def close(self) -> None:
         """Nothing is buffered: every frame is complete on disk as soon as :meth:`write` returns."""
 
+    def finish(self) -> int:
+        """The run completed: with ``overwrite``, remove the old frames past the last one written.
+        Returns how many were removed."""
+        removed = 0
+        if self._replaced_end is not None:
+            for index in range(self.next_index, self._replaced_end):
+                try:
+                    self.path_for(index).unlink()
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    raise OutputError(f"cannot remove an old frame ({exc.strerror or exc})", self.path_for(index)) from None
+            self._replaced_end = None
+        return removed
+
     def __enter__(self) -> FrameFolderWriter:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: object, *exc: object) -> None:
         self.close()
+        if exc_type is None:
+            self.finish()
