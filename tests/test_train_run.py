@@ -373,6 +373,14 @@ def test_model_errors_name_the_config_key(tmp_path) -> None:
         Trainer(config_from_data(tiny(tmp_path, model={"name": "nosuch"})))
     with pytest.raises(ConfigError, match=r"^model\.overrides: .*num_feat must be a positive integer, got -1"):
         Trainer(config_from_data(tiny(tmp_path, model={"overrides": {**TINY_EDVR, "num_feat": -1}})))
+    # A run that never started leaves no (empty) run folder behind; an existing folder is kept.
+    (tmp_path / "existing").mkdir()
+    for name, should_exist in (("fresh", False), ("existing", True)):
+        cfg = config_from_data(tiny(tmp_path, name, model={"name": "nosuch"}))
+        assert cfg.run_dir == tmp_path / name
+        with pytest.raises(ConfigError):
+            Trainer(cfg)
+        assert cfg.run_dir.exists() == should_exist
 
 
 def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, capsys) -> None:

@@ -255,11 +255,14 @@ class Trainer:
         if cfg.debug.deterministic:
             torch.use_deterministic_algorithms(True)
         self.run_dir = cfg.run_dir
+        created = not self.run_dir.exists()
         self._lock = _lock_run_dir(self.run_dir) if self.dist.is_main else None
         try:
             self._setup(resume)
         except BaseException:
             self.close()  # a failed setup must not keep the run folder locked
+            if created and self.dist.is_main:
+                _remove_if_only_lock(self.run_dir)  # a config error leaves no empty run folder behind
             raise
 
     def _setup(self, resume: str | None) -> None:
@@ -689,6 +692,16 @@ def _lock_run_dir(run_dir: Path) -> Any:
         fh.close()
         raise ConfigError("another `srkit train` is already using this run folder", run_dir) from None
     return fh
+
+
+def _remove_if_only_lock(run_dir: Path) -> None:
+    """Remove a run folder this process created if it holds nothing but its lock file."""
+    try:
+        if {p.name for p in run_dir.iterdir()} <= {".lock"}:
+            (run_dir / ".lock").unlink(missing_ok=True)
+            run_dir.rmdir()
+    except OSError:  # best effort: the error being reported matters more
+        pass
 
 
 def _fmt_time(seconds: float) -> str:
