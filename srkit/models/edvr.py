@@ -75,7 +75,9 @@ def _split_weights(conv: nn.Conv2d, c: int) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def _ref_term(conv: nn.Conv2d, ref: torch.Tensor) -> torch.Tensor:
-    """The reference's share of ``conv(cat([nbr, ref], 1))``: computed once per clip (see _cat_conv)."""
+    """The second input's share of ``conv(cat([nbr, ref], 1))`` (see _cat_conv): for the reference frame
+    computed once per clip; for a same-batch second input (the upsampled coarser offsets and features)
+    it replaces the concatenation (a copy of both inputs) by a second convolution and an add."""
     return F.conv2d(ref, _split_weights(conv, ref.shape[1])[1], None, conv.stride, conv.padding, conv.dilation)
 
 
@@ -191,11 +193,11 @@ class PCDAlignment(nn.Module):
             if i == 3:
                 offset = _lrelu(self.offset_conv2[level](offset))
             else:
-                offset = _lrelu(self.offset_conv2[level](torch.cat([offset, up_offset], dim=1)))
+                offset = _lrelu(_cat_conv(self.offset_conv2[level], offset, _ref_term(self.offset_conv2[level], up_offset)))
                 offset = _lrelu(self.offset_conv3[level](offset))
             feat = self.dcn_pack[level](nbr[i - 1], offset)
             if i < 3:
-                feat = self.feat_conv[level](torch.cat([feat, up_feat], dim=1))
+                feat = _cat_conv(self.feat_conv[level], feat, _ref_term(self.feat_conv[level], up_feat))
             if i > 1:
                 feat = _lrelu(feat)
                 # Offsets are in pixels of their level: twice the resolution means twice the displacement.
