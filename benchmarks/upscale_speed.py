@@ -34,9 +34,8 @@ sys.path.insert(0, str(ROOT))  # tests.reference lives beside the package
 
 # --tune-allocator: the process set-up of the `srkit` command (huge pages, heap reuse; see
 # srkit.utils.memory), applied before torch is imported.  It applies to the reference too, since both
-# run in this process, and it helps the reference far more (its torchvision DCN allocates ~130 MB of
-# columns per frame): measured 25.75 -> ~23 s/frame for the reference, ~9.3 s/frame for srkit either
-# way.  Default: PyTorch's own settings, i.e. a plain PyTorch process.
+# run in this process, and it helps the reference more than srkit (its torchvision DCN allocates
+# ~130 MB of columns per frame).  Default: PyTorch's own settings, i.e. a plain PyTorch process.
 ALLOCATOR_TUNED = False
 if "--tune-allocator" in sys.argv:
     from srkit.utils.memory import tune_allocator  # noqa: E402
