@@ -95,6 +95,23 @@ def test_resume_with_a_new_lr_uses_it(tmp_path) -> None:
     tr.close()
 
 
+def test_fp16_on_cpu_trains_with_loss_scaling_and_resumes_the_scale(tmp_path) -> None:
+    cfg = config_from_data(tiny(tmp_path, precision="fp16", train={"total_iters": 2}, checkpoint={"every": 1}))
+    tr = Trainer(cfg)
+    assert tr.scaler is not None and tr.scaler.get_scale() == 65536.0  # GradScaler's initial scale
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.fit()
+    tr.close()
+    after = tr.model.state_dict()
+    assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point())
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # steps were taken, not all skipped
+    saved = _final(tmp_path / "run")["scaler"]
+    assert saved and saved["scale"] == tr.scaler.get_scale()
+    resumed = Trainer(config_from_data(tiny(tmp_path, precision="fp16", train={"total_iters": 3})), resume="auto")
+    assert resumed.scaler.get_scale() == tr.scaler.get_scale()
+    resumed.close()
+
+
 def test_stage_freezes_everything_but_fusion(tmp_path) -> None:
     tr = Trainer(config_from_data(tiny(tmp_path), ["train.total_iters=3"]))
     # dcn_lr_mul: parameters whose name matches *dcn* run at half the scheduled LR.

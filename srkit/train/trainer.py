@@ -287,7 +287,10 @@ class Trainer:
         self.stages = resolve_stages(cfg.train.stages, self.model)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.ema = ModelEMA(self.model, cfg.train.ema.decay, cfg.train.ema.start_iter) if cfg.train.ema.enabled else None
-        self.scaler = torch.amp.GradScaler(self.device.type) if cfg.precision == "fp16" and self.device.type == "cuda" else None
+        # fp16 gradients underflow without loss scaling, on the CPU as on CUDA (GradScaler("cpu") exists
+        # since PyTorch 2.3); bf16 has fp32's range and needs none.
+        fp16_scaling = cfg.precision == "fp16" and self.device.type in ("cuda", "cpu")
+        self.scaler = torch.amp.GradScaler(self.device.type) if fp16_scaling else None
         self.losses = LossSet(cfg.train.losses, getattr(self.model.config, "stage_loss_weights", None))
         self.guard = DivergenceGuard(cfg.guard)
         self.iteration = 0
