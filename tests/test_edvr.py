@@ -234,6 +234,10 @@ def test_bad_inputs_and_configs_are_one_line_errors():
         create_model("edvr-m", center_frame_idx=5)
     with pytest.raises(ConfigError, match="unexpected keyword"):
         create_model("edvr-m", num_feats=8)
+    with pytest.raises(ConfigError, match=r"^EDVR config: num_reconstruct_block must be a non-negative integer, got -1$"):
+        create_model("edvr-m", num_reconstruct_block=-1)
+    with pytest.raises(ConfigError, match=r"^EDVR config: num_frame must be a positive integer, got True$"):
+        create_model("edvr-m", num_frame=True)  # a bool is not a frame count (as MANA and UDVD already said)
 
 
 def test_offset_monitor_warns_once_and_reports_max(caplog):

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Iterable, Literal, NamedTuple
 
 import torch
 from torch import nn
+
+from srkit.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -79,3 +81,13 @@ class SRModel(nn.Module):
 def config_field(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
     """A dataclass field with a description (shown by ``srkit models --details``)."""
     return field(default=default, metadata={"help": help})
+
+
+def check_int_fields(cfg: Any, model: str, *, positive: Iterable[str] = (), non_negative: Iterable[str] = ()) -> None:
+    """Raise ``ConfigError("<model> config: NAME must be a positive integer, got V")`` for the first
+    field of ``cfg`` that is not an int (bools are refused too) of the required sign."""
+    for names, low, kind in ((positive, 1, "a positive"), (non_negative, 0, "a non-negative")):
+        for name in names:
+            v = getattr(cfg, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise ConfigError(f"{model} config: {name} must be {kind} integer, got {v!r}")

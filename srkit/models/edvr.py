@@ -46,7 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from srkit.errors import ConfigError, InputError
-from srkit.models._api import ModelSpec, SRModel, config_field
+from srkit.models._api import ModelSpec, SRModel, check_int_fields, config_field
 from srkit.models._blocks import ResidualBlockNoBN, crop_to, make_layer, pad_to_multiple, scaled_kaiming_init_
 from srkit.models._registry import register_model
 from srkit.ops import ModulatedDeformConv2d, OffsetMonitor
@@ -518,12 +518,8 @@ def _validate(cfg: EDVRConfig) -> None:
     def bad(msg: str) -> None:
         raise ConfigError(f"EDVR config: {msg}")
 
-    for name in ("num_in_ch", "num_out_ch", "num_feat", "num_frame", "deformable_groups"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-            bad(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
-    for name in ("num_extract_block", "num_reconstruct_block"):
-        if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 0:
-            bad(f"{name} must be a non-negative integer, got {getattr(cfg, name)!r}")
+    check_int_fields(cfg, "EDVR", positive=("num_in_ch", "num_out_ch", "num_feat", "num_frame", "deformable_groups"),
+                     non_negative=("num_extract_block", "num_reconstruct_block"))
     if cfg.num_feat % cfg.deformable_groups:
         bad(f"deformable_groups ({cfg.deformable_groups}) must divide num_feat ({cfg.num_feat})")
     if cfg.num_out_ch != cfg.num_in_ch:

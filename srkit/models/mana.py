@@ -62,7 +62,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from srkit.errors import ConfigError, InputError
-from srkit.models._api import ModelSpec, SRModel, SROutput, config_field
+from srkit.models._api import ModelSpec, SRModel, SROutput, check_int_fields, config_field
 from srkit.models._blocks import ResidualBlockNoBN, make_layer
 from srkit.models._registry import register_model
 from srkit.ops.attention import gaussian_nonlocal_attention
@@ -254,14 +254,8 @@ def _validate(cfg: MANAConfig) -> int:
     def bad(msg: str) -> None:
         raise ConfigError(f"MANA config: {msg}")
 
-    for name in ("num_feat", "num_frame", "memory_size"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            bad(f"{name} must be a positive integer, got {v!r}")
-    for name in ("encoder_nblocks", "decoder_nblocks"):
-        v = getattr(cfg, name)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            bad(f"{name} must be a non-negative integer, got {v!r}")
+    check_int_fields(cfg, "MANA", positive=("num_feat", "num_frame", "memory_size"),
+                     non_negative=("encoder_nblocks", "decoder_nblocks"))
     if cfg.num_feat % 2:
         bad(f"num_feat must be even (the attention uses num_feat // 2 channels), got {cfg.num_feat}")
     if cfg.num_frame % 2 == 0 and cfg.center_frame_idx is None:

@@ -67,7 +67,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from srkit.errors import ConfigError, InputError
-from srkit.models._api import ModelSpec, SRModel, SROutput, config_field
+from srkit.models._api import ModelSpec, SRModel, SROutput, check_int_fields, config_field
 from srkit.models._blocks import ResidualBlockNoBN, make_layer, scaled_kaiming_init_
 from srkit.models._registry import register_model
 from srkit.ops.dynamic_conv import dynamic_conv2d, dynamic_upsample_conv2d
@@ -121,14 +121,9 @@ def _validate(cfg: UDVDConfig) -> None:
     def bad(msg: str) -> None:
         raise ConfigError(f"UDVD config: {msg}")
 
-    for name in ("scale", "num_in_ch", "condition_channels", "num_feat", "image_feat", "block_feat", "hr_feat"):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            bad(f"{name} must be a positive integer, got {value!r}")
-    for name in ("num_blocks", "num_common_blocks"):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            bad(f"{name} must be a non-negative integer, got {value!r}")
+    check_int_fields(cfg, "UDVD", positive=("scale", "num_in_ch", "condition_channels", "num_feat", "image_feat",
+                                            "block_feat", "hr_feat"),
+                     non_negative=("num_blocks", "num_common_blocks"))
     if not isinstance(cfg.kernel_size, int) or cfg.kernel_size < 1 or cfg.kernel_size % 2 == 0:
         bad(f"kernel_size must be an odd positive integer, got {cfg.kernel_size!r}")
     if cfg.kernel_norm not in KERNEL_NORMS:
