@@ -133,6 +133,22 @@ def _native_low_precision(device_type: str, dtype: torch.dtype) -> bool:
     return True
 
 
+def _sample_dtype(input: Tensor, offset: Tensor) -> torch.dtype:
+    """Sampling precision: at least float32 (coordinates need it), float64 if input or offsets are."""
+    dtype = torch.promote_types(input.dtype, torch.float32)
+    return dtype if offset.dtype in _LOW_PRECISION else torch.promote_types(dtype, offset.dtype)
+
+
+def _low_precision_result(in_dtype: torch.dtype, low: torch.dtype | None) -> torch.dtype | None:
+    """The low-precision dtype the result takes (autocast's ``low``, else a bf16/fp16 input's own),
+    or None for a full-precision result.  Autocast leaves float64 alone; so do we."""
+    if in_dtype == torch.float64:
+        return None
+    if low is not None:
+        return low
+    return in_dtype if in_dtype in _LOW_PRECISION else None
+
+
 def _next_pow2(v: int) -> int:
     return 1 << max(int(v) - 1, 0).bit_length()
 
@@ -275,9 +291,7 @@ def deform_conv2d(
     # Sampling runs outside autocast and in at least float32: coordinates of a 1000-pixel-wide image
     # need ~1e-4 pixel resolution, which bfloat16 (8 bits of mantissa) cannot give.
     with torch.autocast(device_type=device_type, enabled=False):
-        sample_dtype = torch.promote_types(input.dtype, torch.float32)
-        if offset.dtype not in _LOW_PRECISION:
-            sample_dtype = torch.promote_types(sample_dtype, offset.dtype)
+        sample_dtype = _sample_dtype(input, offset)
         x = input.to(sample_dtype)
         # grid_sample works in normalised coordinates; the round trip pixel -> [-1, 1] -> pixel is
         # exact only when the image size is a power of two.  Otherwise a sample at an integer
@@ -339,12 +353,11 @@ def _deform_conv2d_no_grad(
     k = kh * kw
     cg = c // dg
     co_g = cout // groups
-    sample_dtype = torch.promote_types(input.dtype, torch.float32)
-    if offset.dtype not in _LOW_PRECISION:
-        sample_dtype = torch.promote_types(sample_dtype, offset.dtype)
-    out_dtype = low if low is not None and input.dtype != torch.float64 else input.dtype
-    gemm_dtype = out_dtype if out_dtype in _LOW_PRECISION and _native_low_precision(input.device.type, out_dtype) \
-        else sample_dtype
+    sample_dtype = _sample_dtype(input, offset)
+    target = _low_precision_result(input.dtype, low)
+    out_dtype = target or input.dtype
+    # Without hardware bf16/fp16 the GEMM runs in float32 (see _finish) and the result is cast.
+    gemm_dtype = target if target is not None and _native_low_precision(input.device.type, target) else sample_dtype
     nhwc = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
 
     x = input.to(sample_dtype)
@@ -451,10 +464,7 @@ def _finish(
     # the weight's (Cin, kh, kw) flattening order.  Split it by convolution group for one batched matmul.
     cols = cols.view(n, groups, cin_g * k, out_h * out_w)
     # Output dtype: autocast's low-precision dtype if autocast is on, else the input's.
-    if low is None and in_dtype in _LOW_PRECISION:
-        low = in_dtype
-    if in_dtype == torch.float64:  # autocast leaves float64 alone; so do we
-        low = None
+    low = _low_precision_result(in_dtype, low)
     if low is not None and not _native_low_precision(cols.device.type, low):
         # Without hardware bf16/fp16 (e.g. AVX2-only x86) oneDNN emulates low-precision GEMMs, ~50x
         # slower than float32: compute in float32 and return the low-precision dtype.
