@@ -50,6 +50,7 @@ from srkit.models._api import ModelSpec, SRModel, check_int_fields, config_field
 from srkit.models._blocks import ResidualBlockNoBN, crop_to, make_layer, pad_to_multiple, scaled_kaiming_init_
 from srkit.models._registry import register_model
 from srkit.ops import ModulatedDeformConv2d, OffsetMonitor
+from srkit.utils.device import is_channels_last
 
 __all__ = ["EDVR", "EDVRConfig", "DCNv2Pack", "PCDAlignment", "TSAFusion", "PredeblurModule"]
 
@@ -66,19 +67,19 @@ def _up2(x: torch.Tensor) -> torch.Tensor:
     return F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
 
-def _split_weights(conv: nn.Conv2d, c: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The weight of a ``conv(cat([nbr, ref], 1))`` split into its neighbour and reference halves."""
+def _weight_part(conv: nn.Conv2d, channels: slice) -> torch.Tensor:
+    """The input channels ``channels`` of ``conv``'s weight: one part of a ``conv(cat([nbr, ref], 1))``."""
     # Made contiguous (a few hundred KB): a strided weight sends conv2d to its slow path.
     w = conv.weight
-    fmt = torch.channels_last if w.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-    return w[:, :c].contiguous(memory_format=fmt), w[:, c:].contiguous(memory_format=fmt)
+    return w[:, channels].contiguous(memory_format=torch.channels_last if is_channels_last(w) else torch.contiguous_format)
 
 
 def _ref_term(conv: nn.Conv2d, ref: torch.Tensor) -> torch.Tensor:
     """The second input's share of ``conv(cat([nbr, ref], 1))`` (see _cat_conv): for the reference frame
     computed once per clip; for a same-batch second input (the upsampled coarser offsets and features)
     it replaces the concatenation (a copy of both inputs) by a second convolution and an add."""
-    return F.conv2d(ref, _split_weights(conv, ref.shape[1])[1], None, conv.stride, conv.padding, conv.dilation)
+    part = _weight_part(conv, slice(conv.in_channels - ref.shape[1], None))
+    return F.conv2d(ref, part, None, conv.stride, conv.padding, conv.dilation)
 
 
 def _cat_conv(conv: nn.Conv2d, nbr: torch.Tensor, ref_term: torch.Tensor) -> torch.Tensor:
@@ -89,7 +90,7 @@ def _cat_conv(conv: nn.Conv2d, nbr: torch.Tensor, ref_term: torch.Tensor) -> tor
     input channels), so the reference's share is computed once per clip and broadcast over the T
     neighbours instead of being recomputed (and its input copied into a concat) T times.
     """
-    out = F.conv2d(nbr, _split_weights(conv, nbr.shape[1])[0], conv.bias, conv.stride, conv.padding, conv.dilation)
+    out = F.conv2d(nbr, _weight_part(conv, slice(0, nbr.shape[1])), conv.bias, conv.stride, conv.padding, conv.dilation)
     t = out.shape[0] // ref_term.shape[0]
     # (B*T, C, h, w) viewed as (B, T, C, h, w) + (B, 1, C, h, w): the reference result is not copied.
     return out.unflatten(0, (ref_term.shape[0], t)).add_(ref_term.unsqueeze(1)).flatten(0, 1)
@@ -435,10 +436,18 @@ class EDVR(SRModel):
         """
         if len(feats) != self.config.num_frame:
             raise InputError(f"EDVR decode: expected {self.config.num_frame} frame pyramids, got {len(feats)}")
+        return self._reconstruct(self._align_and_fuse(feats), center)
+
+    def _align_and_fuse(self, frames: Sequence[Sequence[torch.Tensor]],
+                        levels: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Fused features of T pyramids ``frames`` (each ``[L1, L2, L3]``, batch ``B``): one neighbour
+        at a time without autograd, all T in one batch with it (``levels``, the frames stacked as
+        ``(B, T, C, h, w)``, is used when the caller has it, else built)."""
         if not torch.is_grad_enabled():
-            return self._reconstruct(self._align_fuse_per_frame(feats), center)
-        levels = [torch.stack([f[k] for f in feats], dim=1) for k in range(3)]  # (B, T, C, h, w)
-        return self._reconstruct(self._align_fuse(levels), center)
+            return self._align_fuse_per_frame(frames)
+        if levels is None:
+            levels = [torch.stack([f[k] for f in frames], dim=1) for k in range(3)]
+        return self._align_fuse(levels)
 
     def _align_fuse(self, levels: list[torch.Tensor]) -> torch.Tensor:
         """PCD alignment of all T frames in one batch, then fusion: ``levels`` ``(B, T, C, h, w)`` ->
@@ -467,7 +476,7 @@ class EDVR(SRModel):
         terms = self.pcd_align.reference_terms(ref)
         b, c, h, w = ref[0].shape
         t = len(frames)
-        nhwc = ref[0].is_contiguous(memory_format=torch.channels_last) and not ref[0].is_contiguous()
+        nhwc = is_channels_last(ref[0])
         weighted = torch.empty((b, t * c, h, w), dtype=ref[0].dtype, device=ref[0].device,
                                memory_format=torch.channels_last if nhwc else torch.contiguous_format)
         slots = weighted.unflatten(1, (t, c))  # (B, T, C, h, w) view: slot i holds frame i's channels
@@ -506,10 +515,7 @@ class EDVR(SRModel):
         x, size = pad_to_multiple(x, self.spec.pad_multiple)
         feats = self.encode(x.flatten(0, 1))
         levels = [f.unflatten(0, (n, t)) for f in feats]
-        if torch.is_grad_enabled():
-            feat = self._align_fuse(levels)
-        else:
-            feat = self._align_fuse_per_frame([[lv[:, i] for lv in levels] for i in range(t)])
+        feat = self._align_and_fuse([[lv[:, i] for lv in levels] for i in range(t)], levels)
         out = self._reconstruct(feat, x[:, self.center_frame_idx])
         return crop_to(out, size, self.config.scale)
 

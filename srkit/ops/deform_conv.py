@@ -58,6 +58,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
+from srkit.utils.device import is_channels_last
+
 __all__ = ["deform_conv2d", "ModulatedDeformConv2d", "OffsetMonitor"]
 
 logger = logging.getLogger("srkit.ops.deform_conv")
@@ -358,7 +360,7 @@ def _deform_conv2d_no_grad(
     out_dtype = target or input.dtype
     # Without hardware bf16/fp16 the GEMM runs in float32 (see _finish) and the result is cast.
     gemm_dtype = target if target is not None and _native_low_precision(input.device.type, target) else sample_dtype
-    nhwc = input.is_contiguous(memory_format=torch.channels_last) and not input.is_contiguous()
+    nhwc = is_channels_last(input)
 
     x = input.to(sample_dtype)
     base, scale = _cached_base_grid(kh, kw, out_h, out_w, stride, padding, dilation, h, w, input.device, sample_dtype)

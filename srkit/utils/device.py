@@ -31,6 +31,11 @@ def select_device(name: str = "auto") -> torch.device:
         raise ConfigError(f"unknown device {name!r} (use auto, cpu, cuda, cuda:N or mps)") from None
 
 
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Whether ``t`` is laid out NHWC (and not also plain contiguous, as 1-channel or 1x1 maps are)."""
+    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+
+
 def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
     """Autocast context for ``precision`` (``fp32`` is a no-op)."""
     if precision not in PRECISIONS:
