@@ -126,16 +126,16 @@ class LoadedCheckpoint:
     note: str = ""  # e.g. "params_ema" (which entry of a BasicSR file was used)
 
 
-def _is_safetensors(path: Path) -> bool:
-    # 8-byte little-endian header length, then a JSON object.
+def _safetensors_header_length(path: Path) -> int | None:
+    """The header length of a safetensors file (8-byte little-endian length, then a JSON object), or
+    None when ``path`` is not one.  A length beyond the file end still counts: that is a truncated
+    safetensors file, not a pickle; the 100 MB cap keeps random bytes starting with '{' out."""
     with open(path, "rb") as fh:
         head = fh.read(9)
     if len(head) < 9 or head[8:9] != b"{":
-        return False
+        return None
     n = int.from_bytes(head[:8], "little")
-    # A header length beyond the file end is a truncated safetensors file (reported as such by
-    # safe_open), not a pickle; the 100 MB cap keeps random bytes starting with '{' out.
-    return 2 <= n <= 100 * 2**20
+    return n if 2 <= n <= 100 * 2**20 else None
 
 
 def _strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
@@ -163,11 +163,10 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("checkpoint file not found" if not path.exists() else "not a file", path)
-    if _is_safetensors(path):
+    header_len = _safetensors_header_length(path)
+    if header_len is not None:
         from safetensors import safe_open
 
-        with open(path, "rb") as fh:
-            header_len = int.from_bytes(fh.read(8), "little")
         if header_len > path.stat().st_size - 8:
             raise CheckpointError("truncated safetensors file (its header runs past the end of the file)", path)
 
