@@ -4,7 +4,7 @@ Inference and training allocate and free the same few hundred MB of large tensor
 batch.  With glibc's defaults every block above 32 MB (and many above 128 KB) is a fresh ``mmap``:
 the kernel hands out zeroed 4 KB pages one fault at a time and takes them back on ``free``.  On the
 2-core reference machine one EDVR-M decode at 320x180 took ~800k page faults and 2.8 s of system
-time for 9 s of wall time.  Two standard switches remove almost all of it (4k faults, -15..20% wall):
+time for 9 s of wall time.  Two standard switches remove most of it:
 
 * ``THP_MEM_ALLOC_ENABLE=1`` -- PyTorch's own option (c10's CPU allocator): allocations of 2 MB and
   more are aligned to and advised as transparent huge pages, 512x fewer faults.  PyTorch reads it
@@ -16,6 +16,9 @@ time for 9 s of wall time.  Two standard switches remove almost all of it (4k fa
 
 Measured (one decode, EDVR-M 320x180, 2 cores): 730-850k page faults and 2.6-3.2 s system time by
 default; 27-41k and 1.5-2.4 s with THP; 14k and 0.8-1.6 s with both, peak RSS unchanged (1.64 GB).
+Since EDVR's inference keeps its large maps at one frame (reused from the heap anyway), srkit's own
+EDVR speed is the same with or without these settings (benchmarks/upscale_speed.py, with and without
+--tune-allocator); they matter for larger frames, training batches and other code in the process.
 
 The ``srkit`` command calls :func:`tune_allocator` before importing torch.  The library does not do
 it on its own (it is a process-wide setting: the heap is not returned to the OS); Python users who
