@@ -277,3 +277,25 @@ def test_offset_monitor_warns_once_and_reports_max(caplog):
     quiet = create_model("edvr-m", offset_warn_threshold=None, **TINY)
     quiet(x)
     assert quiet.max_offset_abs_mean() is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fresh_edvr_carries_the_input_through_alignment(seed):
+    """A fresh EDVR's aligned features keep a good share of the input features' spread.
+
+    With PyTorch's default init (uniform weights and biases) the PCD output is ~3% of conv_first's
+    spread and the fusion is bias-driven: the network's output does not depend on its input and
+    training stays at the bilinear baseline. srkit's Kaiming init keeps 10-40%.
+    """
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    model = create_model("edvr-m", num_feat=16, deformable_groups=2, num_extract_block=2, num_reconstruct_block=3)
+    spread = {}
+    for name in ("conv_first", "pcd_align"):
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: spread.__setitem__(name, float(o.std())))
+    frames = F.interpolate(torch.rand(10, 3, 8, 8), size=(32, 32), mode="bicubic").clamp(0, 1).view(2, 5, 3, 32, 32)
+    model(frames)  # autograd on: the batched training path
+    assert spread["pcd_align"] > 0.1 * spread["conv_first"], spread
+    # The DCN offset predictors still start at zero (a plain convolution), residual blocks small.
+    assert all(float(m.conv_offset.weight.abs().max()) == 0 for m in model.modules() if hasattr(m, "conv_offset"))

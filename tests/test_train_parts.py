@@ -109,7 +109,7 @@ def test_charbonnier_and_weighted_terms() -> None:
 # ----------------------------------------------------------------------------------------------- EMA
 
 
-def test_ema_update_rule() -> None:
+def test_ema_update_rule_with_decay_warm_up() -> None:
     net = nn.Linear(3, 1)
     ema = ModelEMA(net, decay=0.9, start_iter=1)
     w0 = net.weight.detach().clone()
@@ -119,9 +119,29 @@ def test_ema_update_rule() -> None:
     assert torch.equal(ema.module.weight, net.weight)
     with torch.no_grad():
         net.weight.add_(1.0)
-    ema.update(net, 2)
-    assert torch.allclose(ema.module.weight, 0.9 * (w0 + 1) + 0.1 * (w0 + 2), atol=1e-6)
+    ema.update(net, 2)  # 1 step after start: decay warms up as (1 + k) / (10 + k) = 2/11
+    d = 2 / 11
+    expected = d * (w0 + 1) + (1 - d) * (w0 + 2)
+    assert torch.allclose(ema.module.weight, expected, atol=1e-6)
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net, 200)  # far past the warm-up: the configured decay
+    assert torch.allclose(ema.module.weight, 0.9 * expected + 0.1 * (w0 + 3), atol=1e-6)
     assert not any(p.requires_grad for p in ema.module.parameters())
+
+
+def test_ema_of_a_short_run_follows_the_recent_weights() -> None:
+    """decay 0.999 over 300 steps of a weight moving 0 -> 1: without the warm-up the EMA would still be
+    at 1 - (1 - 0.999**300) / (300 * 0.001) ~ 0.14 of the way; with it, near the recent weights."""
+    net = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.zero_()
+    ema = ModelEMA(net, decay=0.999)
+    for i in range(1, 301):
+        with torch.no_grad():
+            net.weight.fill_(i / 300)
+        ema.update(net, i)
+    assert 0.85 < float(ema.module.weight) < 1.0
 
 
 # ------------------------------------------------------------------------------------------- sampler

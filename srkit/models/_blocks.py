@@ -44,6 +44,21 @@ def scaled_kaiming_init_(module: nn.Module, scale: float = 0.1) -> None:
                 m.bias.data.zero_()
 
 
+def leaky_kaiming_init_(module: nn.Module, negative_slope: float = 0.1) -> None:
+    """Kaiming-normal weights (fan-in, LeakyReLU gain) and zero biases for one convolution.
+
+    PyTorch's default (uniform +-1/sqrt(fan_in) weights *and biases*) shrinks a feature map's
+    variance about 3x per layer while every layer adds a bias of the same order; through the ~20
+    plain convolutions between EDVR's input and its reconstruction trunk the image signal ends up
+    far below the biases, the network's output no longer depends on its input, and training sits on
+    the bilinear baseline it started from (measured in ``benchmarks/learning_check.py``'s history).
+    This init keeps the signal's variance from layer to layer.
+    """
+    nn.init.kaiming_normal_(module.weight, a=negative_slope, mode="fan_in", nonlinearity="leaky_relu")
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+
+
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "reflect") -> tuple[torch.Tensor, tuple[int, int]]:
     """Pad the last two dims on the bottom/right up to a multiple; returns the padded tensor and (H, W).
 

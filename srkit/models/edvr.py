@@ -47,7 +47,8 @@ from torch.nn import functional as F
 
 from srkit.errors import ConfigError, InputError
 from srkit.models._api import ModelSpec, SRModel, check_int_fields, config_field
-from srkit.models._blocks import ResidualBlockNoBN, crop_to, make_layer, pad_to_multiple, scaled_kaiming_init_
+from srkit.models._blocks import (ResidualBlockNoBN, crop_to, leaky_kaiming_init_, make_layer, pad_to_multiple,
+                                  scaled_kaiming_init_)
 from srkit.models._registry import register_model
 from srkit.ops import ModulatedDeformConv2d, OffsetMonitor
 from srkit.utils.device import is_channels_last
@@ -367,14 +368,27 @@ class EDVR(SRModel):
         self.conv_hr = nn.Conv2d(_HR_FEAT, _HR_FEAT, 3, 1, 1)
         self.conv_last = nn.Conv2d(_HR_FEAT, cfg.num_out_ch, 3, 1, 1)
 
-        # Residual branches start small (BasicSR's default_init_weights(scale=0.1)); the rest keeps
-        # PyTorch's default init and the DCN offset predictors start at zero.
+        # Residual branches start small (BasicSR's default_init_weights(scale=0.1)) and the DCN offset
+        # predictors at zero, as in BasicSR. Every other convolution gets a variance-preserving
+        # Kaiming init with zero bias instead of PyTorch's default: with the default, the input signal
+        # fades below the biases on its way through PCD and TSA and a fresh network does not learn
+        # (see leaky_kaiming_init_). conv_last starts small so the output starts near the bilinear
+        # upsampling it is added to. Published checkpoints are unaffected (they overwrite all of it).
         on_meta = self.conv_l2_1.weight.is_meta  # parameter counting: nothing to initialise
+        if not on_meta:
+            in_residual = {id(c) for m in self.modules() if isinstance(m, ResidualBlockNoBN) for c in m.modules()}
+            offset_convs = {id(m.conv_offset) for m in self.modules() if isinstance(m, DCNv2Pack)}
+            for m in self.modules():
+                if isinstance(m, ResidualBlockNoBN):
+                    scaled_kaiming_init_(m, 0.1)
+                elif (isinstance(m, (nn.Conv2d, ModulatedDeformConv2d)) and id(m) not in in_residual
+                      and id(m) not in offset_convs):
+                    leaky_kaiming_init_(m)
+            with torch.no_grad():
+                self.conv_last.weight.mul_(0.1)
         first_monitor = None
         for name, m in self.named_modules():
-            if isinstance(m, ResidualBlockNoBN) and not on_meta:
-                scaled_kaiming_init_(m, 0.1)
-            elif isinstance(m, DCNv2Pack) and m.monitor is not None:
+            if isinstance(m, DCNv2Pack) and m.monitor is not None:
                 m.monitor.name = f"EDVR {name}"  # the warning says which DCN diverges
                 # Diverging offsets usually hit all four DCNs at once: one warning per interval
                 # for the network, not one per DCN.

@@ -13,7 +13,11 @@ class ModelEMA:
 
     The EMA copy lives on the training device, never requires gradients and is updated after every
     optimiser step. Before ``start_iter`` it simply tracks the raw weights (EMA of a random
-    initialisation is not worth averaging).
+    initialisation is not worth averaging). After it the decay warms up as ``min(decay, (1 + k) /
+    (10 + k))``, ``k`` steps after ``start_iter``: a fixed 0.999 from the first step keeps e^-1 of its
+    weight on the first 1000 steps of the run, so on a short run the EMA model is mostly the untrained
+    network (measured: 0.02-0.24 dB below the raw weights on the issue-12 runs); with the warm-up it
+    averages over at most the last ~10% of the steps taken so far.
     """
 
     def __init__(self, model: nn.Module, decay: float = 0.999, start_iter: int = 0):
@@ -25,7 +29,8 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module, iteration: int) -> None:
-        d = self.decay if iteration > self.start_iter else 0.0
+        k = iteration - self.start_iter
+        d = min(self.decay, (1.0 + k) / (10.0 + k)) if k > 0 else 0.0
         ema_p = dict(self.module.named_parameters())
         for name, p in model.named_parameters():
             e = ema_p[name]
