@@ -128,3 +128,43 @@ def test_unshared_epoch_stays_in_its_worker(clips) -> None:
     assert ds.epoch == 0  # the child's epoch stayed in the child
     run(shared_child)
     assert ds.epoch == 5  # the default: a worker follows (and here, sets) the shared epoch
+
+
+def test_extra_sources_are_mixed_in_with_their_own_repeat_and_seed(clips, tmp_path_factory) -> None:
+    from srkit.train.config import SourceConfig
+    from srkit.train.data import Mixed
+
+    other = tmp_path_factory.mktemp("other")
+    rng = np.random.default_rng(5)
+    (other / "c").mkdir()
+    for i in range(4):
+        cv2.imwrite(str(other / "c" / f"{i:03d}.png"), rng.integers(0, 256, (32, 40, 3), dtype=np.uint8))
+    ds_cfg = DatasetConfig(kind="video", root=str(clips), layout="folders", gt_size=16, subset=["a"],
+                           extra_sources=[SourceConfig(root=str(other), repeat=2), SourceConfig(root=str(clips), subset=["b"])])
+    ds = build_dataset(ds_cfg, SPEC, seed=7, train=True, where="data.train")
+    assert isinstance(ds, Mixed) and len(ds) == 6 + 2 * 4 + 6
+    keys = [ds[i]["key"] for i in range(len(ds))]
+    assert keys[:6] == [f"a/{i:03d}" for i in range(6)]
+    assert keys[6:14] == [f"c/{i:03d}" for i in range(4)] * 2 and keys[14:] == [f"b/{i:03d}" for i in range(6)]
+    # The stream through the resumable loader is the same with workers as without (epoch reaches every part).
+    ref, with_workers = _batches(ds, 0, 0, 5), _batches(build_dataset(ds_cfg, SPEC, seed=7, train=True, where="data.train"), 2, 0, 5)
+    for a, b in zip(ref, with_workers, strict=True):
+        assert a["key"] == b["key"] and torch.equal(a["gt"], b["gt"])
+    # A source's crops do not repeat the main source's random draws (own seed).
+    single = build_dataset(DatasetConfig(kind="video", root=str(clips), layout="folders", gt_size=16, subset=["b"]),
+                           SPEC, seed=7, train=True, where="data.train")
+    assert not torch.equal(single[0]["gt"], ds[14]["gt"])
+
+
+def test_extra_source_errors_name_the_folder_or_the_config_key(clips) -> None:
+    from srkit.errors import SrkitError
+    from srkit.train.config import config_from_data
+
+    cfg = config_from_data({"data": {"train": {"kind": "video", "root": str(clips), "gt_size": 16,
+                                               "extra_sources": [{"root": str(clips / "missing")}]}}})
+    with pytest.raises(SrkitError, match="missing"):
+        build_dataset(cfg.data.train, SPEC, seed=0, train=True, where="data.train")
+    from srkit.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data\.train\.extra_sources\[0\]\.repeat"):
+        config_from_data({"data": {"train": {"extra_sources": [{"root": "x", "repeat": 0}]}}})

@@ -68,6 +68,19 @@ class ModelConfig:
 
 
 @dataclass
+class SourceConfig:
+    """Another footage source mixed into a dataset (same crops, degradation and augmentation)."""
+
+    root: str | None = _f(None, help="dataset folder (relative paths are relative to the config file)")
+    layout: str = _f("folders", help="folder layout: folders, reds, vimeo, vid4, images, videos")
+    partition: str | None = _f(None, help="layout partition/split, e.g. train, all")
+    subset: list[str] | None = _f(None, help="only these clip names")
+    lmdb: str | None = _f(None, help="LMDB of GT frames (read instead of the folders)")
+    lmdb_lq: str | None = _f(None, help="LMDB of LQ frames (optional)")
+    repeat: int = _f(1, check="positive", help="list this source's samples this many times per epoch (balancing)")
+
+
+@dataclass
 class DatasetConfig:
     """One dataset (training or validation)."""
 
@@ -90,6 +103,9 @@ class DatasetConfig:
         "pad", help="training windows at clip borders: pad them, or redraw the centre among those that fit (BasicSR REDS)"
     )
     enlarge_ratio: int = _f(1, check="positive", help="repeat the sample list this many times per epoch")
+    extra_sources: list[SourceConfig] = _f(
+        factory=list, help="more footage mixed in (each: root/lmdb, layout, partition, subset, repeat)"
+    )
     max_frames: int | None = _f(None, check="positive", help="validation: use only the first N frames per clip")
     length: int = _f(64, check="positive", help="synthetic: number of samples")
     height: int = _f(64, check="positive", help="synthetic: GT height")
@@ -587,7 +603,8 @@ def _resolve_paths(cfg: ExperimentConfig, base: Path) -> None:
 
     for ds in (cfg.data.train, cfg.data.val):
         if ds is not None:
-            ds.root, ds.lmdb, ds.lmdb_lq = fix(ds.root), fix(ds.lmdb), fix(ds.lmdb_lq)
+            for src in (ds, *ds.extra_sources):
+                src.root, src.lmdb, src.lmdb_lq = fix(src.root), fix(src.lmdb), fix(src.lmdb_lq)
     # init_from is relative to the working directory (it usually points into runs/), unless absent there.
     if cfg.model.init_from and not Path(cfg.model.init_from).exists():
         alt = base / cfg.model.init_from

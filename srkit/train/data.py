@@ -12,6 +12,7 @@ uninterrupted one, whatever the number of workers.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -164,8 +165,50 @@ class FirstFrames(Dataset):
         return self.dataset[self.indices[index]]
 
 
+class Mixed(Dataset):
+    """Several datasets listed one after the other (``extra_sources``), with the epoch passed to each."""
+
+    def __init__(self, datasets: list[Dataset]):
+        self.datasets = datasets
+        self.offsets = np.cumsum([0] + [len(d) for d in datasets])  # type: ignore[arg-type]
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        for d in self.datasets:
+            if callable(getattr(d, "set_epoch", None)):
+                d.set_epoch(epoch)
+
+    def unshare_epoch(self) -> None:
+        for d in self.datasets:
+            unshare = getattr(d, "unshare_epoch", None)
+            if callable(unshare):
+                unshare()
+
+    def __getitem__(self, index: int) -> Any:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        k = int(np.searchsorted(self.offsets, index, side="right")) - 1
+        return self.datasets[k][index - int(self.offsets[k])]
+
+
 def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool, where: str) -> Dataset:
-    """The dataset a config section describes (``where`` names it in errors: ``data.train``)."""
+    """The dataset a config section describes (``where`` names it in errors: ``data.train``).
+
+    ``extra_sources`` are built with the same settings and listed after the main source; each gets
+    its own seed (``seed + k``), so sources do not share crop positions or degradations.
+    """
+    if cfg.extra_sources:
+        parts = [build_dataset(dataclasses.replace(cfg, extra_sources=[]), spec, seed=seed, train=train, where=where)]
+        for k, src in enumerate(cfg.extra_sources, start=1):
+            sub = dataclasses.replace(cfg, extra_sources=[], root=src.root, layout=src.layout,
+                                      partition=src.partition, subset=src.subset, lmdb=src.lmdb,
+                                      lmdb_lq=src.lmdb_lq, enlarge_ratio=src.repeat if train else 1)
+            parts.append(build_dataset(sub, spec, seed=seed + k, train=train, where=f"{where}.extra_sources[{k - 1}]"))
+        return Mixed(parts)
     scale = 1 if spec.hr_input else spec.scale
     if train and cfg.gt_size % scale:
         raise ConfigError(f"{where}.gt_size: expected a multiple of the model scale {scale}, got {cfg.gt_size}")
