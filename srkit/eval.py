@@ -85,6 +85,8 @@ class EvalOptions:
     padding: str = "reflection_circle"
     tile: int | None = None
     max_memory: str | None = None
+    # temporal ablation: every window of a video model is its centre frame repeated
+    repeat_centre: bool = False
     quiet: bool = False
 
     def validate(self) -> None:
@@ -301,7 +303,7 @@ def _frame_names(clip, n: int) -> list[str]:
     return [f"{i:05d}" for i in range(n)]
 
 
-def _detail_window(gt: np.ndarray, size: int) -> tuple[int, int, int]:
+def detail_window(gt: np.ndarray, size: int) -> tuple[int, int, int]:
     """Top-left corner and side of the ``size`` window with the most ground-truth detail."""
     h, w = gt.shape[:2]
     size = min(size, h, w)
@@ -321,7 +323,7 @@ def _detail_window(gt: np.ndarray, size: int) -> tuple[int, int, int]:
     return by, bx, size
 
 
-def _panel(parts: list[tuple[str, np.ndarray]], top: int, left: int, size: int) -> np.ndarray:
+def crop_panel(parts: list[tuple[str, np.ndarray]], top: int, left: int, size: int) -> np.ndarray:
     """Side-by-side crops with a label bar; uint8 RGB."""
     import cv2
 
@@ -361,6 +363,8 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
 
     Raises :class:`~srkit.errors.SrkitError` subclasses for bad data, options or checkpoints.
     """
+    from srkit.models import has_pretrained
+
     from srkit.data.layouts import discover_clips
 
     opts = options
@@ -412,11 +416,18 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
                 from srkit.infer import upscale_frames
 
                 condition = _condition_for(opts, maps) if spec.condition == "degradation" else None
-                # start_frame skips outputs before the first scored frame (Vimeo: only the centre of
-                # 7 is scored) while still feeding its temporal context; we stop after the last.
-                outputs = (_quantise(o, dtype) for o in upscale_frames(
-                    lr, net, device=opts.device, precision=opts.precision, condition=condition,
-                    tile=opts.tile, max_memory=opts.max_memory, padding=opts.padding, start_frame=first))
+                run = dict(device=opts.device, precision=opts.precision, condition=condition, tile=opts.tile,
+                           max_memory=opts.max_memory, padding=opts.padding)
+                if opts.repeat_centre and spec.num_frames > 1:
+                    # Each scored frame alone, as a clip of num_frames copies: the centre output of
+                    # that clip saw no other frame.
+                    outputs = (_quantise(next(upscale_frames([lr[i]] * spec.num_frames, net, **run,
+                                                             start_frame=spec.center_index)), dtype)
+                               if i in scored else None for i in range(first, len(lr)))
+                else:
+                    # start_frame skips outputs before the first scored frame (Vimeo: only the centre of
+                    # 7 is scored) while still feeding its temporal context; we stop after the last.
+                    outputs = (_quantise(o, dtype) for o in upscale_frames(lr, net, **run, start_frame=first))
             offset = 0 if bicubic else first
             for i, out in enumerate(outputs, start=offset):
                 if i > last:
@@ -430,19 +441,20 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
                     values["ssim"] = ssim(out, gt[i], crop_border=opts.crop_border, y_channel=opts.y_channel)
                 scores.add(clip.name, names[i], **values)
                 if opts.crops and i == panel_at:
-                    top, left, size = _detail_window(gt[i], opts.crop_size)
+                    top, left, size = detail_window(gt[i], opts.crop_size)
                     parts = [("bicubic", _bicubic_up(lr[i], opts.scale, dtype))]
                     if not bicubic:
                         parts.append((str(model_name), out))
                     parts.append(("GT", gt[i]))
-                    result.panel, result.panel_frame = _panel(parts, top, left, size), names[i]
+                    result.panel, result.panel_frame = crop_panel(parts, top, left, size), names[i]
                 bar.update(1)
             results.append(result)
     if not scores.clips:
         raise ConfigError("nothing was scored: --frames leaves no scored frame in any clip "
                           "(Vimeo-90K scores only the centre frame, im4)")
     return EvalReport(opts, str(model_name), scores, results, time.perf_counter() - start,
-                      untrained=model is None and not bicubic and not opts.weights)
+                      untrained=model is None and not bicubic and not opts.weights
+                      and not has_pretrained(opts.model))
 
 
 # ------------------------------------------------------------------------------------------ reporting
@@ -462,6 +474,8 @@ def format_table(report: EvalReport) -> str:
     sources = sorted({c.lr_source for c in report.clips})
     untrained = " (UNTRAINED: no weights)" if report.untrained else ""
     grid = f" ({o.bd_variant} grid)" if o.degradation == "BD" and "synthesised" in sources else ""
+    if o.repeat_centre:
+        untrained += " (every window = centre frame repeated)"
     lines.append(
         f"{report.model_name}{untrained} x{o.scale} {o.degradation}{grid}, {'Y' if o.y_channel else 'RGB'}, crop {o.crop_border}; "
         f"LR {'/'.join(sources)}; mean of {len(s.clips)} clip means; {report.seconds:.1f} s"

@@ -296,3 +296,31 @@ def test_frames_limit_keeps_real_temporal_context(tmp_path):
         assert len(got) == 2
         # frame 1's 5-frame window holds real frames 2 and 3, exactly as in the full-clip run
         np.testing.assert_array_equal(got, full.scores.clips[clip].metrics["psnr"][:2])
+
+
+def test_repeat_centre_feeds_each_window_as_its_centre_frame_repeated(tmp_path, capsys):
+    import torch
+
+    from srkit.models import create_model
+
+    root = _make_vid4(tmp_path / "vid4", frames=4, size=(32, 36))
+    torch.manual_seed(0)
+    net = create_model("edvr-m", num_feat=8, deformable_groups=1, num_extract_block=1, num_reconstruct_block=1).eval()
+    opts = EvalOptions(data=str(root), layout="vid4", quiet=True, device="cpu", repeat_centre=True, frames=3)
+    report = evaluate(opts, model=net)
+    normal = evaluate(EvalOptions(data=str(root), layout="vid4", quiet=True, device="cpu", frames=3), model=net)
+    for clip in CLIPS:
+        gt = _gt(root, clip)[:3]
+        expect = []
+        for g in gt:
+            lr = torch.from_numpy(imresize(g, 0.25).astype(np.float32) / 255).permute(2, 0, 1)
+            with torch.no_grad():
+                out = net(lr.expand(5, -1, -1, -1)[None])[0].clamp(0, 1).permute(1, 2, 0).numpy()
+            expect.append(psnr(from_float(out), g))
+        got = report.scores.clips[clip].metrics["psnr"]
+        np.testing.assert_allclose(got, expect, atol=0.02)  # float rounding of two execution paths
+        # ...and it differs from the normal run, whose windows hold the moving neighbours.
+        assert got != normal.scores.clips[clip].metrics["psnr"]
+    from srkit.eval import format_table
+
+    assert "centre frame repeated" in format_table(report)

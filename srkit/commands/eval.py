@@ -72,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--device", default=S, metavar="DEV", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     r.add_argument("--precision", default=S, choices=("fp32", "bf16", "fp16"), help="autocast precision (default fp32)")
     r.add_argument("--padding", default=S, choices=("reflection_circle", "reflection", "replicate", "circle"), help="how video models' frame windows are filled at clip borders (default reflection_circle, as EDVR's BasicSR test configs)")
+    r.add_argument("--repeat-centre", dest="repeat_centre", default=S, action="store_true", help="temporal ablation: feed a video model every window as its centre frame repeated (what the model gains from the neighbours is the drop against the normal run)")
     r.add_argument("--tile", default=S, type=int, metavar="PX", help="restore in tiles of PX input pixels (large frames, small memory)")
     r.add_argument("--max-memory", dest="max_memory", default=S, metavar="SIZE", help="pick the tile size for this memory budget, e.g. 4GB")
 
@@ -139,7 +140,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--crops needs --out DIR (the crops are written there)")
     if opts.out:
         check_report_folder(opts.out, overwrite=opts.overwrite)  # fail before the long run, not after
-    if opts.model not in (None, "bicubic") and not opts.weights:
+    from srkit.models import has_pretrained
+
+    if opts.model not in (None, "bicubic") and not opts.weights and not has_pretrained(opts.model):
         # Legal (smoke tests, timing), but numbers from random weights must never pass for results.
         print(f"srkit eval: warning: no --weights, {opts.model} is untrained (random outputs)", file=sys.stderr)
     report = evaluate(opts)
