@@ -415,7 +415,7 @@ def test_unknown_checkpoint_names_closest_preset(tmp_path):
     sd["conv_hr.weight"] = torch.zeros(1, 2)
     path = tmp_path / "odd.pth"
     torch.save(sd, path)
-    with pytest.raises(CheckpointError, match=r"fits no registered preset; closest is edvr-m"):
+    with pytest.raises(CheckpointError, match=r"fits no registered preset; closest is edvr-[sm]: "):
         load_model(path)
 
 

@@ -31,7 +31,7 @@ def _randomise_offsets(model: torch.nn.Module, std: float = 0.3, bias_std: float
 
 def test_every_documented_preset_is_registered():
     assert PRESETS == sorted([
-        "edvr-m", "edvr-m-wotsa", "edvr-l", "edvr-l-wotsa", "edvr-l-7f", "edvr-l-srblur",
+        "edvr-s", "edvr-m", "edvr-m-wotsa", "edvr-l", "edvr-l-wotsa", "edvr-l-7f", "edvr-l-srblur",
         "edvr-l-deblur", "edvr-l-deblurcomp",
     ])
 
@@ -293,7 +293,7 @@ def test_fresh_edvr_carries_the_input_through_alignment(seed):
     model = create_model("edvr-m", num_feat=16, deformable_groups=2, num_extract_block=2, num_reconstruct_block=3)
     spread = {}
     for name in ("conv_first", "pcd_align"):
-        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: spread.__setitem__(name, float(o.std())))
+        getattr(model, name).register_forward_hook(lambda m, i, o, name=name: spread.__setitem__(name, float(o.detach().std())))
     frames = F.interpolate(torch.rand(10, 3, 8, 8), size=(32, 32), mode="bicubic").clamp(0, 1).view(2, 5, 3, 32, 32)
     model(frames)  # autograd on: the batched training path
     assert spread["pcd_align"] > 0.1 * spread["conv_first"], spread

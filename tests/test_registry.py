@@ -88,3 +88,51 @@ def test_every_preset_tiny_forward_backward_at_odd_size(name):
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not no_grad, f"{name}: parameters without gradient: {no_grad[:5]}"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ------------------------------------------------------------------------------------ shipped weights
+
+
+def test_pretrained_loads_the_shipped_file_through_the_checkpoint_path():
+    from srkit.models import has_pretrained, pretrained_path
+    from srkit.models.checkpoint import load_model
+
+    shipped = [n for n in list_models() if has_pretrained(n)]
+    assert "edvr-s" in shipped
+    for name in shipped:
+        path = pretrained_path(name)
+        assert path.is_file() and path.suffix == ".safetensors"
+        assert path.stat().st_size <= 10 * 1024 * 1024, f"{name}: shipped weights over 10 MB"
+        model = create_model(name, pretrained=True)
+        same = load_model(path)  # the file alone rebuilds the same preset and weights
+        assert model.preset == same.preset == name
+        a, b = model.state_dict(), same.state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        # Shipped weights differ from a fresh initialisation (they are trained, not a placeholder).
+        fresh = create_model(name).state_dict()
+        assert any(not torch.equal(a[k], fresh[k]) for k in a if a[k].is_floating_point())
+    total = sum(pretrained_path(n).stat().st_size for n in shipped)
+    assert total <= 25 * 1024 * 1024
+
+
+def test_pretrained_errors_are_one_line_and_name_the_cause(monkeypatch, tmp_path):
+    import srkit.models._registry as registry
+    from srkit.errors import CheckpointError
+
+    with pytest.raises(ConfigError, match=r"model 'edvr-m' has no shipped weights \(presets with weights: .*edvr-s"):
+        create_model("edvr-m", pretrained=True)
+    with pytest.raises(ConfigError, match="either weights or pretrained=True"):
+        create_model("edvr-s", pretrained=True, weights=tmp_path / "x.safetensors")
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(CheckpointError, match=r"edvr-s\.safetensors: shipped weights are missing"):
+        create_model("edvr-s", pretrained=True)
+
+
+def test_a_preset_name_without_weights_gets_its_shipped_weights_in_the_engine():
+    from srkit.infer.engine import load_model
+
+    shipped = create_model("edvr-s", pretrained=True).state_dict()
+    via_engine = load_model("edvr-s").state_dict()
+    assert all(torch.equal(shipped[k], via_engine[k]) for k in shipped)
+    random = load_model("edvr-m", num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1)
+    assert random.preset == "edvr-m"  # no shipped weights: a fresh network, as before

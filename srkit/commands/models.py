@@ -12,7 +12,8 @@ from srkit.errors import ConfigError
 EXAMPLES = textwrap.dedent(
     """\
     examples:
-      srkit models                      # every preset: family, parameters, scale, frames, purpose
+      srkit models                      # every preset: family, parameters, scale, frames, shipped
+                                        # weights (WEIGHTS "shipped": usable with no download), purpose
       srkit models --family edvr        # only the EDVR presets
       srkit models --family edvr --details
                                         # plus every config field (the overrides a preset accepts)
@@ -71,15 +72,16 @@ def run(args: argparse.Namespace) -> int:
             _fmt_params(info["params"]) if "params" in info else "?",
             f"x{spec.scale}" if spec is not None else "?",
             str(spec.num_frames) if spec is not None else "?",
+            "shipped" if entry.pretrained else "-",
             entry.description,
             info,
         ))
-    header = ("NAME", "FAMILY", "PARAMS", "SCALE", "FRAMES", "DESCRIPTION")
-    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(5)]
-    print("  ".join(h.ljust(w) for h, w in zip(header[:5], widths)) + "  " + header[5])
+    header = ("NAME", "FAMILY", "PARAMS", "SCALE", "FRAMES", "WEIGHTS", "DESCRIPTION")
+    widths = [max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(6)]
+    print("  ".join(h.ljust(w) for h, w in zip(header[:6], widths)) + "  " + header[6])
     for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row[:5], widths)) + "  " + row[5])
-        info = row[6]
+        print("  ".join(c.ljust(w) for c, w in zip(row[:6], widths)) + "  " + row[6])
+        info = row[7]
         if "error" in info:
             print(f"    (could not be built: {info['error']})")
         if args.details and "error" not in info:

@@ -16,12 +16,18 @@ output kind:
   else is a folder: PNG frames for a video or frame-folder input, images (same names) for image inputs.
 
 examples:
+  srkit upscale clip.mp4 -o clip_x4.mp4                    # edvr-s, the shipped srkit-trained model
   srkit upscale clip.mp4 -o clip_x4.mp4 --model edvr-m --weights EDVR_M_x4_SR_REDS.pth
   srkit upscale frames/ -o out_frames/ --model edvr-l --weights edvr_l.safetensors --tile 256
   srkit upscale clip.mp4 -o frames_x4/ --resume            # continue an interrupted frame-folder output
   srkit upscale photo.png -o photo_x4.png --model udvd-x4 --weights udvd.pth --blur 1.6 --noise 15
   torchrun --nproc-per-node 2 -m srkit upscale --input-list videos.txt --output-dir out/
 """
+
+
+# What runs when neither --model nor --weights is given: the shipped, srkit-trained x4 video model
+# (images are one-frame clips to it).
+DEFAULT_MODEL = "edvr-s"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,10 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     mg = parser.add_argument_group("model")
     mg.add_argument("--model", help="preset name (see 'srkit models'); default: the network the --weights file "
-                                    "describes, or edvr-m without weights")
+                                    f"describes, or {DEFAULT_MODEL} (shipped weights) without --weights")
     mg.add_argument("--weights", metavar="FILE",
-                    help="checkpoint: srkit safetensors, BasicSR, MMagic or original format "
-                         "(default: random initialisation, only useful for speed tests)")
+                    help="checkpoint: srkit safetensors, BasicSR, MMagic or original format (default: the "
+                         "preset's shipped weights, e.g. edvr-s; random for presets without, speed tests only)")
 
     rt = parser.add_argument_group("runtime")
     rt.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
@@ -125,10 +131,16 @@ def run(args: argparse.Namespace) -> int:
                    resume=args.resume, quiet=args.quiet, codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
                    lossless=args.lossless, fps=args.fps, output_kind=args.output_kind)
     failed: list[Path] = []  # inputs of an --input-list that could not be restored
-    model = args.model or (None if args.weights else "edvr-m")
+    model = args.model or (None if args.weights else DEFAULT_MODEL)
     if args.weights is None and not args.quiet:
-        print(f"srkit: warning: no --weights given: {model} runs with random weights (speed tests only)",
-              file=sys.stderr)
+        from srkit.models import has_pretrained
+
+        if not has_pretrained(model):
+            print(f"srkit: warning: no --weights given: {model} runs with random weights (speed tests only)",
+                  file=sys.stderr)
+        elif args.model is None:
+            print(f"srkit: using {model}, srkit's shipped x4 video model (--model / --weights choose another)",
+                  file=sys.stderr)
     with torch_threads(args.threads):
         if args.input_list or (args.output_dir and not args.output):
             inputs = read_input_list(args.input_list) if args.input_list else [Path(args.input)]

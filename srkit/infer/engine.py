@@ -47,7 +47,9 @@ def load_model(model: nn.Module | str | None, weights: str | None = None, **over
     """A model instance from a preset name (with optional weights), a checkpoint alone or the module itself.
 
     ``model=None`` with ``weights`` rebuilds the network the checkpoint describes (srkit metadata, or
-    the preset and configuration inferred from a foreign state dict's keys and shapes).
+    the preset and configuration inferred from a foreign state dict's keys and shapes). A preset name
+    without ``weights`` gets the weights shipped with srkit when it has them (``edvr-s``...), random
+    weights otherwise.
     """
     if model is None:
         if weights is None:
@@ -56,9 +58,9 @@ def load_model(model: nn.Module | str | None, weights: str | None = None, **over
 
         return load_checkpoint_model(weights)
     if isinstance(model, str):
-        from srkit.models import create_model
+        from srkit.models import create_model, has_pretrained
 
-        return create_model(model, weights=weights, **overrides)
+        return create_model(model, weights=weights, pretrained=weights is None and has_pretrained(model), **overrides)
     if weights is not None:
         from srkit.models.checkpoint import load_weights
 
@@ -356,12 +358,9 @@ def _warn_slow_precision(device: torch.device, precision: str) -> None:
     """bf16/fp16 autocast on a CPU without native support is emulated and several times slower than fp32."""
     if device.type != "cpu" or precision == "fp32":
         return
-    cpu = getattr(torch, "cpu", None)
-    try:
-        native = bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
-    except AttributeError:  # older PyTorch: cannot tell, say nothing
-        return
-    if not native:
+    from srkit.utils.device import cpu_has_native_bf16
+
+    if cpu_has_native_bf16() is False:  # None: older PyTorch cannot tell, say nothing
         log.warning("this CPU has no native %s arithmetic (AVX512-BF16/AMX); --precision %s runs emulated and is "
                     "usually slower than fp32 here", precision, precision)
 

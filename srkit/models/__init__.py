@@ -5,7 +5,8 @@ Model files are imported here explicitly; nothing is discovered by scanning.
 """
 
 from srkit.models._api import ModelSpec, SRModel, SROutput, as_sr_output
-from srkit.models._registry import create_model, list_models, model_entry, register_model
+from srkit.models._registry import (create_model, has_pretrained, list_models, model_entry, pretrained_path,
+                                    register_model)
 
 # Model files (explicit imports; each registers its presets).
 from srkit.models import edvr  # noqa: F401
@@ -18,7 +19,9 @@ __all__ = [
     "SROutput",
     "as_sr_output",
     "create_model",
+    "has_pretrained",
     "list_models",
     "model_entry",
+    "pretrained_path",
     "register_model",
 ]

@@ -562,8 +562,16 @@ def _build(defaults: dict[str, Any], overrides: dict[str, Any]) -> EDVR:
     return EDVR(EDVRConfig(**{**defaults, **overrides}))
 
 
+_S = dict(num_feat=32, num_frame=5, deformable_groups=4, num_extract_block=3, num_reconstruct_block=6)
 _M = dict(num_feat=64, num_frame=5, deformable_groups=8, num_extract_block=5, num_reconstruct_block=10)
 _L = dict(num_feat=128, num_frame=5, deformable_groups=8, num_extract_block=5, num_reconstruct_block=40)
+
+
+@register_model("edvr-s", family="edvr", pretrained="edvr-s.safetensors",
+                description="EDVR-S x4 video SR (32 ch, 5 frames, TSA): srkit's CPU-sized model, trained by srkit, "
+                            "weights shipped (pretrained=True)")
+def edvr_s(**overrides: Any) -> EDVR:
+    return _build(_S, overrides)
 
 
 @register_model("edvr-m", family="edvr",

@@ -60,3 +60,33 @@ def torch_threads(n: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(old)
+
+
+def cpu_has_native_bf16() -> bool | None:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); None when PyTorch cannot tell."""
+    cpu = getattr(torch, "cpu", None)
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except AttributeError:  # older PyTorch
+        return None
+
+
+def cpu_summary() -> str:
+    """One line naming the CPU, its core count and what matters for speed (for benchmarks and model cards)."""
+    import os
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    native = cpu_has_native_bf16()
+    bf16 = {True: "native bf16", False: "no native bf16", None: "bf16 support unknown"}[native]
+    amx = getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", lambda: False)()
+    return (f"{name}, {os.cpu_count()} cores, PyTorch {torch.__version__.split('+')[0]} "
+            f"({torch.backends.cpu.get_cpu_capability()}), {bf16}{' (AMX)' if amx else ''}")
