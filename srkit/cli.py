@@ -18,6 +18,7 @@ from srkit.utils.memory import tune_allocator
 
 # name -> (module, one-line help). Groups map to their own table of sub-commands.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("srkit.commands.demo", "restore a clip made from a shipped photograph with edvr-s; compare with bicubic"),
     "models": ("srkit.commands.models", "list the registered models with parameter counts"),
     "convert": ("srkit.commands.convert", "convert a checkpoint (BasicSR, MMagic, original, official) to srkit safetensors"),
     "upscale": ("srkit.commands.upscale", "restore / upscale videos, frame folders or images"),
