@@ -107,30 +107,14 @@ def _prepare_folder(folder: Path, overwrite: bool) -> None:
         raise OutputError("output folder is not writable", folder)
 
 
-def _side_by_side(parts: list[tuple[str, np.ndarray]]) -> np.ndarray:
-    """Whole frames in a row, each under a label bar (uint8)."""
-    import cv2
-
-    cells = []
-    for label, img in parts:
-        bar = np.full((26, img.shape[1], 3), 255, np.uint8)
-        cv2.putText(bar, label, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-        cells.append(np.concatenate([bar, img], axis=0))
-    gap = np.full((cells[0].shape[0], 6, 3), 255, np.uint8)
-    row: list[np.ndarray] = []
-    for c in cells:
-        row += [c, gap]
-    return np.concatenate(row[:-1], axis=1)
-
-
 def _comparison(lr: np.ndarray, bicubic: np.ndarray, restored: np.ndarray, original: np.ndarray, model: str,
                 scale: int) -> np.ndarray:
     """The whole frames (LR magnified by pixel repetition) over a zoomed crop of the most detailed region."""
-    from srkit.eval import crop_panel, detail_window
+    from srkit.eval import crop_panel, detail_window, labelled_row
 
     lr_big = np.repeat(np.repeat(lr, scale, axis=0), scale, axis=1)
     parts = [("LR (input, x4 pixels)", lr_big), ("bicubic", bicubic), (model, restored), ("original", original)]
-    top_row = _side_by_side(parts)
+    top_row = labelled_row(parts, bar=26, font_scale=0.6, gap=6)
     size = max(32, min(original.shape[:2]) // 6)
     top, left, size = detail_window(original, size)
     crops = crop_panel([(label.split(" ")[0], img) for label, img in parts], top, left, size)

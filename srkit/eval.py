@@ -323,10 +323,26 @@ def detail_window(gt: np.ndarray, size: int) -> tuple[int, int, int]:
     return by, bx, size
 
 
-def crop_panel(parts: list[tuple[str, np.ndarray]], top: int, left: int, size: int) -> np.ndarray:
-    """Side-by-side crops with a label bar; uint8 RGB."""
+def labelled_row(parts: list[tuple[str, np.ndarray]], *, bar: int = 22, font_scale: float = 0.45,
+                 gap: int = 4) -> np.ndarray:
+    """uint8 images of one height side by side, each under a white bar with its label."""
     import cv2
 
+    cells = []
+    for label, img in parts:
+        top = np.full((bar, img.shape[1], 3), 255, np.uint8)
+        text = label[: max(4, int(img.shape[1] / (20 * font_scale)))]
+        cv2.putText(top, text, (4, bar - 6), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (0, 0, 0), 1, cv2.LINE_AA)
+        cells.append(np.concatenate([top, img], axis=0))
+    space = np.full((cells[0].shape[0], gap, 3), 255, np.uint8)
+    row: list[np.ndarray] = []
+    for c in cells:
+        row += [c, space]
+    return np.concatenate(row[:-1], axis=1)
+
+
+def crop_panel(parts: list[tuple[str, np.ndarray]], top: int, left: int, size: int) -> np.ndarray:
+    """Side-by-side crops with a label bar; uint8 RGB."""
     crops = []
     for label, img in parts:
         c = img[top : top + size, left : left + size]
@@ -335,14 +351,8 @@ def crop_panel(parts: list[tuple[str, np.ndarray]], top: int, left: int, size: i
         if size < 128:  # magnify small crops (nearest) so that details and labels stay visible
             f = math.ceil(128 / size)
             c = np.repeat(np.repeat(c, f, axis=0), f, axis=1)
-        bar = np.full((22, c.shape[1], 3), 255, np.uint8)
-        cv2.putText(bar, label[: max(4, c.shape[1] // 9)], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-        crops.append(np.concatenate([bar, c], axis=0))
-    gap = np.full((crops[0].shape[0], 4, 3), 255, np.uint8)
-    row: list[np.ndarray] = []
-    for c in crops:
-        row += [c, gap]
-    return np.concatenate(row[:-1], axis=1)
+        crops.append((label, c))
+    return labelled_row(crops)
 
 
 def _check_scorable(name: str, shape: tuple[int, ...], opts: EvalOptions) -> None:
