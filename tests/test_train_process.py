@@ -140,6 +140,8 @@ def test_torchrun_two_cpu_processes_keep_identical_weights(tmp_path) -> None:
 
 
 SMALL_OVERRIDES = {
+    "edvr-s": ["model.overrides.num_feat=8", "model.overrides.deformable_groups=2",
+               "model.overrides.num_reconstruct_block=1"],
     "tiny-edvr-set8": ["model.overrides.num_feat=8", "model.overrides.num_reconstruct_block=1"],
     "tiny-udvd-set8": ["model.overrides.num_feat=8", "model.overrides.num_blocks=1"],
     "tiny-mana-vimeo": [],
