@@ -102,6 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print("srkit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`srkit models | head`): not an error of ours; say nothing. Point
+        # stdout at /dev/null so the interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
         if debug:
             raise

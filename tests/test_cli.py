@@ -71,3 +71,13 @@ def test_python_dash_m_entry_point():
     proc = subprocess.run([sys.executable, "-m", "srkit", "--version"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
     assert proc.stdout.startswith("srkit ")
+
+
+def test_closed_pipe_is_not_an_error():
+    """`srkit models | head -1`: the reader leaves early; no error line, exit 0."""
+    proc = subprocess.run(f"{sys.executable} -m srkit models | head -1", shell=True, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.stdout.startswith("NAME") and proc.stderr == ""
+    status = subprocess.run(f"{sys.executable} -m srkit models | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+                            shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    assert status.stdout.strip() == "0" and "Broken pipe" not in status.stderr
