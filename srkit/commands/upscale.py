@@ -26,7 +26,7 @@ examples:
 
 
 # What runs when neither --model nor --weights is given: the shipped, srkit-trained x4 video model
-# (images are one-frame clips to it).
+# (it restores videos and frame folders; single images are refused until an image model ships).
 DEFAULT_MODEL = "edvr-s"
 
 
