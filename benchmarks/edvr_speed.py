@@ -158,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     variants: list[tuple[str, Callable[[], tuple[float, float]]]] = [("srkit fp32", once())]
     if not args.no_channels_last:
         variants.append(("srkit fp32 ch-last", once(channels_last=True)))
-    native_bf16 = dc._native_low_precision("cpu", torch.bfloat16)
+    from srkit.utils.device import cpu_has_native_bf16
+
+    # "auto" adds bf16 only where it is native (AVX512-BF16/AMX); emulated bf16 is slower than fp32.
+    native_bf16 = bool(cpu_has_native_bf16())
     if args.bf16 == "on" or (args.bf16 == "auto" and native_bf16):
         variants.append(("srkit bf16 autocast", once(bf16=True)))
     tv = None

@@ -138,9 +138,11 @@ def main() -> int:
     spec = model.spec
     n = len(frames)
 
-    print(f"EDVR-M x4 on {source}: {w}x{h} -> {4 * w}x{4 * h}, {n} output frames, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-          f"allocator tuning {'on' if ALLOCATOR_TUNED else 'off'}")
+    from srkit.utils.device import cpu_summary
+
+    print(f"EDVR-M x4 on {source}: {w}x{h} -> {4 * w}x{4 * h}, {n} output frames, "
+          f"{torch.get_num_threads()} threads, allocator tuning {'on' if ALLOCATOR_TUNED else 'off'}")
+    print(f"CPU: {cpu_summary()}")
     peak32 = matmul_peak(torch.float32)
     # Without native bf16 (AVX512-BF16/AMX) a bf16 GEMM is emulated and slow: measure it smaller.
     peak16 = matmul_peak(torch.bfloat16, 512)
@@ -186,12 +188,12 @@ def main() -> int:
     print(f"\nsrkit fp32 vs reference: max |diff| {diff:.2e} (target <= 1e-4); "
           f"speed-up {t_ref / times['srkit fp32']:.2f}x (target >= 2.5x)")
     if "srkit bf16" in runs:
-        from srkit.ops.deform_conv import _native_low_precision
+        from srkit.utils.device import cpu_has_native_bf16
 
         p = min(psnr(a, b) for a, b in zip(outs["srkit bf16"], outs["srkit fp32"]))
         print(f"srkit bf16 vs srkit fp32: min PSNR {p:.1f} dB (target > 50); speed-up vs reference "
               f"{t_ref / times['srkit bf16']:.2f}x (target >= 5x)")
-        if not _native_low_precision("cpu", torch.bfloat16):
+        if cpu_has_native_bf16() is False:
             print("  (this CPU has no native bf16 -- no AVX512-BF16/AMX -- so bf16 is emulated: the PSNR is "
                   "meaningful, the speed and the 'of peak' figure are not)")
     return 0
