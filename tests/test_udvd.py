@@ -246,8 +246,13 @@ def test_condition_from_kernel_array_and_file(tmp_path):
 def test_condition_errors_and_per_pixel_noise():
     with pytest.raises(ConfigError, match="--blur"):
         udvd_condition(4, 4)
-    with pytest.raises(ConfigError, match="positive"):
-        udvd_condition(4, 4, blur=-1)
+    for width in (-1, 0, 1e6, float("nan")):  # the API refuses what the CLI refuses (widths the maps cannot encode)
+        with pytest.raises(ConfigError, match=r"blur must be a Gaussian width in \(0, 4\]"):
+            udvd_condition(4, 4, blur=width)
+    with pytest.raises(ConfigError, match=r"blur2 must be a Gaussian width"):
+        udvd_condition(4, 4, blur=1, blur2=5)
+    with pytest.raises(ConfigError, match="angle must be a finite number"):
+        udvd_condition(4, 4, blur=1, blur2=2, angle=float("inf"))
     with pytest.raises(ConfigError, match="noise"):
         udvd_condition(4, 4, blur=1, noise=-3)
     with pytest.raises(ConfigError, match="noise"):

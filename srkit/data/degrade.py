@@ -84,6 +84,17 @@ SRMD_BLUR_RANGES: dict[int, tuple[float, float]] = {2: (0.2, 2.0), 3: (0.2, 3.0)
 # SRMD: anisotropic covariance eigenvalues lambda1, lambda2 ~ U(0.5, 6), rotation ~ U(0, pi).
 SRMD_ANISO_EIGEN_RANGE = (0.5, 6.0)
 SRMD_NOISE_RANGE = (0.0, 75.0)
+# The widest Gaussian the degradation maps describe: their 15 codes project the 15x15 kernel on a PCA
+# basis of SRMD's kernels, whose widths end here (x4); wider blurs are not represented (1e6 encodes
+# as a box filter), so a model would be told something else than the option says.
+MAX_BLUR_WIDTH = max(hi for _, hi in SRMD_BLUR_RANGES.values())
+
+
+def check_blur_width(value: float, option: str = "--blur") -> None:
+    """Refuse a Gaussian width (HR pixels) the degradation maps cannot describe."""
+    if not (math.isfinite(value) and 0 < value <= MAX_BLUR_WIDTH):
+        raise ConfigError(f"{option} must be a Gaussian width in (0, {MAX_BLUR_WIDTH:g}] HR pixels (the degradation "
+                          f"maps cannot describe wider blurs), got {value:g}")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -77,6 +77,7 @@ __all__ = [
     "UDVDConfig",
     "DynamicBlock",
     "CONDITION_CHANNELS",
+    "DEFAULT_BLUR",
     "udvd_condition",
     "udvd_condition_field",
     "bilinear_upsample_kernels",
@@ -85,6 +86,9 @@ __all__ = [
 
 # 15 PCA coefficients of the blur kernel + 1 noise level (SRMD's degradation maps).
 CONDITION_CHANNELS = 16
+# What `srkit upscale` assumes when a UDVD model is given no blur: SRMD's smallest x4 kernel width,
+# i.e. no blur beyond the bicubic downscaling (the BI degradation).
+DEFAULT_BLUR = 0.2
 KERNEL_NORMS = ("none", "softmax")
 PADDINGS = ("replicate", "zeros", "reflect")
 
@@ -363,8 +367,10 @@ def udvd_condition(
             raise ConfigError("UDVD needs the blur of the input: a width (--blur SIGMA) "
                               "or a kernel (--kernel FILE.npy)")
         for name, value in (("blur", blur), ("blur2", blur2)):
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} must be a positive kernel width, got {value}")
+            if value is not None:
+                degrade.check_blur_width(value, name)
+        if not math.isfinite(angle):
+            raise ConfigError(f"angle must be a finite number of degrees, got {angle}")
         k = degrade.gaussian_kernel(degrade.KERNEL_SIZE, float(blur), None if blur2 is None else float(blur2),
                                     math.radians(angle))
     _check_noise(noise, height, width)
@@ -484,3 +490,15 @@ def udvd_x3(**overrides: Any) -> UDVD:
                 description="UDVD x4 non-blind SR for variational blur + noise (per-pixel dynamic convolutions)")
 def udvd_x4(**overrides: Any) -> UDVD:
     return _build(4, overrides)
+
+
+# CPU-sized: the body is narrower and shorter, and the output-size layers (which run on 16x the LR
+# pixels and cost most of the time at x4) are thinner than the paper's.
+_S = dict(num_feat=64, num_blocks=8, image_feat=16, block_feat=32, hr_feat=16)
+
+
+@register_model("udvd-s-x4", family="udvd", pretrained="udvd-s-x4.safetensors",
+                description="UDVD-S x4 non-blind SR for blur + noise (64 ch, 8 blocks): srkit's CPU-sized model, "
+                            "trained by srkit, weights shipped (pretrained=True)")
+def udvd_s_x4(**overrides: Any) -> UDVD:
+    return _build(4, {**_S, **overrides})
