@@ -35,7 +35,9 @@ Checked against the official code (deviations are execution only unless listed):
   constructed (it assigns ``std.half()``, a plain tensor, to a Parameter slot: TypeError). srkit
   computes in the chosen precision (fp32, or bf16/fp16 under :func:`srkit.utils.device.autocast`).
 * Residual blocks keep PyTorch's default initialisation, as the official ``ResidualBlockNoBN``
-  (which never calls BasicSR's scaled init).
+  (which never calls BasicSR's scaled init), unless ``init="kaiming"`` (srkit's ``mana-s``): with the
+  default init a fresh network's output hardly depends on its input and training from scratch stalls
+  near the bilinear baseline, as measured on EDVR (:func:`srkit.models._blocks.leaky_kaiming_init_`).
 * ``norm_groups`` defaults to 32 (official); narrower development models (``num_feat`` not a
   multiple of 32) use ``gcd(32, num_feat)`` groups.
 * Any H/W: every layer is size-agnostic once ``D`` is gone, so no padding is needed
@@ -63,7 +65,7 @@ from torch.nn import functional as F
 
 from srkit.errors import ConfigError, InputError
 from srkit.models._api import ModelSpec, SRModel, SROutput, check_int_fields, config_field
-from srkit.models._blocks import ResidualBlockNoBN, make_layer
+from srkit.models._blocks import ResidualBlockNoBN, leaky_kaiming_init_, make_layer, scaled_kaiming_init_
 from srkit.models._registry import register_model
 from srkit.ops.attention import gaussian_nonlocal_attention
 
@@ -71,6 +73,8 @@ __all__ = ["MANA", "MANAConfig", "NonLocalMemoryAttention", "MEMORY_PARAMS", "of
 
 # Parameter-name patterns of the memory branch (fnmatch style, as training configs use them).
 MEMORY_PARAMS: tuple[str, ...] = ("nonloc_spatial.mb", "nonloc_spatial.W_z1.*")
+
+MANA_INITS = ("official", "kaiming")
 
 # Width after the pixel shuffles: fixed at 64 in the official network (as in EDVR).
 _HR_FEAT = 64
@@ -98,6 +102,9 @@ class MANAConfig:
     attention_memory_mb: float = config_field(256.0, "memory budget of one attention chunk's scores (MB)")
     grad_checkpoint: bool = config_field(
         True, "recompute attention chunks in backward (training memory O(HW*chunk) instead of O((HW)^2))")
+    init: str = config_field(
+        "official", "weight init of the convolution trunk: official (PyTorch's default, as jiy173/MANA) or "
+                    "kaiming (variance-preserving; what srkit's own models train from)")
 
 
 class NonLocalMemoryAttention(nn.Module):
@@ -181,9 +188,25 @@ class MANA(SRModel):
         self.upconv2 = nn.Conv2d(nf, _HR_FEAT * 4, 3, 1, 1)
         self.conv_hr = nn.Conv2d(_HR_FEAT, _HR_FEAT, 3, 1, 1)
         self.conv_last = nn.Conv2d(_HR_FEAT, 3, 3, 1, 1)
+        if config.init == "kaiming" and not self.conv_first.weight.is_meta:
+            self._kaiming_init()
         self.set_attention(window=config.attention_window, window_stride=config.attention_window_stride,
                            chunk=config.attention_chunk,
                            memory_mb=config.attention_memory_mb, grad_checkpoint=config.grad_checkpoint)
+
+    def _kaiming_init(self) -> None:
+        # The official default init (uniform weights and biases) lets the image signal fade below the
+        # biases through the trunk, so a fresh network sits at the bilinear upsampling it is added to
+        # (measured on EDVR, see srkit.models._blocks.leaky_kaiming_init_). As srkit's EDVR: residual
+        # branches Kaiming x0.1, other trunk convs Kaiming with zero bias, conv_last x0.1. The
+        # attention's 1x1 embeddings keep the official init: their scale sets the softmax temperature
+        # (no 1/sqrt(C) in the official formula), and W_z / W_z1 stay zero.
+        for m in (*self.encoder, *self.decoder):
+            scaled_kaiming_init_(m, 0.1)
+        for conv in (self.conv_first, self.upconv1, self.upconv2, self.conv_hr, self.conv_last):
+            leaky_kaiming_init_(conv)
+        with torch.no_grad():
+            self.conv_last.weight.mul_(0.1)
 
     def set_attention(self, *, window: float | None = None, window_stride: int | None | str = "keep",
                       chunk: int | None = None,
@@ -267,6 +290,8 @@ def _validate(cfg: MANAConfig) -> int:
         bad(f"norm_groups ({cfg.norm_groups}) must be a positive divisor of num_feat ({cfg.num_feat})")
     if not (isinstance(cfg.std_init, (int, float)) and math.isfinite(cfg.std_init) and cfg.std_init > 0):
         bad(f"std_init must be a positive number, got {cfg.std_init!r}")
+    if cfg.init not in MANA_INITS:
+        bad(f"init must be one of {', '.join(MANA_INITS)}, got {cfg.init!r}")
     if cfg.attention_window is not None and not (
             isinstance(cfg.attention_window, (int, float)) and cfg.attention_window > 0):
         bad(f"attention_window must be a positive number or None, got {cfg.attention_window!r}")
@@ -341,3 +366,22 @@ def mana(**overrides: Any) -> MANA:
                 description="MANA x4 with a 512-slot memory bank (the paper's larger-memory option)")
 def mana_m512(**overrides: Any) -> MANA:
     return MANA(MANAConfig(**{"memory_size": 512, **overrides}))
+
+
+# CPU-sized: 48 channels (GroupNorm groups of 4 channels, as the official 128/32), short encoder and
+# decoder, and LOCAL attention: keys within 3 sigma of the query, softmax over that window
+# (attention_window=3, attention_window_stride=None). The exact whole-frame attention costs O((HW)^2):
+# about 100 s per 960x540 output frame on two CPU cores, against seconds for the window; and its
+# softmax, taken over the whole frame, spreads differently over a 240x135 frame than over the 32x32
+# crops it is trained on, while the window's normalisation is the same at every frame size. Trained
+# with it, so the window is the model, not an approximation of one. Memory bank as official.
+_S = dict(num_feat=48, norm_groups=12, encoder_nblocks=3, decoder_nblocks=12, init="kaiming",
+          attention_window=3.0, attention_window_stride=None)
+
+
+@register_model("mana-s", family="mana", pretrained="mana-s.safetensors",
+                description="MANA-S x4 video SR (48 ch, 7 frames, Gaussian cross-frame attention in a 3-sigma "
+                            "window + memory attention): srkit's CPU-sized model, trained by srkit, weights shipped "
+                            "(pretrained=True)")
+def mana_s(**overrides: Any) -> MANA:
+    return MANA(MANAConfig(**{**_S, **overrides}))
