@@ -97,10 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"srkit: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if debug:
             raise
-        print("srkit: interrupted", file=sys.stderr)
+        # A command may say how to continue (e.g. a frame-folder upscale: --resume).
+        print(f"srkit: interrupted: {exc}" if str(exc) else "srkit: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`srkit models | head`): not an error of ours; say nothing. Point

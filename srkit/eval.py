@@ -102,8 +102,12 @@ class EvalOptions:
             self.degradation = self.degradation.upper()
         if self.noise is not None and not 0 <= self.noise <= 255:
             raise ConfigError(f"--noise must be in 0..255, got {self.noise}")
-        if self.blur is not None and self.blur <= 0:
+        if self.blur is not None and not (math.isfinite(self.blur) and self.blur > 0):
             raise ConfigError(f"--blur must be positive, got {self.blur}")
+        if self.blur is not None and self.degradation == "SRMD":
+            from srkit.data.degrade import check_blur_width
+
+            check_blur_width(self.blur)  # the maps a non-blind model is given cannot describe wider blurs
         if self.bd_variant not in ("duf", "matlab"):
             raise ConfigError(f"--bd-variant must be duf or matlab, got {self.bd_variant!r}")
         if self.jpeg is not None and not 1 <= self.jpeg <= 100:

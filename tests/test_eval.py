@@ -324,3 +324,16 @@ def test_repeat_centre_feeds_each_window_as_its_centre_frame_repeated(tmp_path, 
     from srkit.eval import format_table
 
     assert "centre frame repeated" in format_table(report)
+
+
+@pytest.mark.parametrize("options,needle", [
+    (dict(degradation="SRMD", blur=5.0), r"--blur must be a Gaussian width in \(0, 4\]"),
+    (dict(degradation="srmd", blur=float("nan")), "--blur must be positive"),
+    (dict(degradation="BI", noise=300.0), r"--noise must be in 0\.\.255"),
+])
+def test_eval_options_are_range_checked(options, needle):
+    from srkit.errors import ConfigError
+    from srkit.eval import EvalOptions
+
+    with pytest.raises(ConfigError, match=needle):
+        EvalOptions(data="x", **options).validate()

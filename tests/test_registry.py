@@ -56,7 +56,7 @@ def test_every_preset_builds_on_meta_device(name):
 _TINY_BY_FAMILY = {
     "edvr": dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1),
     "udvd": dict(num_feat=8, num_blocks=1, image_feat=4, block_feat=8, hr_feat=4),
-    "mana": dict(num_feat=16, encoder_nblocks=1, decoder_nblocks=1),
+    "mana": dict(num_feat=16, encoder_nblocks=1, decoder_nblocks=1, norm_groups=None),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -154,3 +156,19 @@ def test_shipped_mana_configs_follow_the_official_schedule(name: str, starts: li
     assert cfg.train.schedule.type == "constant" and cfg.train.schedule.warmup_iters == 0
     if name == "mana-vimeo":  # batch 16 of 64x64 LR patches (x4: 256x256 GT), 7-frame Vimeo-90K septuplets
         assert cfg.data.batch_size == 16 and cfg.data.train.gt_size == 256 and cfg.data.train.layout == "vimeo"
+
+
+@pytest.mark.shared_data
+def test_shipped_configs_find_the_development_data_from_any_folder(shared_data, tmp_path, monkeypatch):
+    """Issue 13 item 19: `srkit train tiny-edvr-set8` outside the project root still finds ../shared/data
+    (relative to the project); a folder that exists relative to the working directory still wins."""
+    from srkit.train.config import load_config
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    cfg = load_config("tiny-edvr-set8")
+    assert Path(cfg.data.train.root) == (shared_data / "video_hr" / "set8").resolve()
+    own = tmp_path / "shared" / "data" / "video_hr" / "set8"
+    own.mkdir(parents=True)
+    assert Path(load_config("tiny-edvr-set8").data.train.root) == own.resolve()

@@ -239,7 +239,7 @@ def test_load_rejects_foreign_files(tmp_path) -> None:
     with pytest.raises(CheckpointError, match="not an srkit training checkpoint"):
         load_checkpoint(p)
     p.write_bytes(b"garbage")
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(p)
 
 

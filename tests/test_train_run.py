@@ -133,6 +133,7 @@ def test_nan_injection_rolls_back_and_lowers_lr(tmp_path) -> None:
     assert summary["iteration"] == 6 and summary["rollbacks"] == 1 and summary["lr_scale"] == 0.5
     run = tmp_path / "run"
     log = (run / "train.log").read_text()
+    assert log.splitlines()[0].endswith(f"run folder {run.absolute()}")  # said first (issue 13, item 19)
     assert "divergence at iteration 3: loss is nan; rollback 1/3, LR scale now 0.5" in log
     assert "restored iter_00000002.pt (iteration 2)" in log
     rows = _rows(run)

@@ -47,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".safetensors":
         raise OutputError("output must be a .safetensors file", out)
+    inp = Path(args.input)
+    if out.exists() and inp.exists() and out.samefile(inp):  # also a symlink or hard link to the input
+        raise OutputError("output is the input; refusing to write over it (inputs are never written)", out)
     check_output_path(out, overwrite=args.overwrite)
     model, ckpt = load_model_with_info(args.input, preset=args.preset, param_key=args.param_key)
     source = ckpt.source + (f" {ckpt.note}" if ckpt.note else "")

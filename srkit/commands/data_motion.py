@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-side", type=_positive, default=None, metavar="PX",
                         help="compute the flow on frames shrunk to this long side (scores are scaled back to "
                              "full-resolution pixels); faster on large frames")
-    parser.add_argument("--quiet", action="store_true", help="print nothing but errors (no progress, no score table)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (no progress, no score table)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=None, help="threads reading and encoding frames (default: up to 4)")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted pack (OUT.partial)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing OUT (or discard OUT.partial)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("--crops", default=S, action="store_true", help="with --out: side-by-side crops (bicubic | model | GT) of each clip's middle frame")
     o.add_argument("--crop-size", dest="crop_size", default=S, type=int, metavar="PX", help="crop side in output pixels (default 128)")
     o.add_argument("--overwrite", default=S, action="store_true", help="replace an earlier report in --out")
-    o.add_argument("--quiet", default=S, action="store_true", help="no progress bar")
+    o.add_argument("-q", "--quiet", default=S, action="store_true", help="no progress bar")
     r = parser.add_argument_group("runtime")
     r.add_argument("--device", default=S, metavar="DEV", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     r.add_argument("--precision", default=S, choices=("fp32", "bf16", "fp16"), help="autocast precision (default fp32)")

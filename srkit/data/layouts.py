@@ -124,10 +124,17 @@ def read_name_list(path: str | os.PathLike) -> list[str]:
     (``000 100 (720,1280,3)``) alike; ``#`` starts a comment.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError("no such list file" if not path.exists() else "list file is not a file", path)
+    if not path.exists():
+        raise InputError("no such list file", path)
+    if path.is_dir():
+        raise InputError("list file is a folder", path)
+    # Any readable file, not only regular ones: `--subset <(grep ... list.txt)` is a pipe (/dev/fd/N).
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise InputError(f"cannot read list file ({exc.strerror or exc})", path) from None
     names = []
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             names.append(line.split()[0])

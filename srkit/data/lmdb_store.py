@@ -24,6 +24,8 @@ Reading (:class:`LmdbReader`)
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import shutil
@@ -260,6 +262,32 @@ def _remove_tree(path: Path) -> None:
         path.unlink()
 
 
+# Below this much free space a failed write is reported as a full disk: LMDB writes through a memory
+# map, so a full disk often surfaces as EIO ("mdb_txn_commit: Input/output error"), not ENOSPC.
+_LOW_DISK_BYTES = 64 << 20
+
+
+@contextlib.contextmanager
+def _writing(where: Path) -> Iterator[None]:
+    """Turn a failed write into the pack (LMDB or file) into one line saying where and why."""
+    lmdb = _lmdb()
+    try:
+        yield
+    except (lmdb.Error, OSError) as exc:
+        if isinstance(exc, lmdb.MapFullError):  # pragma: no cover - handled by _write_batch
+            raise
+        try:
+            free = shutil.disk_usage(where if where.exists() else where.parent).free
+        except OSError:
+            free = None
+        full = getattr(exc, "errno", None) == errno.ENOSPC or (free is not None and free < _LOW_DISK_BYTES)
+        cause = f"the disk is full ({free / 2**20:.0f} MiB free)" if full and free is not None else (
+            "the disk is full" if full else "the write failed")
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OutputError(f"cannot write the pack: {cause} ({detail}); the records committed so far are kept "
+                          "(free space, then run the same command with --resume)", where) from None
+
+
 def _write_batch(env, batch: list[tuple[bytes, bytes]], report: PackReport) -> None:
     """Commit ``batch`` in one transaction, doubling the map size until it fits."""
     lmdb = _lmdb()
@@ -319,12 +347,14 @@ def pack_records(records: Iterable[RecordSource], out_path: str | os.PathLike, *
                 diff = sorted(k for k in set(old_src) | set(info) if old_src.get(k) != info.get(k))
                 raise OutputError(f"cannot resume: the interrupted pack was made with different settings "
                                   f"({', '.join(diff)}); use --overwrite to start again", out)
-    partial.mkdir(exist_ok=True)
-    atomic_write_text(info_path, json.dumps({**info, "complete": False}, indent=1, sort_keys=True))
+    with _writing(partial):
+        partial.mkdir(exist_ok=True)
+        atomic_write_text(info_path, json.dumps({**info, "complete": False}, indent=1, sort_keys=True))
 
     report = PackReport(path=out)
     t0 = time.perf_counter()
-    env = lmdb.open(str(partial), map_size=map_size, subdir=True, meminit=False, max_dbs=0)
+    with _writing(partial):
+        env = lmdb.open(str(partial), map_size=map_size, subdir=True, meminit=False, max_dbs=0)
     try:
         current = env.info()["map_size"]
         if current < map_size:
@@ -364,7 +394,8 @@ def pack_records(records: Iterable[RecordSource], out_path: str | os.PathLike, *
                     encoded.append(rec)
                     if progress is not None:  # per frame: a batch of large frames takes a while
                         progress(report.written + report.skipped + len(encoded))
-                _write_batch(env, [(k, v) for k, v, _ in encoded], report)
+                with _writing(partial):
+                    _write_batch(env, [(k, v) for k, v, _ in encoded], report)
                 report.written += len(encoded)
                 report.bytes_written += sum(len(v) for _, v, _ in encoded)
                 # A batch holds up to `limit` decoded frames (video sources decode ahead) and their PNGs:
@@ -396,13 +427,15 @@ def pack_records(records: Iterable[RecordSource], out_path: str | os.PathLike, *
         if extra:
             raise OutputError(f"{extra} records in the interrupted pack are not part of this source "
                               "(use --overwrite to start again)", out)
-        env.sync(True)
+        with _writing(partial):
+            env.sync(True)
         report.map_size = env.info()["map_size"]
     finally:
         env.close()
-    atomic_write_text(partial / META_NAME, "\n".join(lines) + "\n")
-    atomic_write_text(info_path, json.dumps({**info, "complete": True, "records": report.total}, indent=1,
-                                            sort_keys=True))
+    with _writing(partial):
+        atomic_write_text(partial / META_NAME, "\n".join(lines) + "\n")
+        atomic_write_text(info_path, json.dumps({**info, "complete": True, "records": report.total}, indent=1,
+                                                sort_keys=True))
     if out.exists():  # overwrite: move the old pack aside first so the final name is never half-made
         trash = out.with_name(out.name + ".old")
         _remove_tree(trash)

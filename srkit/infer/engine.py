@@ -87,6 +87,10 @@ def frame_to_tensor(frame: np.ndarray) -> torch.Tensor:
         raise InputError(f"frame must be HxWx3 (or gray HxW), got shape {a.shape}")
     if a.shape[2] == 4:
         a = a[:, :, :3]
+    if a.dtype.kind == "f":
+        _check_float_frame(a)
+    elif a.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"frame must be uint8, uint16 or float in [0, 1], got {a.dtype}")
     if a.dtype == np.uint8:
         t = torch.from_numpy(np.ascontiguousarray(a)).float().div_(255.0)
     elif a.dtype == np.uint16:
@@ -96,6 +100,22 @@ def frame_to_tensor(frame: np.ndarray) -> torch.Tensor:
     if t.shape[2] == 1:
         t = t.expand(-1, -1, 3)
     return t.permute(2, 0, 1).unsqueeze(0).contiguous(memory_format=torch.channels_last)
+
+
+# How far float frames may stray outside [0, 1]. Legitimate inputs do: resampling overshoot, and the
+# unclipped Gaussian noise of SRMD's degradation model that UDVD is trained and tested on (sigma 75/255
+# = 0.29: 2.0 is ~7 sigma, never reached). Frames on another scale (0..255, 0..65535) fall far outside
+# and would otherwise be restored as saturated garbage without a word.
+FLOAT_RANGE_SLACK = 2.0
+
+
+def _check_float_frame(a: np.ndarray) -> None:
+    if not np.isfinite(a).all():
+        raise InputError("NaN or infinite values; float frames must be finite, in [0, 1]")
+    lo, hi = float(a.min()), float(a.max())
+    if lo < -FLOAT_RANGE_SLACK or hi > 1 + FLOAT_RANGE_SLACK:
+        hint = " (0..255 data: divide by 255, or pass uint8)" if hi > 1 + FLOAT_RANGE_SLACK and hi <= 255 else ""
+        raise InputError(f"float values span [{lo:g}, {hi:g}]; float frames must be in [0, 1]{hint}")
 
 
 def tensor_to_frame(t: torch.Tensor) -> np.ndarray:
@@ -192,6 +212,7 @@ class FrameRestorer:
             maps = np.broadcast_to(maps[:, None, None], (maps.shape[0], height, width))
         if maps.ndim != 3 or maps.shape[1:] != (height, width):
             raise ConfigError(f"degradation maps have shape {maps.shape}; expected (C, {height}, {width})")
+        _check_condition_maps(maps, self.spec)
         t = torch.from_numpy(np.ascontiguousarray(maps)).unsqueeze(0).to(self.device)
         return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
 
@@ -354,6 +375,23 @@ class FrameRestorer:
             return results
 
 
+def _check_condition_maps(maps: np.ndarray, spec: ModelSpec) -> None:
+    """Refuse maps a model cannot use, whoever built them: the CLI (udvd_condition, checked there) and
+    arrays or functions given to the Python API alike all pass here."""
+    if not np.isfinite(maps).all():
+        raise ConfigError("degradation maps have NaN or infinite values")
+    from srkit.models.udvd import CONDITION_CHANNELS, _check_noise
+
+    if spec.condition == "degradation" and maps.shape[0] == CONDITION_CHANNELS:
+        # SRMD's layout: 15 kernel codes, then the noise level / 255. Rounded so that a level of exactly
+        # 255 (or 0) that went through float32 is not refused for its last bit.
+        noise = np.round(maps[-1].astype(np.float64) * 255.0, 3)
+        try:
+            _check_noise(float(noise.flat[0]) if np.ptp(noise) == 0 else noise, *noise.shape)
+        except ConfigError as exc:
+            raise ConfigError(f"degradation maps: {exc} (the last map is the noise level / 255)") from None
+
+
 def _warn_slow_precision(device: torch.device, precision: str) -> None:
     """bf16/fp16 autocast on a CPU without native support is emulated and several times slower than fp32."""
     if device.type != "cpu" or precision == "fp32":
@@ -420,6 +458,7 @@ def _stream(it: Iterator[np.ndarray], restorer: FrameRestorer, dev: torch.device
     exhausted = False
     size: tuple[int, int] | None = None
     next_out = start
+    warned_alpha = False
     while True:
         # Read until the next batch of windows is fully known: `reach` frames past its last centre.
         while not exhausted and n_read < next_out + batch_size + reach:
@@ -432,7 +471,13 @@ def _stream(it: Iterator[np.ndarray], restorer: FrameRestorer, dev: torch.device
             n_read += 1
             if idx < start - reach:
                 continue  # resuming: frames before the first window are only decoded, never used
-            t = frame_to_tensor(arr)
+            if not warned_alpha and np.ndim(arr) == 3 and np.shape(arr)[2] == 4:
+                warned_alpha = True  # once per stream: the same holds for every frame
+                log.warning("frames have an alpha channel (RGBA): it is dropped, the model restores RGB only")
+            try:
+                t = frame_to_tensor(arr)
+            except InputError as exc:  # say which frame of the stream it is
+                raise InputError(f"frame {idx}: {exc}") from None
             hw = (t.shape[2], t.shape[3])
             if size is None:
                 size = hw

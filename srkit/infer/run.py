@@ -16,6 +16,7 @@ frames the next windows need so the frames are identical to an uninterrupted run
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import signal
@@ -32,7 +33,7 @@ import numpy as np
 from torch import nn
 
 from srkit.errors import ConfigError, InputError, OutputError, SrkitError
-from srkit.io.atomic import check_output_path
+from srkit.io.atomic import check_output_path, remove_stale_temps, remove_stale_temps_in
 from srkit.io.images import IMAGE_EXTENSIONS, from_float, list_images, read_image, write_image
 
 __all__ = ["UpscaleResult", "upscale", "upscale_many", "read_input_list", "shard", "input_kind",
@@ -135,6 +136,22 @@ def _resize_alpha(alpha: np.ndarray, height: int, width: int) -> np.ndarray:
     return from_float(out, alpha.dtype)
 
 
+def _warn_alpha_dropped(path: Path, model: nn.Module) -> None:
+    # Video models restore RGB; saying so once beats an output that silently lost its transparency
+    # (printed even with --quiet, which only hides the progress bar).
+    print(f"srkit: warning: {path}: the alpha channel is dropped: video model {_model_name(model)} restores RGB only "
+          "(single-image models keep alpha)", file=sys.stderr)
+
+
+def _video_has_alpha(pix_fmt: str) -> bool:
+    try:
+        import av
+
+        return any(getattr(c, "is_alpha", False) for c in av.VideoFormat(pix_fmt).components)
+    except Exception:  # noqa: BLE001 - an unknown format name: nothing to warn about
+        return False
+
+
 def _bit_depth_dtype(pix_fmt: str) -> type:
     """uint16 frames for high-bit-depth output pixel formats (yuv420p10le, gbrp12le, rgb48...)."""
     return np.uint16 if re.search(r"(9|10|12|14|16)(le|be)?$|48|64", pix_fmt) else np.uint8
@@ -164,7 +181,19 @@ def _run_engine(frames: Iterable[np.ndarray], opts: _Options, *, start_frame: in
 
 
 # ---------------------------------------------------------------------------------------------- per kind
-def _frame_writer(folder: Path, opts: _Options):
+def numbered_pattern(files: Sequence[Path]) -> tuple[str, int] | None:
+    """``(pattern, first number)`` when ``files`` are consecutively numbered with one width (``00001.png``
+    ... as Set8 / REDS / Vimeo name frames), so that an output frame folder keeps its input's names; else None."""
+    stems = [f.stem for f in files]
+    if not stems or not all(st.isdigit() for st in stems) or len({len(st) for st in stems}) != 1:
+        return None
+    first = int(stems[0])
+    if [int(st) for st in stems] != list(range(first, first + len(stems))):
+        return None
+    return f"{{:0{len(stems[0])}d}}.png", first
+
+
+def _frame_writer(folder: Path, opts: _Options, pattern: str = FRAME_PATTERN, start: int = 0):
     """The frame-folder writer (creates the folder; with ``resume`` counts the complete frames there)."""
     from srkit.io.frames import FrameFolderWriter
 
@@ -173,18 +202,24 @@ def _frame_writer(folder: Path, opts: _Options):
     parent = folder.parent if str(folder.parent) else Path(".")
     if not folder.exists() and parent.is_dir() and not os.access(parent, os.W_OK):
         raise OutputError("output folder's parent is not writable", parent)
-    return FrameFolderWriter(folder, pattern=FRAME_PATTERN, resume=opts.resume, overwrite=opts.overwrite)
+    return FrameFolderWriter(folder, pattern=pattern, resume=opts.resume, overwrite=opts.overwrite, start=start)
 
 
 def _frames_output(writer, out_frames: Iterable[np.ndarray], dtype: type, opts: _Options, total: int | None,
                    desc: str, start: int) -> int:
-    """Write restored frames ``start, start+1, ...`` atomically; returns how many were written."""
+    """Write restored frames ``start, start+1, ...`` (counted from the clip's first frame; named from the
+    writer's first number) atomically; returns how many were written."""
     n = 0
-    with writer, _progress(total, opts.quiet, desc, initial=start) as bar:
-        for i, out in enumerate(out_frames, start):
-            writer.write(from_float(out, dtype), index=i)
-            n += 1
-            bar.update(1)
+    try:
+        with writer, _progress(total, opts.quiet, desc, initial=start) as bar:
+            for i, out in enumerate(out_frames, start):
+                writer.write(from_float(out, dtype), index=writer.start + i)
+                n += 1
+                bar.update(1)
+    except KeyboardInterrupt:
+        # Every frame written is complete (renamed into place whole): nothing is lost but the rest.
+        raise KeyboardInterrupt(f"{start + n} frame(s) are complete in {writer.folder}; run the same command "
+                                "with --resume to continue") from None
     return n
 
 
@@ -198,6 +233,8 @@ def _video_input(path: Path, output: Path, out_kind: str, opts: _Options) -> Ups
         check_output_path(output, overwrite=opts.overwrite)
     with open_video(path) as reader:  # opening checks the input before any output is created
         info = reader.info
+        if _video_has_alpha(info.pix_fmt):
+            _warn_alpha_dropped(path, opts.model)
         frame_writer = _frame_writer(output, opts) if out_kind == "frames" else None
         start = frame_writer.completed if (frame_writer is not None and opts.resume) else 0
         high = getattr(info, "bit_depth", 8) and info.bit_depth > 8
@@ -273,10 +310,13 @@ def _folder_clip_input(path: Path, output: Path, out_kind: str, opts: _Options) 
 
     t0 = time.perf_counter()
     reader = FrameFolderReader(path)  # checks every frame's size up front
+    if reader.has_alpha:
+        _warn_alpha_dropped(path, opts.model)
     high = reader.dtype == np.uint16
     frames = (f.rgb for f in reader)
     if out_kind == "frames":
-        writer = _frame_writer(output, opts)
+        # Numbered input frames keep their names (00001.png in -> 00001.png out); others are renumbered.
+        writer = _frame_writer(output, opts, *(numbered_pattern(reader.files) or (FRAME_PATTERN, 0)))
         start = writer.completed if opts.resume else 0
         out_frames = _run_engine(frames, opts, start_frame=start)
         n = _frames_output(writer, out_frames, np.uint16 if high else np.uint8, opts, len(reader), path.name, start)
@@ -317,6 +357,7 @@ def _images_input(files: Sequence[Path], folder_in: Path | None, output: Path, o
         if len(files) != 1:
             raise ConfigError(f"{len(files)} images cannot go to one image file (give a folder)", output)
         check_output_path(output, overwrite=opts.overwrite)
+        remove_stale_temps(output)  # a killed earlier run's leftovers of this output
         _restore_image(files[0], output, opts)
         return UpscaleResult(files[0], output, "image", 1, 0, time.perf_counter() - t0)
     if out_kind != "images":
@@ -336,11 +377,24 @@ def _images_input(files: Sequence[Path], folder_in: Path | None, output: Path, o
                 continue
             raise OutputError("output exists (use --overwrite to replace it or --resume to skip done images)", dst)
         todo.append((src, dst))
+    created = not output.exists()
     output.mkdir(exist_ok=True)
-    with _progress(len(targets), opts.quiet, (folder_in or files[0]).name, initial=len(targets) - len(todo)) as bar:
-        for src, dst in todo:
-            _restore_image(src, dst, opts)
-            bar.update(1)
+    remove_stale_temps_in(output)  # a killed earlier run's half-written images (their writer is gone)
+    try:
+        with _progress(len(targets), opts.quiet, (folder_in or files[0]).name,
+                       initial=len(targets) - len(todo)) as bar:
+            for src, dst in todo:
+                _restore_image(src, dst, opts)
+                bar.update(1)
+    except BaseException as exc:
+        if created:  # a run that wrote nothing leaves no empty output folder (rmdir keeps a non-empty one)
+            with contextlib.suppress(OSError):
+                output.rmdir()
+        if isinstance(exc, KeyboardInterrupt) and output.is_dir():
+            done = sum(1 for _, dst in targets if dst.exists())
+            raise KeyboardInterrupt(f"{done} of {len(targets)} image(s) are done in {output}; run the same command "
+                                    "with --resume to skip them") from None
+        raise
     kind = "images" if folder_in is not None else "image"
     return UpscaleResult(folder_in or files[0], output if folder_in else targets[0][1], kind, len(todo),
                          len(targets) - len(todo), time.perf_counter() - t0)
@@ -399,6 +453,10 @@ def _make_options(model, weights, device, precision, tile, tile_overlap, max_mem
         raise ConfigError("--overwrite and --resume exclude each other")
     if output_kind not in ("auto", "video", "frames", "image", "images"):
         raise ConfigError(f"unknown output kind {output_kind!r}")
+    fps = _check_fps(fps)
+    from srkit.io.video import check_crf
+
+    check_crf(codec, crf)  # before any restoration: the encoder only opens on the first restored frame
     dev = select_device(device) if isinstance(device, str) else device
     net = _prepare(load_model(model, weights), dev, channels_last)
     factory = None
@@ -406,8 +464,18 @@ def _make_options(model, weights, device, precision, tile, tile_overlap, max_mem
         factory = condition if callable(condition) else (lambda h, w, c=np.asarray(condition): c)
     engine = dict(device=dev, precision=precision, tile=tile, tile_overlap=tile_overlap, max_memory=max_memory,
                   channels_last=channels_last, padding=padding, use_cache=use_cache, batch_size=batch_size)
-    return _Options(net, engine, overwrite, resume, quiet, codec, crf, pix_fmt, lossless, Fraction(fps),
-                    output_kind, factory)
+    return _Options(net, engine, overwrite, resume, quiet, codec, crf, pix_fmt, lossless, fps, output_kind, factory)
+
+
+def _check_fps(fps: float | Fraction) -> Fraction:
+    """``fps`` as a Fraction, refused in one line unless it is a finite number > 0."""
+    try:
+        value = float(fps)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--fps must be a number, got {fps!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"--fps must be a finite frame rate > 0, got {fps}")
+    return Fraction(fps)
 
 
 def upscale(input: str | os.PathLike, output: str | os.PathLike, model: nn.Module | str = "edvr-m", *,  # noqa: A002

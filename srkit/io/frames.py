@@ -14,7 +14,6 @@ there, and writing continues after them.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import string
 from fractions import Fraction
@@ -24,8 +23,8 @@ from typing import Iterator
 import numpy as np
 
 from srkit.errors import ConfigError, InputError, OutputError
-from srkit.io.atomic import TMP_PREFIX, atomic_path
-from srkit.io.images import IMAGE_EXTENSIONS, encode_image, list_images, read_image
+from srkit.io.atomic import atomic_path, remove_stale_temps_in
+from srkit.io.images import IMAGE_EXTENSIONS, _check_pixels, encode_image, header_size, list_images, read_image
 from srkit.io.video import VideoFrame, _chmod_like_new_file
 
 __all__ = ["FrameFolderReader", "FrameFolderWriter", "image_size"]
@@ -34,17 +33,11 @@ __all__ = ["FrameFolderReader", "FrameFolderWriter", "image_size"]
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of an image from its header when possible (no full decode)."""
     path = Path(path)
-    try:
-        from PIL import Image as PILImage  # header-only read; Pillow comes with matplotlib
-    except ImportError:  # pragma: no cover - fall back to decoding
-        PILImage = None
-    if PILImage is not None:
-        try:
-            with PILImage.open(path) as im:
-                return int(im.size[0]), int(im.size[1])
-        except Exception:  # noqa: BLE001 - formats Pillow does not know: decode with OpenCV below
-            pass
-    rgb = read_image(path).rgb
+    size = header_size(path)
+    if size is not None:
+        _check_pixels(path, size)  # a frame too large to decode is refused here, by name
+        return size
+    rgb = read_image(path).rgb  # formats Pillow does not know: decode with OpenCV
     return int(rgb.shape[1]), int(rgb.shape[0])
 
 
@@ -74,7 +67,10 @@ class FrameFolderReader:
         self.fps = Fraction(fps) if fps is not None else None
         # Frames are numbered: pts counts frames, so one tick is one frame interval.
         self.time_base = 1 / self.fps if self.fps else None
-        first = self._read_file(self.files[0])
+        first_image = read_image(self.files[0])
+        # Alpha is dropped (see above); the caller is told so through this, once.
+        self.has_alpha = first_image.alpha is not None
+        first = first_image.rgb if first_image.rgb.shape[2] == 3 else np.repeat(first_image.rgb, 3, axis=2)
         self.height, self.width = first.shape[:2]
         self.dtype = first.dtype
         self.bit_depth = 16 if first.dtype == np.uint16 else 8
@@ -177,10 +173,9 @@ class FrameFolderWriter:
                 raise OutputError(f"cannot create folder ({exc.strerror or exc})", self.folder) from None
         if not os.access(self.folder, os.W_OK):
             raise OutputError("folder is not writable", self.folder)
-        # Temporary files of an interrupted run are incomplete by definition: remove them.
-        for stale in self.folder.glob(TMP_PREFIX + "*"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
+        # Temporary files of an interrupted run are incomplete by definition: remove them -- unless a
+        # live writer still holds one (False; None = this filesystem cannot tell: removed, as always).
+        remove_stale_temps_in(self.folder)
         self.completed = 0
         while self.path_for(self.start + self.completed).is_file():
             self.completed += 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,10 @@ from srkit.errors import InputError
 from srkit.io.atomic import atomic_path
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+# OpenCV refuses to decode images above this many pixels (its default, CV_IO_MAX_IMAGE_PIXELS, can be
+# raised with the OPENCV_IO_MAX_IMAGE_PIXELS environment variable, read when OpenCV starts).
+MAX_IMAGE_PIXELS = int(os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS", 1 << 30))
+_PIL_LOCK = threading.Lock()
 
 
 def natural_key(name: str | os.PathLike) -> list:
@@ -55,6 +60,31 @@ class Image:
         return self.rgb.shape[2] == 1
 
 
+def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(width, height) from the image header without decoding, or None when Pillow cannot tell."""
+    try:
+        from PIL import Image as PILImage  # header-only read; Pillow comes with matplotlib
+    except ImportError:  # pragma: no cover
+        return None
+    with _PIL_LOCK:  # Pillow's bomb limit is global: switched off (we judge sizes here) for this read only
+        limit, PILImage.MAX_IMAGE_PIXELS = PILImage.MAX_IMAGE_PIXELS, None
+        try:
+            with PILImage.open(path) as im:
+                return int(im.size[0]), int(im.size[1])
+        except Exception:  # noqa: BLE001 - a format Pillow does not know, or a broken header
+            return None
+        finally:
+            PILImage.MAX_IMAGE_PIXELS = limit
+
+
+def _check_pixels(path: Path, size: tuple[int, int] | None) -> None:
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        w, h = size
+        raise InputError(f"image is {w}x{h} ({w * h / 1e6:.0f} megapixels), above the limit of {MAX_IMAGE_PIXELS} "
+                         f"pixels ({MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; OPENCV_IO_MAX_IMAGE_PIXELS raises it)",
+                         path)
+
+
 def read_image(path: str | os.PathLike) -> Image:
     """Decode an image file keeping its bit depth, grayscale-ness and alpha channel."""
     path = Path(path)
@@ -68,7 +98,13 @@ def read_image(path: str | os.PathLike) -> Image:
         raise InputError(f"cannot read ({exc.strerror or exc})", path) from None
     if data.size == 0:
         raise InputError("empty file", path)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:
+        # OpenCV's refusal of a too large image is an assertion text: say which file and what the limit is.
+        _check_pixels(path, header_size(path))
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "cv2.error"
+        raise InputError(f"not a readable image (OpenCV: {reason[:160]})", path) from None
     if img is None:
         raise InputError("not a readable image (corrupt, truncated or unknown format)", path)
     if img.dtype not in (np.uint8, np.uint16):

@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -65,7 +66,7 @@ import av
 import numpy as np
 
 from srkit.errors import ConfigError, InputError, OutputError
-from srkit.io.atomic import _fsync_dir, check_output_path, temp_path_for
+from srkit.io.atomic import _fsync_dir, check_output_path, release_temp, temp_path_for
 
 __all__ = [
     "ColorTags",
@@ -609,6 +610,21 @@ _LOSSLESS_RGB_FORMAT = {  # codec -> (8-bit format, >8-bit format or None) that 
     "libvpx-vp9": ("gbrp", None),
 }
 _CRF_CODECS = {"libx264", "libx264rgb", "libx265", "libvpx-vp9", "libsvtav1", "libaom-av1"}
+# The encoders' own CRF scales (x264/x265: 0..51, VP9/AV1: 0..63); FFmpeg passes values beyond them on
+# without a word and the encoder clamps or ignores them, so a typo would go unnoticed.
+_CRF_MAX = {"libx264": 51, "libx264rgb": 51, "libx265": 51, "libvpx-vp9": 63, "libsvtav1": 63, "libaom-av1": 63}
+
+
+def check_crf(codec: str, crf: float) -> None:
+    """Refuse a CRF the encoder cannot use (encoders without CRF ignore it)."""
+    if codec not in _CRF_MAX:
+        return
+    try:
+        value = float(crf)
+    except (TypeError, ValueError):
+        raise ConfigError(f"--crf must be a number, got {crf!r}") from None
+    if not (math.isfinite(value) and 0 <= value <= _CRF_MAX[codec]):
+        raise ConfigError(f"--crf {value:g} is outside {codec}'s range 0..{_CRF_MAX[codec]} (lower is better quality)")
 
 
 def _as_rate(fps: Fraction | float | int) -> Fraction:
@@ -741,7 +757,7 @@ class VideoWriter:
         if source_path is not None:
             self._source = _open_input(source_path)
         try:
-            self._tmp = temp_path_for(self.path)
+            self._tmp = temp_path_for(self.path, clean_stale=True)  # a killed run's leftovers go
             try:
                 self._container = av.open(str(self._tmp), "w")
             except (av.error.FFmpegError, ValueError) as exc:
@@ -812,6 +828,7 @@ class VideoWriter:
                     if "yuv420p10le" in formats:
                         pix_fmt = "yuv420p10le"
             if codec in _CRF_CODECS:
+                check_crf(codec, crf)
                 options["crf"] = str(crf)
             if codec == "libvpx-vp9":
                 # Constant quality needs a zero target bitrate; 'good'+cpu-used 4 and row threading keep
@@ -1028,6 +1045,7 @@ class VideoWriter:
                 os.fsync(fh.fileno())
             _chmod_like_new_file(self._tmp)
             os.replace(self._tmp, self.path)
+            release_temp(self._tmp)
             self._tmp = None
             _fsync_dir(self.path.parent if str(self.path.parent) else Path("."))
         except BaseException:
@@ -1047,6 +1065,7 @@ class VideoWriter:
         if self._tmp is not None:
             with contextlib.suppress(FileNotFoundError):
                 self._tmp.unlink()
+            release_temp(self._tmp)
             self._tmp = None
 
     def _close_source(self) -> None:

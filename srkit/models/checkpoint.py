@@ -54,6 +54,7 @@ import json
 import os
 import pickle
 import re
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -153,6 +154,106 @@ def _only_tensors(state: Mapping[str, Any], path: Path, what: str) -> StateDict:
     return dict(state)
 
 
+_REFUSED = ("refused: this pickle needs to run code{what} to load; srkit only loads plain tensor checkpoints "
+            "(safetensors, or torch.save of tensors/dicts), and nothing in it was executed")
+
+
+def _weights_only_globals() -> set[str]:
+    """Globals torch.load(weights_only=True) itself rebuilds tensors with: naming one of them as "the
+    code to run" would point at the wrong culprit when a pickle also imports something else."""
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+
+        return set(_get_allowed_globals())
+    except Exception:  # noqa: BLE001 - a private torch helper: without it, name the first import
+        return set()
+
+
+def _pickle_global(path: Path) -> str | None:
+    """The global a plain (non-zip) pickle imports on loading -- ``module.name``, "" when its name
+    cannot be told -- or None when it imports none. Read with :mod:`pickletools`, which parses
+    opcodes without executing anything (torch's weights-only reader stops at protocol 4's first
+    opcode, before it reaches the imports)."""
+    import pickletools
+
+    allowed = _weights_only_globals()
+    found: list[str] = []
+    strings: list[str] = []  # strings pushed so far: STACK_GLOBAL takes module and name from them
+    memo: dict[int, str | None] = {}
+    last: str | None = None  # the string the previous opcode pushed, if any
+    try:
+        with open(path, "rb") as fh:
+            for op, arg, _ in pickletools.genops(fh):
+                pushed = None
+                if op.name in ("GLOBAL", "INST"):
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL":
+                    found.append(".".join(strings[-2:]) if len(strings) >= 2 else "")
+                elif op.name in ("REDUCE", "NEWOBJ", "NEWOBJ_EX", "OBJ") and not found:
+                    found.append("")
+                elif "UNICODE" in op.name or op.name.endswith("STRING"):
+                    pushed = arg if isinstance(arg, str) else None
+                elif op.name == "MEMOIZE":
+                    memo[len(memo)] = last
+                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[int(arg)] = last
+                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                    pushed = memo.get(int(arg))
+                if pushed is not None:
+                    strings.append(pushed)
+                last = pushed if pushed is not None else (last if op.name in ("MEMOIZE", "PUT", "BINPUT",
+                                                                                 "LONG_BINPUT") else None)
+                if found and found[-1] and found[-1] not in allowed:
+                    return found[-1]
+    except Exception:  # noqa: BLE001 - a corrupt or cut pickle: judged on what was read before it
+        pass
+    return found[0] if found else None
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with its failures as one-line :class:`CheckpointError`:
+    a pickle that would run code is refused (saying so, naming what it imports), anything else is
+    "not a readable checkpoint". torch's advice to retry with ``weights_only=False`` is never
+    passed on, and its warnings about unusual pickle protocols are not printed."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            # A plain pickle.dump file (protocol 4/5) makes torch warn before failing: the failure says it all.
+            warnings.filterwarnings("ignore", message=".*pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if not re.search(r"global|reduce|class", text, re.IGNORECASE):
+            # No import named by torch: either bytes that are not a pickle, or a plain (non-zip) pickle
+            # whose protocol torch's weights-only reader cannot even parse up to its imports.
+            culprit = _pickle_global(path)
+            if culprit is not None:
+                raise CheckpointError(_REFUSED.format(what=f" ({culprit})" if culprit else ""), path) from None
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
+            first = detail.group(1).strip() if detail else (text.strip().splitlines() or ["invalid pickle"])[0]
+            if "weights_only" in first:  # torch's advice paragraph, not a detail of this file
+                first = "invalid pickle"
+            with open(path, "rb") as fh:
+                head = fh.read(2)
+            if head[:1] == b"\x80" and len(head) == 2 and head[1] > 2 and "Unsupported operand" in first:
+                first = (f"a plain pickle of protocol {head[1]}, not a torch.save file; save the weights with "
+                         "torch.save or as safetensors")
+            raise CheckpointError(f"not a readable checkpoint ({first})", path) from None
+        culprit = re.search(r"GLOBAL (\S+)", text)
+        raise CheckpointError(_REFUSED.format(what=f" ({culprit.group(1)})" if culprit else ""), path) from None
+    except Exception as exc:  # noqa: BLE001 - truncated zip, random bytes, ...
+        # torch's own messages for such files are cryptic ("101" is a KeyError on the first byte,
+        # an empty file an empty EOFError): say what was tried, keep torch's text as a detail.
+        if path.stat().st_size == 0:
+            raise CheckpointError("not a readable checkpoint (the file is empty)", path) from None
+        msg = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
+        if "weights_only" in msg:
+            msg = ""
+        detail = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+        raise CheckpointError("not a readable checkpoint (neither safetensors nor a torch.save file; "
+                              f"torch.load: {detail})", path) from None
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
                     param_key: str | None = None) -> LoadedCheckpoint:
     """Read any accepted checkpoint file into a flat state dict (foreign key names kept as they are).
@@ -181,31 +282,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         source = FORMAT if metadata.get("format") == FORMAT else "safetensors"
         return LoadedCheckpoint(state, source, metadata)
 
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        text = str(exc)
-        if not re.search(r"global|reduce|class", text, re.IGNORECASE):
-            # Not a refusal: the bytes are simply not a pickle (truncated / corrupt / other file).
-            detail = re.search(r"WeightsUnpickler error:\s*(.+)", text)
-            first = detail.group(1).strip() if detail else (text.strip().splitlines() or ["invalid pickle"])[0]
-            raise CheckpointError(f"not a readable checkpoint ({first})", path) from None
-        culprit = re.search(r"GLOBAL (\S+)", text)
-        what = f" ({culprit.group(1)})" if culprit else ""
-        raise CheckpointError(
-            f"refused: this pickle needs to run code{what} to load; srkit only loads plain tensor "
-            "checkpoints (safetensors, or torch.save of tensors/dicts), and nothing in it was executed",
-            path,
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - truncated zip, random bytes, ...
-        # torch's own messages for such files are cryptic ("101" is a KeyError on the first byte,
-        # an empty file an empty EOFError): say what was tried, keep torch's text as a detail.
-        if path.stat().st_size == 0:
-            raise CheckpointError("not a readable checkpoint (the file is empty)", path) from None
-        msg = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else ""
-        detail = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
-        raise CheckpointError("not a readable checkpoint (neither safetensors nor a torch.save file; "
-                              f"torch.load: {detail})", path) from None
+    obj = safe_torch_load(path, map_location)
 
     if isinstance(obj, torch.nn.Module):  # cannot happen with weights_only, kept as a guard
         raise CheckpointError("holds a pickled module; save its state_dict instead", path)

@@ -167,10 +167,14 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True, store: Chec
         problem = (store or CheckpointStore(path.parent)).verify(path)
         if problem is not None:
             raise CheckpointError(f"checkpoint is not valid: {problem}", path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling/zip error means an unusable file
-        raise CheckpointError(f"cannot read checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})", path) from None
+    from srkit.models.checkpoint import _safetensors_header_length, safe_torch_load
+
+    if _safetensors_header_length(path) is not None:
+        raise CheckpointError("is a weights file (safetensors), not a training checkpoint: --resume continues a run "
+                              "from its checkpoints/iter_*.pt (model.init_from starts from weights)", path)
+    # The same refusals as every other checkpoint srkit reads (code-running pickles, torch's advice
+    # to drop weights_only never quoted).
+    state = safe_torch_load(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError("not an srkit training checkpoint (use model.init_from to start from weights)", path)
     if int(state.get("format_version", 0)) > FORMAT_VERSION:

@@ -573,16 +573,47 @@ def load_config(
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping at the top level", p)
     sets = parse_set(overrides)
+    raw = data
     # Unknown keys of the file itself are reported before merging (merging keeps them, so they still fail).
     data = apply_overrides(with_defaults(data) if sets else data, sets)
     cfg = validate(from_dict(ExperimentConfig, data))
+    _require_model_and_data(raw, sets, p)
+    fallback = None
     if base_dir_for_paths is None:
         # Your own config: paths are relative to it (portable). A shipped config: relative to the
-        # working directory (BasicSR's datasets/ convention; ../shared/data from the project root).
+        # working directory (BasicSR's datasets/ convention), and where a folder is not there, relative
+        # to the project root (so the development configs' ../shared/data is found from anywhere).
         shipped = p.resolve().parent == shipped_config_dir().resolve()
         base_dir_for_paths = Path.cwd() if shipped else p.parent
-    _resolve_paths(cfg, base_dir_for_paths)
+        fallback = PROJECT_ROOT if shipped else None
+    _resolve_paths(cfg, base_dir_for_paths, fallback)
     return cfg
+
+
+def _given(raw: dict[str, Any], sets: list[tuple[list[str], Any]], path: list[str]) -> bool:
+    """Whether the file or a --set gives ``path`` (e.g. ["model", "name"]) a value."""
+
+    def lookup(node: Any, keys: list[str]) -> bool:
+        for k in keys:
+            if not isinstance(node, dict) or node.get(k) is None:
+                return False
+            node = node[k]
+        return True
+
+    return lookup(raw, path) or any(key == path[: len(key)] and lookup(value, path[len(key):]) for key, value in sets)
+
+
+def _require_model_and_data(raw: dict[str, Any], sets: list[tuple[list[str], Any]], p: Path) -> None:
+    """A config file must say what to train and on what: the defaults (EDVR-M on synthetic test data)
+    exist for the Python API and the tests, and would turn an empty or truncated file into a
+    meaningless run instead of an error."""
+    for keys, example in ((["model", "name"], "model: {name: edvr-m}"),
+                          (["data", "train"], "data: {train: {kind: video, root: ..., layout: folders}}")):
+        if not _given(raw, sets, keys):
+            if not raw:
+                raise ConfigError("config is empty (it needs at least model.name and data.train; srkit train "
+                                  "--print-config lists every key)", p)
+            raise ConfigError(f"no {'.'.join(keys)}: a config must say what to train and on what (e.g. {example})", p)
 
 
 def config_from_data(data: dict[str, Any], overrides: list[str] | None = None) -> ExperimentConfig:
@@ -592,14 +623,23 @@ def config_from_data(data: dict[str, Any], overrides: list[str] | None = None) -
     return validate(from_dict(ExperimentConfig, data))
 
 
-def _resolve_paths(cfg: ExperimentConfig, base: Path) -> None:
-    """Dataset paths in a config are relative to the config file, so configs are portable."""
+# The folder holding the srkit package (the repository root for a source checkout).
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _resolve_paths(cfg: ExperimentConfig, base: Path, fallback: Path | None = None) -> None:
+    """Dataset paths in a config are relative to ``base``; one missing there is taken relative to
+    ``fallback`` when it exists there (shipped configs: the project root)."""
 
     def fix(p: str | None) -> str | None:
         if p is None:
             return None
         q = Path(p).expanduser()
-        return str(q if q.is_absolute() else (base / q).resolve())
+        if q.is_absolute():
+            return str(q)
+        if fallback is not None and not (base / q).exists() and (fallback / q).exists():
+            return str((fallback / q).resolve())
+        return str((base / q).resolve())
 
     for ds in (cfg.data.train, cfg.data.val):
         if ds is not None:

@@ -74,7 +74,11 @@ def read_weights(path: str | os.PathLike, key: str = "params") -> dict[str, torc
 
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError("model.init_from: file not found", p)
+        # Multi-step recipes (EDVR: woTSA first) point at an earlier run's checkpoint: say which run.
+        parts = p.parts
+        run = parts[parts.index("runs") + 1] if "runs" in parts[:-1] and parts.index("runs") + 1 < len(parts) - 1 else None
+        hint = f" (it is written by the run {run!r}: train that config first, e.g. srkit train {run})" if run else ""
+        raise CheckpointError(f"model.init_from: file not found{hint}", p)
     param_key = None if key == "auto" else key
     try:
         return read_checkpoint(p, map_location="cpu", param_key=param_key).state
@@ -255,14 +259,18 @@ class Trainer:
         if cfg.debug.deterministic:
             torch.use_deterministic_algorithms(True)
         self.run_dir = cfg.run_dir
-        created = not self.run_dir.exists()
+        # An explicit --resume file is read before anything is created: a bad one leaves no folder behind.
+        self._resume_state: dict[str, Any] | None = None
+        if resume not in (None, "auto"):
+            self._resume_state = load_checkpoint(self._resume_path(resume))
+        created = _outermost_missing(self.run_dir)
         self._lock = _lock_run_dir(self.run_dir) if self.dist.is_main else None
         try:
             self._setup(resume)
         except BaseException:
             self.close()  # a failed setup must not keep the run folder locked
-            if created and self.dist.is_main:
-                _remove_if_only_lock(self.run_dir)  # a config error leaves no empty run folder behind
+            if created is not None and self.dist.is_main:
+                _remove_if_only_lock(self.run_dir, created)  # a config error leaves no empty run folder behind
             raise
 
     def _setup(self, resume: str | None) -> None:
@@ -310,7 +318,9 @@ class Trainer:
             self.validator = Validator(make_val_loader(val_set, cfg.data), cfg.val, self.spec, self.device, cfg.precision)
 
         if resume_path is not None:
-            self._restore(load_checkpoint(resume_path, store=self.store), restore_guard=True)
+            state, self._resume_state = self._resume_state, None
+            self._restore(state if state is not None else load_checkpoint(resume_path, store=self.store),
+                          restore_guard=True, path=resume_path)
             self._log(f"resumed from {resume_path} at iteration {self.iteration}")
         else:
             seed_everything(cfg.seed + 7919 * self.dist.rank)
@@ -368,7 +378,7 @@ class Trainer:
                      "config": dump_yaml(self.cfg), "srkit_version": _srkit_version()},
         }
 
-    def _restore(self, state: dict[str, Any], *, restore_guard: bool) -> None:
+    def _restore(self, state: dict[str, Any], *, restore_guard: bool, path: Path | None = None) -> None:
         try:
             self.model.load_state_dict(state["params"])
             if self.ema is not None:
@@ -384,7 +394,7 @@ class Trainer:
                 self._log(f"optimiser settings differ from the checkpoint's; using the config's (base LR, weight decay "
                           f"per group: {saved} -> {wanted})")
         except (RuntimeError, KeyError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint does not fit this config ({str(exc).splitlines()[0][:200]})") from None
+            raise self._misfit(state, exc, path) from None
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
@@ -405,6 +415,23 @@ class Trainer:
                       f"{self.dist.world_size}: RNG states re-seeded (data order still follows the iteration)")
             seed_everything(self.cfg.seed + 7919 * self.dist.rank + self.iteration)
         self._stage_idx = None  # re-derived (and re-applied) from the iteration
+
+    def _misfit(self, state: dict[str, Any], exc: BaseException, path: Path | None) -> CheckpointError:
+        """Why a checkpoint's weights do not fit this config's network, naming both networks."""
+        from srkit.models.checkpoint import _diff, _shapes
+
+        theirs = str((state.get("meta") or {}).get("preset") or "an unknown")
+        ours = self.cfg.model.name
+        params = state.get("params")
+        if theirs != ours:
+            return CheckpointError(f"is a checkpoint of {theirs} but the config trains {ours} (model.name): resume a "
+                                   f"run with the config that wrote it", path)
+        if isinstance(params, dict):
+            diff = _diff(_shapes(params), _shapes(self.model.state_dict()))
+            if not diff.ok:
+                return CheckpointError(f"its {theirs} network differs from the config's (model.overrides?): "
+                                       f"{diff.describe()}", path)
+        return CheckpointError(f"does not fit this config ({str(exc).splitlines()[0][:200]})", path)
 
     def save(self, *, best: bool = False) -> Path | None:
         state = self.state_dict()  # collective: every rank takes part
@@ -478,6 +505,8 @@ class Trainer:
         if self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self.logger = RunLogger(self.run_dir, cfg.log, enabled=True, total_iters=total, start_iter=self.iteration)
+            # Where the logs, checkpoints and final weights go (relative output_dir: the working directory).
+            self.logger.info(f"run folder {self.run_dir.absolute()}")
             for m in self._pending_log:
                 self.logger.info(m)
             from srkit.io.atomic import atomic_write_text
@@ -697,12 +726,27 @@ def _lock_run_dir(run_dir: Path) -> Any:
     return fh
 
 
-def _remove_if_only_lock(run_dir: Path) -> None:
-    """Remove a run folder this process created if it holds nothing but its lock file."""
+def _outermost_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` that does not exist yet (what ``mkdir(parents=True)`` creates)."""
+    path = path.absolute()
+    if path.exists():
+        return None
+    while not path.parent.exists():
+        path = path.parent
+    return path
+
+
+def _remove_if_only_lock(run_dir: Path, created: Path | None = None) -> None:
+    """Remove a run folder this process created if it holds nothing but its lock file, and the empty
+    parents it created with it, up to ``created`` (e.g. ``runs/`` made for this run)."""
     try:
         if {p.name for p in run_dir.iterdir()} <= {".lock"}:
             (run_dir / ".lock").unlink(missing_ok=True)
             run_dir.rmdir()
+            folder = run_dir.absolute()
+            while created is not None and folder != created and created in folder.parents:
+                folder = folder.parent
+                folder.rmdir()  # OSError when not empty: stops here
     except OSError:  # best effort: the error being reported matters more
         pass
 
