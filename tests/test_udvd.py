@@ -38,7 +38,7 @@ def _maps(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 
 def test_presets_registered_in_family():
-    assert list_models("udvd") == ["udvd-x2", "udvd-x3", "udvd-x4"]
+    assert list_models("udvd") == ["udvd-s-x4", "udvd-x2", "udvd-x3", "udvd-x4"]
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

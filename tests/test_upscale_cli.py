@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -291,3 +292,74 @@ def test_sigterm_removes_temporary_video(assets, tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
+
+
+def test_a_single_image_without_model_options_uses_the_shipped_image_model(capsys, tmp_path):
+    """No --model/--weights: an image goes to udvd-s-x4 (a video to edvr-s), told "no blur, noise 0"
+    unless --blur/--noise say otherwise; the lines printed say which model ran and what it assumed."""
+    from srkit.models.udvd import DEFAULT_BLUR, udvd_condition
+
+    rgb = make_frames(1, (20, 16), seed=5)[0]
+    src = tmp_path / "photo.png"
+    write_image(src, rgb)
+    model = create_model("udvd-s-x4", pretrained=True)
+    for extra, noise in (((), 0.0), (("--noise", "10"), 10.0)):
+        out = tmp_path / f"photo_x4_{noise:g}.png"
+        rc, err = run(capsys, src, "-o", out, *extra)
+        assert rc == 0, err
+        assert "using udvd-s-x4, srkit's shipped x4 image model" in err
+        assert f"assuming blur {DEFAULT_BLUR} (none beyond the downscaling) and noise {noise:g}" in err
+        expected = next(upscale_frames([rgb], model, device="cpu",
+                                       condition=lambda h, w, n=noise: udvd_condition(h, w, blur=DEFAULT_BLUR, noise=n)))
+        got = read_image(out).rgb
+        assert got.shape == (64, 80, 3)
+        assert np.abs(got.astype(np.float64) - from_float(expected, np.uint8)).max() <= 1
+    # An explicit --blur is used as given (no "assuming" line).
+    rc, err = run(capsys, src, "-o", tmp_path / "b.png", "--blur", "1.6")
+    assert rc == 0 and "assuming" not in err and "using udvd-s-x4" in err
+
+
+@pytest.mark.native_bf16_default
+def test_upscale_defaults_to_bf16_only_where_the_cpu_computes_it_natively(assets, capsys, tmp_path, monkeypatch):
+    from srkit.commands import upscale as upscale_cmd
+
+    seen = []
+    real = upscale_cmd.default_precision
+    for native in (True, False):
+        monkeypatch.setattr("srkit.utils.device.cpu_has_native_bf16", lambda n=native: n)
+        assert real("cpu") == ("bf16" if native else "fp32")
+        # The restoration itself is not what this test checks: record the precision it would run in.
+        monkeypatch.setattr("srkit.infer.run.upscale", lambda inp, out, *a, **kw: seen.append(kw["precision"]) or
+                            SimpleNamespace(input=inp, output=out, frames=0, kind="video", skipped=0, seconds=0.0, fps=0.0))
+        rc, err = run(capsys, assets["clip"], "-o", tmp_path / f"o{native}.mp4", "--weights", assets["edvr"])
+        assert rc == 0, err
+        assert ("srkit: bf16 autocast (this CPU computes bf16 natively" in err) == native
+        rc, err = run(capsys, assets["clip"], "-o", tmp_path / f"p{native}.mp4", "--weights", assets["edvr"],
+                      "--precision", "fp32")
+        assert rc == 0 and "bf16 autocast" not in err
+    assert seen == ["bf16", "fp32", "fp32", "fp32"]
+
+
+def test_numbered_frame_folders_keep_their_names(assets, capsys, tmp_path):
+    """Issue 13 item 21: 00001.png ... in -> 00001.png ... out (Set8/REDS naming kept), also on --resume;
+    names that are not one consecutive numbered sequence are renumbered from 00000000.png."""
+    from srkit.infer.run import numbered_pattern
+
+    src = tmp_path / "clip"
+    src.mkdir()
+    for i, f in enumerate(make_frames(5, (32, 24), seed=4), start=1):
+        write_image(src / f"{i:05d}.png", f)
+    out = tmp_path / "out"
+    rc, err = run(capsys, src, "-o", out, "--weights", assets["edvr"], "-q")
+    assert rc == 0, err
+    assert sorted(os.listdir(out)) == [f"{i:05d}.png" for i in range(1, 6)]
+    full = {n: (out / n).read_bytes() for n in os.listdir(out)}
+    for n in ("00004.png", "00005.png"):
+        (out / n).unlink()
+    rc, err = run(capsys, src, "-o", out, "--weights", assets["edvr"], "-q", "--resume")
+    assert rc == 0, err
+    assert {n: (out / n).read_bytes() for n in os.listdir(out)} == full
+    assert numbered_pattern([Path("0009.png"), Path("0010.png")]) == ("{:04d}.png", 9)
+    assert numbered_pattern([Path("1.png"), Path("2.png"), Path("10.png")]) is None  # widths differ
+    assert numbered_pattern([Path("001.png"), Path("003.png")]) is None  # a gap
+    assert numbered_pattern([Path("f0.png")]) is None

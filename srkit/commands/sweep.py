@@ -22,6 +22,9 @@ import numpy as np
 
 from srkit.errors import ConfigError
 
+# Without --model/--weights: the shipped, srkit-trained image model.
+DEFAULT_MODEL = "udvd-s-x4"
+
 EPILOG = """\
 grid values (--blur, --noise):
   START:STOP:NUM   NUM evenly spaced values from START to STOP inclusive (as numpy.linspace)
@@ -33,10 +36,11 @@ crop (--crop), in input pixels:
   WxH                    a centred W x H region
 
 examples:
-  srkit sweep photo.png --model udvd-x4 --weights udvd_x4.safetensors --blur 0.5:3:6 --noise 0,10,25
+  srkit sweep photo.png --blur 0.5:3:6 --noise 0,10,25      # udvd-s-x4, the shipped image model
       (writes photo_sweep.png in the current folder; -o FILE to choose)
+  srkit sweep photo.png --model udvd-x4 --weights udvd_x4.safetensors --blur 0.5:3:6 --noise 0,10,25
   srkit sweep big.jpg --model udvd-x2 --weights udvd_x2.pth --crop 160x120 --blur 0.2,1,2 --noise 0,15 -o s.png
-  then: srkit upscale photo.png --model udvd-x4 --weights ... --blur 1.5 --noise 10 -o out.png
+  then: srkit upscale photo.png --blur 1.5 --noise 10 -o out.png   (same --model/--weights if given)
 """
 
 # A sheet larger than this is almost certainly a mistake (a full photo at x4 per cell); ask for --crop.
@@ -52,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "in the current folder)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--model",
-                        help="a model conditioned on degradation maps (udvd-x2, udvd-x3, udvd-x4); default: the "
-                             "network stored in --weights, else udvd-x4")
+                        help="a model conditioned on degradation maps (udvd-s-x4, udvd-x2, udvd-x3, udvd-x4); "
+                             "default: the network stored in --weights, else udvd-s-x4 (shipped weights)")
     parser.add_argument("--weights", metavar="FILE",
                         help="checkpoint; an srkit file rebuilds its own network and config (without weights the "
                              "network is untrained and the sheet is noise)")
@@ -182,11 +186,13 @@ def cell_origin(row: int, col: int, cell_size: tuple[int, int], label_height: in
 # ---------------------------------------------------------------------- command
 def _load_model(name: str | None, weights: str | None):
     """The network to sweep: rebuilt from ``weights`` (srkit files carry their preset and full config,
-    so checkpoints trained with non-default widths load too), else preset ``name`` untrained."""
-    from srkit.models import create_model
+    so checkpoints trained with non-default widths load too), else preset ``name`` with its shipped
+    weights (untrained when it ships none)."""
+    from srkit.models import create_model, has_pretrained
 
     if weights is None:
-        return create_model(name or "udvd-x4")
+        name = name or DEFAULT_MODEL
+        return create_model(name, pretrained=has_pretrained(name))
     from srkit.models.checkpoint import load_model
 
     model = load_model(weights, preset=None)
@@ -222,6 +228,10 @@ def run(args: argparse.Namespace) -> int:
     noises = parse_grid(args.noise, "--noise")
     if any(b <= 0 for b in blurs):
         raise ConfigError(f"--blur: widths must be positive, got {args.blur}")
+    from srkit.data.degrade import check_blur_width
+
+    for b in blurs:
+        check_blur_width(b, "--blur")
     if any(n < 0 or n > 255 for n in noises):
         raise ConfigError(f"--noise: levels must be in 0..255, got {args.noise}")
     if args.cell_width is not None and args.cell_width < 8:
@@ -260,7 +270,9 @@ def run(args: argparse.Namespace) -> int:
             megapixels = len(blurs) * len(noises) * cell_w * cell_h / 1e6
             raise ConfigError(f"the sheet would have {megapixels:.0f} megapixels; "
                               f"sweep a region (--crop WxH) or shrink the cells (--cell-width)")
-        if args.weights is None:
+        from srkit.models import has_pretrained
+
+        if args.weights is None and not has_pretrained(model.preset or ""):
             print("srkit sweep: warning: no --weights, the network is untrained (random outputs)", file=sys.stderr)
 
         from tqdm import tqdm

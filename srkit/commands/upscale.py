@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -13,21 +14,26 @@ EPILOG = """\
 output kind:
   OUTPUT with a video extension (.mp4 .mkv .mov .webm ...) -> video file (same frame count, fps and
   timestamps, audio/subtitles copied without re-encoding); with an image extension -> image; anything
-  else is a folder: PNG frames for a video or frame-folder input, images (same names) for image inputs.
+  else is a folder: PNG frames for a video or frame-folder input (00000000.png ... for a video; a
+  numbered frame folder keeps its names, e.g. 00001.png ...), images (same names) for image inputs.
 
 examples:
-  srkit upscale clip.mp4 -o clip_x4.mp4                    # edvr-s, the shipped srkit-trained model
+  srkit upscale clip.mp4 -o clip_x4.mp4                    # edvr-s, the shipped srkit-trained video model
+  srkit upscale photo.jpg -o photo_x4.png --noise 10       # udvd-s-x4, the shipped image model
   srkit upscale clip.mp4 -o clip_x4.mp4 --model edvr-m --weights EDVR_M_x4_SR_REDS.pth
   srkit upscale frames/ -o out_frames/ --model edvr-l --weights edvr_l.safetensors --tile 256
   srkit upscale clip.mp4 -o frames_x4/ --resume            # continue an interrupted frame-folder output
   srkit upscale photo.png -o photo_x4.png --model udvd-x4 --weights udvd.pth --blur 1.6 --noise 15
+  (UDVD models are told the input's degradation; without --blur/--kernel they assume no blur beyond the
+  downscaling: --blur 0.2, SRMD's smallest width; --noise defaults to 0)
   torchrun --nproc-per-node 2 -m srkit upscale --input-list videos.txt --output-dir out/
 """
 
 
-# What runs when neither --model nor --weights is given: the shipped, srkit-trained x4 video model
-# (it restores videos and frame folders; single images are refused until an image model ships).
+# What runs when neither --model nor --weights is given: the shipped, srkit-trained x4 models -- the
+# video model for videos, frame folders and input lists, the image model for a single image.
 DEFAULT_MODEL = "edvr-s"
+DEFAULT_IMAGE_MODEL = "udvd-s-x4"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,16 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     mg = parser.add_argument_group("model")
     mg.add_argument("--model", help="preset name (see 'srkit models'); default: the network the --weights file "
-                                    f"describes, or {DEFAULT_MODEL} (shipped weights) without --weights")
+                                    f"describes, or without --weights the shipped {DEFAULT_MODEL} (videos, frame "
+                                    f"folders) or {DEFAULT_IMAGE_MODEL} (a single image)")
     mg.add_argument("--weights", metavar="FILE",
                     help="checkpoint: srkit safetensors, BasicSR, MMagic or original format (default: the "
                          "preset's shipped weights, e.g. edvr-s; random for presets without, speed tests only)")
 
     rt = parser.add_argument_group("runtime")
     rt.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    rt.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                    help="autocast precision (default: fp32; bf16 is faster on GPUs and on CPUs with "
-                         "AVX512-BF16/AMX, slower elsewhere)")
+    rt.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                    help="autocast precision (default: bf16 on CPUs that compute it natively -- AVX512-BF16 or "
+                         "AMX -- where it is about twice as fast, fp32 elsewhere; bf16 is emulated and slow on "
+                         "other CPUs)")
     rt.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch (default: PyTorch's choice)")
     rt.add_argument("--tile", type=int, metavar="PX",
                     help="restore in tiles of PX input pixels (blended; bounds memory for large frames)")
@@ -91,21 +99,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dg.add_argument("--kernel", metavar="FILE.npy", help="blur kernel as a 2-D .npy array (instead of --blur)")
 
 
-def degradation_condition(args: argparse.Namespace):
+def degradation_condition(args: argparse.Namespace, conditioned_model: bool = False):
     """``(height, width) -> (16, H, W)`` maps from the blur/noise options, or None when none is given.
 
     The maps are UDVD's (``srkit.models.udvd.udvd_condition``: 15 PCA codes of the kernel + noise).
+    For a model known to take them (``conditioned_model``) a missing blur defaults to
+    ``udvd.DEFAULT_BLUR`` and a line says so, so that a photo upscales without degradation options.
     """
     given = args.blur is not None or args.kernel is not None or args.blur2 is not None or args.noise
-    if not given:
+    if not given and not conditioned_model:
         return None
-    from srkit.models.udvd import udvd_condition
+    from srkit.models.udvd import DEFAULT_BLUR, udvd_condition
 
     if args.kernel is not None and not Path(args.kernel).is_file():
         raise InputError("no such file", args.kernel)
-    options = dict(blur=args.blur, blur2=args.blur2, angle=args.angle, noise=args.noise, kernel=args.kernel)
+    from srkit.data.degrade import check_blur_width
+
+    for option, value in (("--blur", args.blur), ("--blur2", args.blur2)):
+        if value is not None:
+            check_blur_width(value, option)
+    if not math.isfinite(args.angle):
+        raise ConfigError(f"--angle must be a finite number of degrees, got {args.angle}")
+    blur = args.blur
+    if blur is None and args.kernel is None and args.blur2 is None:
+        blur = DEFAULT_BLUR
+        if not args.quiet:
+            print(f"srkit: assuming blur {DEFAULT_BLUR} (none beyond the downscaling) and noise {args.noise:g}; "
+                  "--blur/--kernel and --noise describe the input's degradation", file=sys.stderr)
+    options = dict(blur=blur, blur2=args.blur2, angle=args.angle, noise=args.noise, kernel=args.kernel)
     udvd_condition(1, 1, **options)  # check the options now, before any input is read
     return lambda h, w: udvd_condition(h, w, **options)
+
+
+def _default_model(args: argparse.Namespace) -> str:
+    """The shipped model for this input: the image model for one image file, else the video model."""
+    from srkit.io.images import IMAGE_EXTENSIONS
+
+    single_image = (not args.input_list and args.input is not None
+                    and Path(args.input).suffix.lower() in IMAGE_EXTENSIONS and not Path(args.input).is_dir())
+    return DEFAULT_IMAGE_MODEL if single_image else DEFAULT_MODEL
+
+
+def default_precision(device: str) -> str:
+    """What `srkit upscale` runs in without --precision: bf16 on a CPU that computes it natively
+    (AVX512-BF16 or AMX: about 2x fp32), fp32 elsewhere (emulated bf16 is slower than fp32; GPUs keep
+    fp32 unless asked, as eval's literature-exact numbers do)."""
+    from srkit.utils.device import cpu_has_native_bf16, select_device
+
+    return "bf16" if select_device(device).type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
+def _precision(args: argparse.Namespace) -> str:
+    """--precision, or :func:`default_precision`, said in one line when it is bf16."""
+    if args.precision is not None:
+        return args.precision
+    precision = default_precision(args.device)
+    if precision == "bf16" and not args.quiet:
+        print("srkit: bf16 autocast (this CPU computes bf16 natively: about 2x faster than fp32; "
+              "--precision fp32 for fp32)", file=sys.stderr)
+    return precision
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,23 +176,30 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("no output given (-o OUTPUT or --output-dir DIR)")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    options = dict(weights=args.weights, device=args.device, precision=args.precision, tile=args.tile,
-                   tile_overlap=args.tile_overlap, max_memory=args.max_memory,
-                   channels_last=not args.no_channels_last, padding=args.padding, use_cache=not args.no_cache,
-                   condition=degradation_condition(args), batch_size=args.batch_size, overwrite=args.overwrite,
-                   resume=args.resume, quiet=args.quiet, codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt,
-                   lossless=args.lossless, fps=args.fps, output_kind=args.output_kind)
-    failed: list[Path] = []  # inputs of an --input-list that could not be restored
-    model = args.model or (None if args.weights else DEFAULT_MODEL)
-    if args.weights is None and not args.quiet:
-        from srkit.models import has_pretrained
+    from srkit.models import has_pretrained, model_entry
 
+    if args.model == "bicubic":  # eval's reference row, not a network: say so before any other line
+        raise ConfigError("--model bicubic is srkit eval's MATLAB-bicubic baseline, not a network upscale can run; "
+                          "choose a preset from 'srkit models'")
+    model = args.model or (None if args.weights else _default_model(args))
+    if model is not None:
+        model_entry(model)  # an unknown name fails here, before a warning about its weights
+    if args.weights is None and not args.quiet:
         if not has_pretrained(model):
             print(f"srkit: warning: no --weights given: {model} runs with random weights (speed tests only)",
                   file=sys.stderr)
         elif args.model is None:
-            print(f"srkit: using {model}, srkit's shipped x4 video model (--model / --weights choose another)",
+            what = "image" if model == DEFAULT_IMAGE_MODEL else "video"
+            print(f"srkit: using {model}, srkit's shipped x4 {what} model (--model / --weights choose another)",
                   file=sys.stderr)
+    conditioned = model is not None and model_entry(model).family == "udvd"
+    options = dict(weights=args.weights, device=args.device, precision=_precision(args), tile=args.tile,
+                   tile_overlap=args.tile_overlap, max_memory=args.max_memory,
+                   channels_last=not args.no_channels_last, padding=args.padding, use_cache=not args.no_cache,
+                   condition=degradation_condition(args, conditioned), batch_size=args.batch_size,
+                   overwrite=args.overwrite, resume=args.resume, quiet=args.quiet, codec=args.codec, crf=args.crf,
+                   pix_fmt=args.pix_fmt, lossless=args.lossless, fps=args.fps, output_kind=args.output_kind)
+    failed: list[Path] = []  # inputs of an --input-list that could not be restored
     with torch_threads(args.threads):
         if args.input_list or (args.output_dir and not args.output):
             inputs = read_input_list(args.input_list) if args.input_list else [Path(args.input)]
