@@ -215,8 +215,9 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         for r in results:
             extra = f", {r.skipped} already done" if r.skipped else ""
-            print(f"{r.input} -> {r.output}: {r.frames} {'images' if r.kind == 'images' else 'frames'}{extra} "
-                  f"in {r.seconds:.1f}s ({r.fps:.2f}/s)", file=sys.stderr)
+            noun = ("image" if r.kind in ("image", "images") else "frame") + ("" if r.frames == 1 else "s")
+            print(f"{r.input} -> {r.output}: {r.frames} {noun}{extra} in {r.seconds:.1f}s ({r.fps:.2f}/s)",
+                  file=sys.stderr)
     if args.input_list and failed:
         print(f"srkit: error: {len(failed)} input(s) failed: {', '.join(map(str, failed))}", file=sys.stderr)
         return 1
