@@ -311,7 +311,9 @@ def test_pickles_that_run_code_are_refused_in_every_container(capsys, tmp_path):
         assert msg == (f"{path}: refused: this pickle needs to run code (posix.system) to load; srkit only loads "
                        "plain tensor checkpoints (safetensors, or torch.save of tensors/dicts), and nothing in it "
                        "was executed"), (kind, msg)
-        for argv in (["convert", path, tmp_path / "o.safetensors"], ["upscale", path, "-o", tmp_path / "o.mp4",
+        image = tmp_path / "in.png"
+        write_image(image, make_frames(1, (12, 10))[0])
+        for argv in (["convert", path, tmp_path / "o.safetensors"], ["upscale", image, "-o", tmp_path / "o.png",
                                                                       "--weights", path]):
             rc, err = srkit(capsys, *argv)
             refused(rc, err, f"{path}: refused: this pickle needs to run code (posix.system)")
@@ -558,3 +560,16 @@ def test_ctrl_c_in_a_frame_folder_upscale_says_resume_continues_it(capsys, tmp_p
     rc, err = srkit(capsys, "upscale", frames, "-o", out, "--weights", weights["edvr"], "--resume", "-q")
     assert rc == 0, err
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in frames.iterdir())  # names kept (item 21)
+
+
+def test_options_checked_before_anything_is_created(capsys, tmp_path, weights):
+    """Item 12: --tile-overlap without --tile, and eval options, are checked before any output exists."""
+    src = tmp_path / "in.png"
+    write_image(src, make_frames(1, (12, 10))[0])
+    rc, err = srkit(capsys, "upscale", src, "-o", tmp_path / "o.png", "--weights", weights["udvd"], "--blur", "1",
+                    "--tile-overlap", "-1")
+    refused(rc, err, "--tile-overlap must be >= 0, got -1")
+    rc, err = srkit(capsys, "eval", "--model", "bicubic", "--data", tmp_path, "--crop-size", "-3", "--crops",
+                    "--out", tmp_path / "report")
+    refused(rc, err, "crop size must be >= 8, got -3")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]

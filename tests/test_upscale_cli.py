@@ -331,13 +331,21 @@ def test_upscale_defaults_to_bf16_only_where_the_cpu_computes_it_natively(assets
         # The restoration itself is not what this test checks: record the precision it would run in.
         monkeypatch.setattr("srkit.infer.run.upscale", lambda inp, out, *a, **kw: seen.append(kw["precision"]) or
                             SimpleNamespace(input=inp, output=out, frames=0, kind="video", skipped=0, seconds=0.0, fps=0.0))
-        rc, err = run(capsys, assets["clip"], "-o", tmp_path / f"o{native}.mp4", "--weights", assets["edvr"])
+        rc, err = run(capsys, assets["clip"].path, "-o", tmp_path / f"o{native}.mp4", "--weights", assets["edvr"])
         assert rc == 0, err
         assert ("srkit: bf16 autocast (this CPU computes bf16 natively" in err) == native
-        rc, err = run(capsys, assets["clip"], "-o", tmp_path / f"p{native}.mp4", "--weights", assets["edvr"],
+        rc, err = run(capsys, assets["clip"].path, "-o", tmp_path / f"p{native}.mp4", "--weights", assets["edvr"],
                       "--precision", "fp32")
         assert rc == 0 and "bf16 autocast" not in err
     assert seen == ["bf16", "fp32", "fp32", "fp32"]
+    # Bad options and inputs are checked before those lines are printed: one error line, even on a
+    # native-bf16 CPU with the shipped default model.
+    monkeypatch.setattr("srkit.utils.device.cpu_has_native_bf16", lambda: True)
+    for argv in ((assets["clip"].path, "-o", tmp_path / "x.mp4", "--fps", "0"),
+                 (tmp_path / "missing.mp4", "-o", tmp_path / "y.mp4")):
+        rc, err = run(capsys, *argv)
+        assert rc == 2
+        one_error_line(err)
 
 
 def test_numbered_frame_folders_keep_their_names(assets, capsys, tmp_path):

@@ -136,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from srkit.eval import check_report_folder, evaluate, format_table, write_report
 
     opts = build_options(args)
+    opts.validate()  # every option checked before the report folder is created
     if opts.crops and not opts.out:
         raise ConfigError("--crops needs --out DIR (the crops are written there)")
     if opts.out:

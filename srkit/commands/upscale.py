@@ -104,7 +104,7 @@ def degradation_condition(args: argparse.Namespace, conditioned_model: bool = Fa
 
     The maps are UDVD's (``srkit.models.udvd.udvd_condition``: 15 PCA codes of the kernel + noise).
     For a model known to take them (``conditioned_model``) a missing blur defaults to
-    ``udvd.DEFAULT_BLUR`` and a line says so, so that a photo upscales without degradation options.
+    ``udvd.DEFAULT_BLUR`` (:func:`run` says so), so that a photo upscales without degradation options.
     """
     given = args.blur is not None or args.kernel is not None or args.blur2 is not None or args.noise
     if not given and not conditioned_model:
@@ -120,15 +120,14 @@ def degradation_condition(args: argparse.Namespace, conditioned_model: bool = Fa
             check_blur_width(value, option)
     if not math.isfinite(args.angle):
         raise ConfigError(f"--angle must be a finite number of degrees, got {args.angle}")
-    blur = args.blur
-    if blur is None and args.kernel is None and args.blur2 is None:
-        blur = DEFAULT_BLUR
-        if not args.quiet:
-            print(f"srkit: assuming blur {DEFAULT_BLUR} (none beyond the downscaling) and noise {args.noise:g}; "
-                  "--blur/--kernel and --noise describe the input's degradation", file=sys.stderr)
+    blur = DEFAULT_BLUR if _no_blur_given(args) else args.blur
     options = dict(blur=blur, blur2=args.blur2, angle=args.angle, noise=args.noise, kernel=args.kernel)
     udvd_condition(1, 1, **options)  # check the options now, before any input is read
     return lambda h, w: udvd_condition(h, w, **options)
+
+
+def _no_blur_given(args: argparse.Namespace) -> bool:
+    return args.blur is None and args.kernel is None and args.blur2 is None
 
 
 def _default_model(args: argparse.Namespace) -> str:
@@ -149,17 +148,6 @@ def default_precision(device: str) -> str:
     return "bf16" if select_device(device).type == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
-def _precision(args: argparse.Namespace) -> str:
-    """--precision, or :func:`default_precision`, said in one line when it is bf16."""
-    if args.precision is not None:
-        return args.precision
-    precision = default_precision(args.device)
-    if precision == "bf16" and not args.quiet:
-        print("srkit: bf16 autocast (this CPU computes bf16 natively: about 2x faster than fp32; "
-              "--precision fp32 for fp32)", file=sys.stderr)
-    return precision
-
-
 def run(args: argparse.Namespace) -> int:
     from srkit.infer.run import read_input_list, upscale, upscale_many
     from srkit.utils.device import torch_threads
@@ -176,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("no output given (-o OUTPUT or --output-dir DIR)")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    if args.tile_overlap < 0:  # checked by the tiler only when --tile is given
+        raise ConfigError(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
     from srkit.models import has_pretrained, model_entry
 
     if args.model == "bicubic":  # eval's reference row, not a network: say so before any other line
@@ -184,19 +174,42 @@ def run(args: argparse.Namespace) -> int:
     model = args.model or (None if args.weights else _default_model(args))
     if model is not None:
         model_entry(model)  # an unknown name fails here, before a warning about its weights
-    if args.weights is None and not args.quiet:
-        if not has_pretrained(model):
+    conditioned = model is not None and model_entry(model).family == "udvd"
+    # Every option is checked before the lines below are printed: a bad one is a single error line.
+    condition = degradation_condition(args, conditioned)
+    from srkit.infer.run import check_fps
+    from srkit.io.video import check_crf
+
+    check_fps(args.fps)
+    check_crf(args.codec, args.crf)
+    if args.input and not args.input_list:
+        from srkit.infer.run import input_kind
+        from srkit.io.video import probe_video
+
+        # A missing, unreadable or undecodable input is one error line, before the lines below.
+        if input_kind(Path(args.input)) == "video":
+            probe_video(args.input)
+    precision = args.precision or default_precision(args.device)
+    if not args.quiet:
+        if args.weights is None and not has_pretrained(model):
             print(f"srkit: warning: no --weights given: {model} runs with random weights (speed tests only)",
                   file=sys.stderr)
-        elif args.model is None:
+        elif args.weights is None and args.model is None:
             what = "image" if model == DEFAULT_IMAGE_MODEL else "video"
             print(f"srkit: using {model}, srkit's shipped x4 {what} model (--model / --weights choose another)",
                   file=sys.stderr)
-    conditioned = model is not None and model_entry(model).family == "udvd"
-    options = dict(weights=args.weights, device=args.device, precision=_precision(args), tile=args.tile,
+        if args.precision is None and precision == "bf16":
+            print("srkit: bf16 autocast (this CPU computes bf16 natively: about 2x faster than fp32; "
+                  "--precision fp32 for fp32)", file=sys.stderr)
+        if conditioned and _no_blur_given(args):
+            from srkit.models.udvd import DEFAULT_BLUR
+
+            print(f"srkit: assuming blur {DEFAULT_BLUR} (none beyond the downscaling) and noise {args.noise:g}; "
+                  "--blur/--kernel and --noise describe the input's degradation", file=sys.stderr)
+    options = dict(weights=args.weights, device=args.device, precision=precision, tile=args.tile,
                    tile_overlap=args.tile_overlap, max_memory=args.max_memory,
                    channels_last=not args.no_channels_last, padding=args.padding, use_cache=not args.no_cache,
-                   condition=degradation_condition(args, conditioned), batch_size=args.batch_size,
+                   condition=condition, batch_size=args.batch_size,
                    overwrite=args.overwrite, resume=args.resume, quiet=args.quiet, codec=args.codec, crf=args.crf,
                    pix_fmt=args.pix_fmt, lossless=args.lossless, fps=args.fps, output_kind=args.output_kind)
     failed: list[Path] = []  # inputs of an --input-list that could not be restored

@@ -453,7 +453,7 @@ def _make_options(model, weights, device, precision, tile, tile_overlap, max_mem
         raise ConfigError("--overwrite and --resume exclude each other")
     if output_kind not in ("auto", "video", "frames", "image", "images"):
         raise ConfigError(f"unknown output kind {output_kind!r}")
-    fps = _check_fps(fps)
+    fps = check_fps(fps)
     from srkit.io.video import check_crf
 
     check_crf(codec, crf)  # before any restoration: the encoder only opens on the first restored frame
@@ -467,7 +467,7 @@ def _make_options(model, weights, device, precision, tile, tile_overlap, max_mem
     return _Options(net, engine, overwrite, resume, quiet, codec, crf, pix_fmt, lossless, fps, output_kind, factory)
 
 
-def _check_fps(fps: float | Fraction) -> Fraction:
+def check_fps(fps: float | Fraction) -> Fraction:
     """``fps`` as a Fraction, refused in one line unless it is a finite number > 0."""
     try:
         value = float(fps)
