@@ -7,7 +7,7 @@
 2. It is degraded as the literature's BI x4 (MATLAB-compatible bicubic, uint8 LR).
 3. The LR clip is restored by a shipped model (``edvr-s``) through the same engine as ``srkit
    upscale`` (:func:`srkit.infer.upscale_frames`), and by MATLAB bicubic for reference.
-4. Written to the output folder: ``lr.mp4``, ``bicubic.mp4``, ``<model>.mp4``, ``original.mp4``,
+4. Written to the output folder: ``lr.mp4``, ``lr.png`` (its middle frame), ``bicubic.mp4``, ``<model>.mp4``, ``original.mp4``,
    ``comparison.png`` (whole middle frame side by side, and a zoomed crop of its most detailed
    region) and ``demo.json`` (per-frame and mean PSNR/SSIM on Y, the literature's way).
 """
@@ -174,6 +174,10 @@ def run_demo(folder: str | os.PathLike = "srkit-demo", *, frames: int = 12, mode
                 writer.write(f)
         result.files.append(path)
     mid = frames // 2
+    # One LR frame as a lossless image: something small to give the image model (`srkit upscale lr.png`).
+    lr_png = folder / "lr.png"
+    write_image(lr_png, lr[mid])
+    result.files.append(lr_png)
     png = folder / "comparison.png"
     write_image(png, _comparison(lr[mid], bicubic[mid], restored[mid], original[mid], model, scale))
     result.files.append(png)

@@ -30,6 +30,7 @@ def test_demo_writes_clips_panel_and_scores(tmp_path: Path, capsys) -> None:
         sizes[name] = frames[0].shape
     h, w = sizes["lr"][:2]
     assert sizes["bicubic"] == sizes["edvr-s"] == sizes["original"] == (4 * h, 4 * w, 3)
+    assert read_rgb(out / "lr.png").shape == sizes["lr"]  # the middle LR frame, lossless
     panel = read_rgb(out / "comparison.png")
     assert panel.shape[1] >= 4 * 4 * w and panel.dtype == np.uint8
     assert not list(out.glob(".srkit-tmp-*"))
