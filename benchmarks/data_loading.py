@@ -28,7 +28,8 @@ import numpy as np
 
 from srkit.data.degrade import bicubic_downsample
 from srkit.data.layouts import Clip
-from srkit.data.lmdb_store import LmdbReader, pack
+from srkit.data.lmdb_pack import pack
+from srkit.data.lmdb_store import LmdbReader
 from srkit.data.transforms import mod_crop
 from srkit.data.video_dataset import VideoSRDataset, read_window
 from srkit.io.images import list_images, read_rgb, to_float, write_image

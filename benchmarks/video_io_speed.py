@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from srkit.io.images import list_images, read_rgb  # noqa: E402
-from srkit.io.video import _SWS_FLAGS, VideoReader, VideoWriter  # noqa: E402
+from srkit.io.video import SWS_FLAGS, VideoReader, VideoWriter  # noqa: E402
 from tests.media import make_frames, make_video  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -74,8 +74,8 @@ def decode_speed(path: Path, limit: int) -> None:
 def conversion_accuracy(images: list[np.ndarray]) -> None:
     """RGB -> yuv420p (BT.709, limited) -> RGB with srkit's flags vs swscale defaults, no codec."""
     print(f"colour round trip RGB->yuv420p->RGB on {len(images)} frames {images[0].shape[1]}x{images[0].shape[0]}")
-    for enc_name, enc_flags in (("PyAV default", None), ("srkit", _SWS_FLAGS)):
-        for dec_name, dec_flags in (("PyAV default", None), ("srkit", _SWS_FLAGS)):
+    for enc_name, enc_flags in (("PyAV default", None), ("srkit", SWS_FLAGS)):
+        for dec_name, dec_flags in (("PyAV default", None), ("srkit", SWS_FLAGS)):
             r1, r2 = VideoReformatter(), VideoReformatter()
             scores = []
             for img in images:

@@ -6,12 +6,11 @@ dependency (say, PyAV for video) never breaks the rest of the package.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from srkit.utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_LAZY = {
+_EXPORTS = {
     "list_models": "srkit.models",
     "create_model": "srkit.models",
     "register_model": "srkit.models",
@@ -21,17 +20,6 @@ _LAZY = {
     "upscale_frames": "srkit.infer",
 }
 
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", *_EXPORTS]
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'srkit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -12,7 +12,7 @@ Protocol details that move published numbers, and what is done here:
 
 * synthesised LR: the ground truth is first cropped to a multiple of the scale (MATLAB ``modcrop``);
   BI/BD frames are degraded in their integer class and stay quantised, exactly like LR PNG files made
-  with MATLAB; SRMD frames (blur, noise) stay float, as SRMD/UDVD test;
+  with MATLAB; SRMD and DN frames (blur, noise) stay float, as SRMD/UDVD test;
 * LR from disk larger ground truth: the ground truth is cropped to ``scale x`` the LR size;
 * Vimeo-90K: only the centre frame of each septuplet is scored (all seven are the model's input);
 * ``--model bicubic``: MATLAB ``imresize(lr, scale)`` on the LR in its own class;
@@ -39,7 +39,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from srkit.data.degrade import DEGRADATIONS, check_blur_width
 from srkit.errors import ConfigError, InputError, OutputError
+from srkit.infer.options import RestoreOptions
 from srkit.io.atomic import atomic_path, atomic_write_text, check_output_path
 from srkit.io.images import from_float, read_rgb, write_image
 from srkit.metrics import VideoScores, psnr, ssim
@@ -47,9 +49,9 @@ from srkit.metrics import VideoScores, psnr, ssim
 __all__ = ["EvalOptions", "EvalReport", "ClipResult", "evaluate", "write_report", "format_table", "REPORT_FILES"]
 
 REPORT_FILES = ("eval.json", "per_frame.csv", "per_clip.csv", "psnr_per_frame.png")
-# Degradations that can be synthesised from the ground truth; others (REDS "blur_bicubic", "blur")
-# are evaluated from LR frames on disk only.
-SYNTHESISABLE = ("BI", "BD", "SRMD")
+# Degradations that can be synthesised from the ground truth (the registered ones); others (REDS
+# "blur_bicubic", "blur") are evaluated from LR frames on disk only.
+SYNTHESISABLE = tuple(DEGRADATIONS)
 
 
 @dataclass
@@ -79,12 +81,13 @@ class EvalOptions:
     crops: bool = False
     crop_size: int = 128
     overwrite: bool = False
-    device: str = "auto"
-    precision: str = "fp32"
-    # temporal border padding of video models' windows (EDVR/BasicSR test configs: reflection_circle)
-    padding: str = "reflection_circle"
-    tile: int | None = None
-    max_memory: str | None = None
+    # How the model runs: RestoreOptions' defaults (fp32: eval stays literature-exact; padding
+    # reflection_circle, as EDVR's BasicSR test configs).
+    device: str = RestoreOptions.device
+    precision: str = RestoreOptions.precision
+    padding: str = RestoreOptions.padding
+    tile: int | None = RestoreOptions.tile
+    max_memory: str | None = RestoreOptions.max_memory
     # temporal ablation: every window of a video model is its centre frame repeated
     repeat_centre: bool = False
     quiet: bool = False
@@ -104,24 +107,28 @@ class EvalOptions:
             raise ConfigError(f"--noise must be in 0..255, got {self.noise}")
         if self.blur is not None and not (math.isfinite(self.blur) and self.blur > 0):
             raise ConfigError(f"--blur must be positive, got {self.blur}")
-        if self.blur is not None and self.degradation == "SRMD":
-            from srkit.data.degrade import check_blur_width
+        entry = DEGRADATIONS.get(self.degradation)
+        if self.blur is not None and entry is not None and entry.condition is not None:
+            check_blur_width(self.blur)  # the maps its samples carry cannot describe wider blurs
+        from srkit.data.degrade import BD_VARIANTS
 
-            check_blur_width(self.blur)  # the maps a non-blind model is given cannot describe wider blurs
-        if self.bd_variant not in ("duf", "matlab"):
-            raise ConfigError(f"--bd-variant must be duf or matlab, got {self.bd_variant!r}")
+        if self.bd_variant not in BD_VARIANTS:
+            raise ConfigError(f"--bd-variant must be one of {', '.join(BD_VARIANTS)}, got {self.bd_variant!r}")
         if self.jpeg is not None and not 1 <= self.jpeg <= 100:
             raise ConfigError(f"--jpeg quality must be in 1..100, got {self.jpeg}")
         if self.model == "bicubic" and self.weights:
             raise ConfigError("--weights makes no sense with --model bicubic")
         if self.model is None and not self.weights:
             self.model = "bicubic"
-        from srkit.data.windows import PADDING_MODES
-
-        if self.padding not in PADDING_MODES:
-            raise ConfigError(f"--padding must be one of {', '.join(PADDING_MODES)}, got {self.padding!r}")
+        self.restore_options()  # precision, padding, tile and memory checked as for srkit upscale
         if self.crop_size < 8:
             raise ConfigError(f"crop size must be >= 8, got {self.crop_size}")
+
+
+    def restore_options(self) -> RestoreOptions:
+        """How the model runs (validated)."""
+        return RestoreOptions(device=self.device, precision=self.precision, tile=self.tile,
+                              max_memory=self.max_memory, padding=self.padding).validate()
 
 
 @dataclass
@@ -202,20 +209,6 @@ def _modcrop(img: np.ndarray, scale: int) -> np.ndarray:
     return img[: h - h % scale, : w - w % scale]
 
 
-def _condition_for(opts: EvalOptions, sample_maps: np.ndarray | None):
-    """Degradation maps for a conditioned model (UDVD): the synthesised truth, else from --blur/--noise."""
-    if sample_maps is not None:
-        return sample_maps
-    from srkit.data.degrade import degradation_maps, gaussian_kernel, kernel_to_code
-
-    deg = opts.degradation.upper()
-    # Without a known kernel: BI is (nearly) no blur -> the narrowest trained width; BD is 0.4 * scale.
-    sigma = opts.blur if opts.blur is not None else (0.4 * opts.scale if deg == "BD" else 0.2)
-    code = kernel_to_code(gaussian_kernel(15, sigma))
-    noise = float(opts.noise or 0.0)
-    return lambda h, w: degradation_maps(code, noise, h, w)
-
-
 def _degradation(opts: EvalOptions):
     from srkit.data.degrade import make_degradation
 
@@ -228,10 +221,10 @@ def _degradation(opts: EvalOptions):
         if opts.blur is not None:
             params["blur"] = opts.blur
     else:
-        if deg == "BI" and opts.blur is not None:
-            # BI has no blur to set: silently ignoring --blur would score one degradation while telling a
-            # conditioned model (UDVD) another.
-            raise ConfigError(f"--blur {opts.blur:g} does not apply to BI (bicubic, no blur); use --degradation SRMD "
+        if deg in ("BI", "DN") and opts.blur is not None:
+            # BI and DN have no blur to set: silently ignoring --blur would score one degradation while
+            # telling a conditioned model (UDVD) another.
+            raise ConfigError(f"--blur {opts.blur:g} does not apply to {deg} (bicubic, no blur); use --degradation SRMD "
                               f"(Gaussian blur + bicubic, as UDVD/SRMD) or BD (Gaussian blur + subsampling)")
         if opts.noise:
             params["noise"] = float(opts.noise)
@@ -284,16 +277,6 @@ def _bicubic_up(lr: np.ndarray, scale: int, dtype: np.dtype) -> np.ndarray:
 
 def _quantise(frame: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return from_float(frame, dtype)
-
-
-def _load_model(opts: EvalOptions, model):
-    from srkit.infer.engine import load_model, model_spec
-
-    net = load_model(model if model is not None else opts.model, opts.weights)
-    spec = model_spec(net)
-    if spec.scale != opts.scale:
-        raise ConfigError(f"model {getattr(net, 'preset', None) or type(net).__name__} upscales x{spec.scale}, but --scale is {opts.scale}")
-    return net, spec
 
 
 def _scored_indices(clip, n: int) -> list[int]:
@@ -391,14 +374,20 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
     if not clips:
         raise InputError("no clips found", opts.data)
     bicubic = model is None and opts.model == "bicubic"
-    net = spec = None
+    restorer = spec = None
     if not bicubic:
-        net, spec = _load_model(opts, model)
+        from srkit.infer.engine import Restorer
+
+        # Made ready once (device, precision, layout) and used for every clip.
+        restorer = Restorer(model if model is not None else opts.model, opts.restore_options(), weights=opts.weights)
+        net, spec = restorer.model, restorer.spec
+        if spec.scale != opts.scale:
+            raise ConfigError(f"model {getattr(net, 'preset', None) or type(net).__name__} upscales x{spec.scale}, "
+                              f"but --scale is {opts.scale}")
     model_name = "bicubic" if bicubic else (getattr(net, "preset", None) or opts.model or type(net).__name__)
     # frames a video model may read beyond the last scored one: its half-window m, or up to 2m when a
     # window at the clip start is padded with frames from past its far side (reflection_circle, circle)
-    context = 0 if spec is None or spec.input_kind != "video" else 2 * max(spec.center_index,
-                                                                              spec.num_frames - 1 - spec.center_index)
+    context = 0 if spec is None or spec.input_kind != "video" else spec.window_reach
     from tqdm import tqdm
 
     total = sum(len(_scored_indices(c, min(c.num_frames or 0, opts.frames or 10**9))) for c in clips)
@@ -427,21 +416,24 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
             if bicubic:
                 outputs: Iterable[np.ndarray] = (_bicubic_up(f, opts.scale, dtype) if i in scored else None for i, f in enumerate(lr))
             else:
-                from srkit.infer import upscale_frames
+                from srkit.data.conditions import assumed_condition
 
-                condition = _condition_for(opts, maps) if spec.condition == "degradation" else None
-                run = dict(device=opts.device, precision=opts.precision, condition=condition, tile=opts.tile,
-                           max_memory=opts.max_memory, padding=opts.padding)
+                condition = None
+                if spec.condition == "degradation":
+                    # The synthesised samples' own maps, else what --blur/--noise or the degradation imply.
+                    condition = maps if maps is not None else assumed_condition(
+                        opts.degradation, opts.scale, blur=opts.blur, noise=float(opts.noise or 0.0))
                 if opts.repeat_centre and spec.num_frames > 1:
                     # Each scored frame alone, as a clip of num_frames copies: the centre output of
                     # that clip saw no other frame.
-                    outputs = (_quantise(next(upscale_frames([lr[i]] * spec.num_frames, net, **run,
-                                                             start_frame=spec.center_index)), dtype)
+                    outputs = (_quantise(next(restorer.stream([lr[i]] * spec.num_frames, condition=condition,
+                                                              start_frame=spec.center_index)), dtype)
                                if i in scored else None for i in range(first, len(lr)))
                 else:
                     # start_frame skips outputs before the first scored frame (Vimeo: only the centre of
                     # 7 is scored) while still feeding its temporal context; we stop after the last.
-                    outputs = (_quantise(o, dtype) for o in upscale_frames(lr, net, **run, start_frame=first))
+                    outputs = (_quantise(o, dtype)
+                               for o in restorer.stream(lr, condition=condition, start_frame=first))
             offset = 0 if bicubic else first
             for i, out in enumerate(outputs, start=offset):
                 if i > last:

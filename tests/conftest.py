@@ -29,6 +29,45 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+# ------------------------------------------------------------------------------ tiny models
+# The one tiny config per model family: the smallest widths that still run every preset of the family
+# (norm_groups=None lets MANA presets with fixed GroupNorm groups, e.g. mana-s, take num_feat=16).
+# A new family must add its entry here (test_registry's every-preset test fails otherwise). Tests that
+# need another size or option pass it as an override: tiny_model("edvr-m", num_frame=3).
+TINY_OVERRIDES: dict[str, dict] = {
+    "edvr": {"num_feat": 8, "deformable_groups": 2, "num_extract_block": 1, "num_reconstruct_block": 1},
+    "udvd": {"num_feat": 8, "num_blocks": 1, "image_feat": 4, "block_feat": 8, "hr_feat": 4},
+    "mana": {"num_feat": 16, "encoder_nblocks": 1, "decoder_nblocks": 1, "norm_groups": None},
+}
+
+
+def tiny_overrides(name: str, **extra) -> dict:
+    """A fresh dict of the tiny overrides for ``name`` (a preset such as ``"udvd-x4"``, or a family such
+    as ``"udvd"``), updated with ``extra`` (extra wins): for create_model, load_model and train configs."""
+    if name in TINY_OVERRIDES:
+        family = name
+    else:
+        from srkit.models import model_entry
+
+        family = model_entry(name).family
+    return {**TINY_OVERRIDES[family], **extra}
+
+
+def make_tiny_model(name: str, **extra):
+    """``create_model(name, **tiny_overrides(name, **extra))``: preset ``name`` at its family's tiny size
+    (extra also takes create_model's own options, e.g. ``weights=``). Seeds nothing: seed before it."""
+    from srkit.models import create_model
+
+    return create_model(name, **tiny_overrides(name, **extra))
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """The tiny-model factory as a fixture: ``tiny_model("edvr-m")``, ``tiny_model("udvd-x4", hr_feat=8)``
+    (see make_tiny_model; module code imports it with ``from conftest import make_tiny_model``)."""
+    return make_tiny_model
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch() -> None:
     """Every test starts from the same RNG state, whatever ran before it."""

@@ -7,15 +7,14 @@ import os
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_model, tiny_overrides
 
 from srkit.cli import main
 from srkit.errors import ConfigError, InputError
 from srkit.io.images import write_image
-from srkit.models import create_model
 from srkit.models.checkpoint import save_model
 from tests.media import make_frames
 
@@ -24,14 +23,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 def tiny_edvr():
     torch.manual_seed(0)
-    return create_model("edvr-m", num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2,
-                        num_frame=3)
+    return make_tiny_model("edvr-m", num_frame=3)
 
 
 def tiny_udvd():
     torch.manual_seed(0)
-    return create_model("udvd-x2", num_feat=8, num_blocks=1, image_feat=4, block_feat=8, hr_feat=8,
-                        num_common_blocks=2, kernel_size=3)
+    return make_tiny_model("udvd-x2")
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +248,7 @@ def test_upscale_frames_accepts_floats_in_range_with_resampling_overshoot():
 # ------------------------------------------------------------------------------------------- item 16
 def test_api_condition_noise_is_validated_like_the_cli(tmp_path):
     import srkit
-    from srkit.models.udvd import udvd_condition
+    from srkit.data.conditions import udvd_condition
 
     src = tmp_path / "in.png"
     write_image(src, make_frames(1, (12, 10))[0])
@@ -353,8 +350,7 @@ def _tiny_train_cfg(tmp_path: Path, name: str, model: dict) -> Path:
     return path
 
 
-EDVR_TINY = {"name": "edvr-m", "overrides": {"num_feat": 8, "num_frame": 3, "deformable_groups": 1,
-                                             "num_extract_block": 1, "num_reconstruct_block": 1}}
+EDVR_TINY = {"name": "edvr-m", "overrides": tiny_overrides("edvr", num_frame=3)}  # the network of tiny_edvr()
 
 
 @pytest.mark.parametrize("kind", ["random", "zip", "legacy", "plain"])
@@ -385,8 +381,7 @@ def test_train_resume_from_another_network_names_the_file_and_both_networks(caps
         ckpt = trainer.save()
     finally:
         trainer.close()
-    udvd = {"name": "udvd-x2", "overrides": {"num_feat": 8, "num_blocks": 1, "image_feat": 4, "block_feat": 8,
-                                             "hr_feat": 8, "num_common_blocks": 2, "kernel_size": 3}}
+    udvd = {"name": "udvd-x2", "overrides": tiny_overrides("udvd")}
     cfg = _tiny_train_cfg(tmp_path, "udvd", udvd)
     rc, err = srkit(capsys, "train", cfg, "--resume", ckpt)
     refused(rc, err, f"{ckpt}: is a checkpoint of edvr-m but the config trains udvd-x2 (model.name)")
@@ -448,7 +443,7 @@ def test_data_pack_write_failure_says_where_and_why(capsys, tmp_path, monkeypatc
 
     import lmdb
 
-    from srkit.data import lmdb_store
+    from srkit.data import lmdb_pack
 
     src = tmp_path / "clips"
     frame_folder(src / "c1", n=2)
@@ -458,7 +453,7 @@ def test_data_pack_write_failure_says_where_and_why(capsys, tmp_path, monkeypatc
         raise lmdb.Error("mdb_txn_commit: Input/output error")
 
     usage = collections.namedtuple("usage", "total used free")
-    monkeypatch.setattr(lmdb_store, "_write_batch", failing_batch)
+    monkeypatch.setattr(lmdb_pack, "_write_batch", failing_batch)
     monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(free * 2, free, free))
     out = tmp_path / "out.lmdb"
     rc, err = srkit(capsys, "data", "pack", src, out, "--layout", "folders", "-q")

@@ -13,6 +13,7 @@ import re
 
 import pytest
 import torch
+from conftest import make_tiny_model, tiny_overrides
 from torch.nn import functional as F
 
 from srkit.errors import CheckpointError
@@ -27,7 +28,8 @@ from srkit.models.checkpoint import (
     save_model,
 )
 
-TINY = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=2)
+# The suite's tiny EDVR with two reconstruction blocks (test_non_preset_hyper_parameters_are_inferred reads 2 back).
+TINY = tiny_overrides("edvr", num_reconstruct_block=2)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
@@ -269,11 +271,10 @@ def _train_payload(model, ema=None, preset="edvr-m"):
 def test_training_checkpoint_rebuilds_its_exact_config(tmp_path):
     # kernel_norm and padding leave no trace in UDVD's weights: a guess from the shapes would build
     # kernel_norm="none" and give other outputs. The training meta must be used instead.
-    from srkit.models.udvd import udvd_condition
+    from srkit.data.conditions import udvd_condition
 
-    src = create_model("udvd-x2", num_feat=8, num_blocks=1, num_common_blocks=1, block_feat=8, hr_feat=4,
-                       image_feat=4, kernel_size=3, kernel_norm="softmax", padding="zeros",
-                       stage_loss_weights=(0.5, 1.0))
+    src = make_tiny_model("udvd-x2", num_common_blocks=1, kernel_size=3, kernel_norm="softmax", padding="zeros",
+                          stage_loss_weights=(0.5, 1.0))
     with torch.no_grad():
         for p in src.parameters():
             p.normal_(0, 0.1)

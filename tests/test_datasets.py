@@ -11,7 +11,7 @@ import torch
 from srkit.data.degrade import DegradedSample, bd_downsample, bicubic_downsample
 from srkit.data.image_dataset import ImageSRDataset
 from srkit.data.layouts import Clip
-from srkit.data.lmdb_store import pack
+from srkit.data.lmdb_pack import pack
 from srkit.data.video_dataset import VideoSRDataset
 from srkit.data.windows import window_indices
 from srkit.errors import ConfigError, InputError

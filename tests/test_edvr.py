@@ -7,13 +7,14 @@ import logging
 
 import pytest
 import torch
+from conftest import tiny_overrides
 
 from srkit.errors import ConfigError, InputError
 from srkit.models import create_model, list_models
-from srkit.models._blocks import pad_to_multiple
+from srkit.models.blocks import pad_to_multiple
 from srkit.models.edvr import EDVR, EDVRConfig
 
-TINY = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1)
+TINY = tiny_overrides("edvr")  # conftest.TINY_OVERRIDES: the one tiny EDVR of the test suite
 PRESETS = list_models(family="edvr")
 
 
@@ -31,8 +32,8 @@ def _randomise_offsets(model: torch.nn.Module, std: float = 0.3, bias_std: float
 
 def test_every_documented_preset_is_registered():
     assert PRESETS == sorted([
-        "edvr-s", "edvr-m", "edvr-m-wotsa", "edvr-l", "edvr-l-wotsa", "edvr-l-7f", "edvr-l-srblur",
-        "edvr-l-deblur", "edvr-l-deblurcomp",
+        "edvr-s", "edvr-m", "edvr-m-wotsa", "edvr-m-wopcd", "edvr-m-wopcd-wotsa", "edvr-l", "edvr-l-wotsa",
+        "edvr-l-7f", "edvr-l-srblur", "edvr-l-deblur", "edvr-l-deblurcomp",
     ])
 
 
@@ -60,7 +61,7 @@ def test_odd_size_comes_back_at_exact_scale(name):
 
 def test_preset_hyper_parameters_match_basicsr_options():
     def cfg(name):
-        return create_model(name, num_feat=8, deformable_groups=2).config  # structure flags only
+        return create_model(name, **TINY).config  # structure flags only
 
     assert (cfg("edvr-m").with_tsa, cfg("edvr-m-wotsa").with_tsa) == (True, False)
     assert cfg("edvr-l-7f").num_frame == 7
@@ -113,7 +114,7 @@ def test_matches_basicsr_structured_reference(variant):
     pytest.importorskip("torchvision")
     from tests.reference.edvr_reference import EDVRReference
 
-    cfg = dict(num_feat=16, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1, **PARITY[variant])
+    cfg = {**TINY, "num_feat": 16, **PARITY[variant]}
     model = EDVR(EDVRConfig(**cfg)).eval()
     _randomise_offsets(model, 0.3, 3.0)
     ref = EDVRReference(**cfg).eval()
@@ -150,7 +151,7 @@ def test_gradients_match_reference(variant):
     pytest.importorskip("torchvision")
     from tests.reference.edvr_reference import EDVRReference
 
-    cfg = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1, **PARITY[variant])
+    cfg = {**TINY, **PARITY[variant]}
     model = EDVR(EDVRConfig(**cfg))
     _randomise_offsets(model, 0.3, 2.0)
     ref = EDVRReference(**cfg)
@@ -168,7 +169,7 @@ def test_gradients_match_reference(variant):
 
 @pytest.mark.parametrize("variant", ["tsa", "hr_in_predeblur", "7f_center5"])
 def test_feature_cache_equals_forward(variant):
-    cfg = dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1, **PARITY[variant])
+    cfg = {**TINY, **PARITY[variant]}
     model = EDVR(EDVRConfig(**cfg)).eval()
     _randomise_offsets(model)
     t = model.spec.num_frames
@@ -187,7 +188,7 @@ def test_feature_cache_equals_forward(variant):
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
 def test_per_frame_inference_equals_batched_alignment(variant, channels_last):
     """Inference aligns and weights one neighbour at a time; training aligns all T in one batch."""
-    cfg = dict(num_feat=16, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1, **PARITY[variant])
+    cfg = {**TINY, "num_feat": 16, **PARITY[variant]}
     model = EDVR(EDVRConfig(**cfg)).eval()
     _randomise_offsets(model, 0.3, 3.0)
     t = cfg.get("num_frame", 5)
@@ -298,4 +299,77 @@ def test_fresh_edvr_carries_the_input_through_alignment(seed):
     model(frames)  # autograd on: the batched training path
     assert spread["pcd_align"] > 0.1 * spread["conv_first"], spread
     # The DCN offset predictors still start at zero (a plain convolution), residual blocks small.
-    assert all(float(m.conv_offset.weight.abs().max()) == 0 for m in model.modules() if hasattr(m, "conv_offset"))
+    assert all(float(m.conv_offset.weight.detach().abs().max()) == 0 for m in model.modules() if hasattr(m, "conv_offset"))
+
+
+# ------------------------------------------------------------------------ the paper's PCD ablation
+@pytest.mark.parametrize("name", ["edvr-m-wopcd", "edvr-m-wopcd-wotsa"])
+def test_wopcd_presets_have_no_alignment_and_fuse_the_unaligned_features(name):
+    """woPCD: no pcd_align (and no pyramid that only PCD reads); the fused features are the fusion
+    (TSA, or the 1x1 conv) of the frames' level-1 features as extracted, computed here by hand."""
+    model = create_model(name, **TINY).eval()
+    full = create_model("edvr-m" if model.with_tsa else "edvr-m-wotsa", **TINY)
+    assert not hasattr(model, "pcd_align") and model.config.with_pcd is False
+    assert not any(isinstance(m, torch.nn.Module) and type(m).__name__ in ("PCDAlignment", "DCNv2Pack")
+                   for m in model.modules())
+    # A checkpoint of the ablation is the full network's state dict minus PCD and its pyramid.
+    dropped = {k for k in full.state_dict() if k.startswith(("pcd_align.", "conv_l2_", "conv_l3_"))}
+    assert dropped and set(model.state_dict()) == set(full.state_dict()) - dropped
+    assert model.max_offset_abs_mean() is None  # nothing to monitor: the trainer's guard reads None
+
+    x = torch.rand(2, 5, 3, 12, 16)
+    with torch.no_grad():
+        ours = model._align_and_fuse([model.encode(x[:, i]) for i in range(5)])
+        # Reference: per-frame features (conv_first, LeakyReLU 0.1, residual blocks), then the fusion.
+        feats = [model.feature_extraction(torch.nn.functional.leaky_relu(model.conv_first(x[:, i]), 0.1))
+                 for i in range(5)]
+        if model.with_tsa:
+            from tests.reference.edvr_reference import TSA
+
+            tsa = TSA(TINY["num_feat"], 5, 2)
+            tsa.load_state_dict(model.fusion.state_dict())
+            expect = tsa(torch.stack(feats, 1))
+        else:
+            expect = torch.nn.functional.conv2d(torch.cat(feats, 1), model.fusion.weight, model.fusion.bias)
+    torch.testing.assert_close(ours, expect, atol=1e-5, rtol=1e-5)
+    # The training path (all frames in one batch, autograd on) gives the same features.
+    batched = model._align_fuse([torch.stack(feats, 1)])
+    torch.testing.assert_close(batched, expect, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("with_tsa", [True, False], ids=["tsa", "wotsa"])
+def test_wopcd_matches_the_reference_and_its_cache_path(with_tsa):
+    pytest.importorskip("torchvision")
+    from tests.reference.edvr_reference import EDVRReference
+
+    cfg = {**TINY, "num_feat": 16, "with_pcd": False, "with_tsa": with_tsa}
+    model = EDVR(EDVRConfig(**cfg)).eval()
+    ref = EDVRReference(**cfg).eval()
+    ref.load_state_dict(model.state_dict(), strict=True)  # same keys: no PCD, no pyramid
+    x = torch.rand(2, 5, 3, 12, 16)
+    with torch.no_grad():
+        ours, theirs = model(x), ref(x)
+        assert (ours - theirs).abs().max() < 1e-4
+        cached = model.decode([model.encode(x[:, i]) for i in range(5)], x[:, 2])
+        assert torch.equal(cached, ours)
+        # Any size: padded to 4 with TSA (its pooling pyramid), not at all without.
+        assert model.spec.pad_multiple == (4 if with_tsa else 1)
+        assert model(torch.rand(1, 5, 3, 9, 11)).shape == (1, 3, 36, 44)
+
+
+def test_wopcd_checkpoint_loads_as_its_preset(tmp_path):
+    from srkit.models.checkpoint import _best_preset, load_model
+
+    for name in ("edvr-m-wopcd", "edvr-m-wopcd-wotsa"):
+        with torch.device("meta"):
+            sd = create_model(name).state_dict()
+        assert _best_preset(sd, None, None)[:2] == (name, {})
+    # A non-preset size is inferred from the tensors (no pcd_align: with_pcd=False).
+    src = create_model("edvr-m-wopcd", **{**TINY, "num_frame": 3})
+    path = tmp_path / "wopcd.pth"
+    torch.save({"params": src.state_dict()}, path)
+    model = load_model(path)
+    assert model.config.with_pcd is False and model.config.with_tsa and model.config.num_frame == 3
+    x = torch.rand(1, 3, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(model.eval()(x), src.eval()(x))

@@ -117,15 +117,14 @@ def test_bd_synthesis_uses_blur_option(tmp_path):
     assert "BD (matlab grid)" in format_table(m)
 
 
-def test_tiny_edvr_scores_equal_direct_inference(tmp_path):
+def test_tiny_edvr_scores_equal_direct_inference(tmp_path, tiny_model):
     import torch
 
     from srkit.infer import upscale_frames
-    from srkit.models import create_model
 
     root = _make_vid4(tmp_path / "vid4", frames=3, size=(32, 36))
     torch.manual_seed(0)
-    net = create_model("edvr-m", num_feat=8, deformable_groups=1, num_extract_block=1, num_reconstruct_block=1).eval()
+    net = tiny_model("edvr-m").eval()
     opts = EvalOptions(data=str(root), layout="vid4", model="edvr-m", quiet=True, device="cpu", crops=True)
     report = evaluate(opts, model=net)
     files = write_report(report, tmp_path / "out")
@@ -141,15 +140,14 @@ def test_tiny_edvr_scores_equal_direct_inference(tmp_path):
         assert data["clips"][clip]["per_frame"]["ssim"][0] == pytest.approx(ssim(outs[0], gt[0]), abs=1e-9)
 
 
-def test_cli_weights_file_alone_rebuilds_the_network(tmp_path, capsys):
+def test_cli_weights_file_alone_rebuilds_the_network(tmp_path, capsys, tiny_model):
     import torch
 
-    from srkit.models import create_model
     from srkit.models.checkpoint import save_model
 
     root = _make_vid4(tmp_path / "vid4", frames=2, size=(24, 28))
     torch.manual_seed(1)
-    net = create_model("edvr-m", num_feat=8, deformable_groups=1, num_extract_block=1, num_reconstruct_block=1).eval()
+    net = tiny_model("edvr-m").eval()
     ckpt = save_model(net, tmp_path / "tiny.safetensors")
     out = tmp_path / "rep"
     assert main(["eval", "--weights", str(ckpt), "--data", str(root), "--layout", "vid4", "--device", "cpu",
@@ -161,7 +159,7 @@ def test_cli_weights_file_alone_rebuilds_the_network(tmp_path, capsys):
     assert "edvr-m" in capsys.readouterr().out
 
 
-def test_srmd_synthesis_is_seeded_per_clip_and_conditions_udvd(tmp_path):
+def test_srmd_synthesis_is_seeded_per_clip_and_conditions_udvd(tmp_path, tiny_model):
     root = _make_vid4(tmp_path / "vid4", frames=2, size=(24, 28))
     base = dict(data=str(root), layout="vid4", degradation="SRMD", blur=1.2, noise=10.0, quiet=True)
     a = evaluate(EvalOptions(**base))
@@ -180,10 +178,8 @@ def test_srmd_synthesis_is_seeded_per_clip_and_conditions_udvd(tmp_path):
 
     import torch
 
-    from srkit.models import create_model
-
     torch.manual_seed(0)
-    udvd = create_model("udvd-x4", num_feat=8, num_blocks=1, image_feat=4, block_feat=8, hr_feat=4).eval()
+    udvd = tiny_model("udvd-x4").eval()
     r = evaluate(EvalOptions(**{**base, "model": "udvd-x4", "device": "cpu"}), model=udvd)
     assert np.isfinite(r.scores.mean("psnr"))
 
@@ -205,7 +201,10 @@ def test_config_file_and_command_line_precedence(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("data: x\nframez: 3\n")
     assert main(["eval", "--config", str(bad)]) == 2
-    assert "unknown option(s) framez" in capsys.readouterr().err
+    assert "bad.yaml: framez: unknown key; did you mean 'frames'?" in capsys.readouterr().err
+    bad.write_text("data: x\nframes: many\n")
+    assert main(["eval", "--config", str(bad)]) == 2
+    assert "bad.yaml: frames: expected an integer, got 'many'" in capsys.readouterr().err
     assert main(["eval", "--data", str(root), "--layout", "vid4", "--crops"]) == 2
     assert "--crops needs --out" in capsys.readouterr().err
     assert main(["eval", "--data", str(tmp_path / "missing"), "--layout", "vid4"]) == 2
@@ -257,37 +256,34 @@ def test_preset_without_weights_is_flagged_untrained(tmp_path, capsys):
     assert "untrained" not in cap.err.lower() + cap.out.lower()
 
 
-def test_padding_option_reaches_the_video_engine(tmp_path, monkeypatch):
+def test_padding_option_reaches_the_video_engine(tmp_path, monkeypatch, tiny_model):
     import torch
 
-    import srkit.infer
-    from srkit.models import create_model
+    from srkit.infer.engine import Restorer
 
     seen = {}
 
-    def fake_upscale(frames, net, **kw):  # records the options, restores with MATLAB bicubic
-        seen.update(kw)
-        for f in list(frames)[kw.get("start_frame", 0):]:
+    def fake_stream(self, frames, *, condition=None, start_frame=0):  # records, restores with MATLAB bicubic
+        seen["padding"] = self.options.padding
+        for f in list(frames)[start_frame:]:
             yield imresize(f.astype(np.float32) / 255, 4.0)
 
-    monkeypatch.setattr(srkit.infer, "upscale_frames", fake_upscale)
+    monkeypatch.setattr(Restorer, "stream", fake_stream)
     root = _make_vid4(tmp_path / "vid4", frames=2, size=(16, 16))
     torch.manual_seed(0)
-    net = create_model("udvd-x4", num_feat=8, num_blocks=1, image_feat=4, block_feat=8, hr_feat=4).eval()
+    net = tiny_model("udvd-x4").eval()
     evaluate(EvalOptions(data=str(root), layout="vid4", padding="replicate", quiet=True, ssim=False), model=net)
     assert seen["padding"] == "replicate"
     with pytest.raises(Exception, match="--padding must be one of"):
         evaluate(EvalOptions(data=str(root), layout="vid4", padding="mirror", quiet=True))
 
 
-def test_frames_limit_keeps_real_temporal_context(tmp_path):
+def test_frames_limit_keeps_real_temporal_context(tmp_path, tiny_model):
     import torch
-
-    from srkit.models import create_model
 
     root = _make_vid4(tmp_path / "vid4", frames=5, size=(16, 20))
     torch.manual_seed(3)
-    net = create_model("edvr-m", num_feat=8, deformable_groups=1, num_extract_block=1, num_reconstruct_block=1).eval()
+    net = tiny_model("edvr-m").eval()
     base = dict(data=str(root), layout="vid4", model="edvr-m", quiet=True, device="cpu", ssim=False)
     full = evaluate(EvalOptions(**base), model=net)
     part = evaluate(EvalOptions(**base, frames=2), model=net)
@@ -298,14 +294,12 @@ def test_frames_limit_keeps_real_temporal_context(tmp_path):
         np.testing.assert_array_equal(got, full.scores.clips[clip].metrics["psnr"][:2])
 
 
-def test_repeat_centre_feeds_each_window_as_its_centre_frame_repeated(tmp_path, capsys):
+def test_repeat_centre_feeds_each_window_as_its_centre_frame_repeated(tmp_path, capsys, tiny_model):
     import torch
-
-    from srkit.models import create_model
 
     root = _make_vid4(tmp_path / "vid4", frames=4, size=(32, 36))
     torch.manual_seed(0)
-    net = create_model("edvr-m", num_feat=8, deformable_groups=1, num_extract_block=1, num_reconstruct_block=1).eval()
+    net = tiny_model("edvr-m").eval()
     opts = EvalOptions(data=str(root), layout="vid4", quiet=True, device="cpu", repeat_centre=True, frames=3)
     report = evaluate(opts, model=net)
     normal = evaluate(EvalOptions(data=str(root), layout="vid4", quiet=True, device="cpu", frames=3), model=net)

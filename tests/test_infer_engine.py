@@ -7,14 +7,16 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_model
 from torch import nn
 from torch.nn import functional as F
 
 import srkit.models.edvr  # noqa: F401  (registers the EDVR presets)
 from srkit.data.windows import window_indices
 from srkit.errors import ConfigError, InputError
-from srkit.infer.engine import FrameRestorer, upscale_frames, window_for
-from srkit.models import ModelSpec, SRModel, SROutput, create_model
+from srkit.infer.engine import FrameRestorer, Restorer, upscale_frames, window_for
+from srkit.infer.options import RestoreOptions
+from srkit.models import ModelSpec, SRModel, SROutput
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
@@ -22,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 
 def tiny_edvr(**kw):
     torch.manual_seed(0)
-    return create_model("edvr-m", num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2, **kw)
+    return make_tiny_model("edvr-m", **kw)
 
 
 def clip(n=10, h=24, w=32, seed=0, dtype=np.uint8):
@@ -121,10 +123,10 @@ def test_tiled_output_matches_untiled():
 
 def test_max_memory_picks_tiles_that_fit_and_match():
     model = tiny_edvr().eval()
-    restorer = FrameRestorer(model, device=torch.device("cpu"), max_memory=45 * 2**20, tile_overlap=8)
+    restorer = FrameRestorer(Restorer(model, RestoreOptions(device="cpu", max_memory=45 * 2**20, tile_overlap=8)))
     restorer.setup(64, 96)
     assert len(restorer.plan) > 1  # the whole frame needs ~60MB with this model: tiled
-    big = FrameRestorer(model, device=torch.device("cpu"), max_memory=2**30)
+    big = FrameRestorer(Restorer(model, RestoreOptions(device="cpu", max_memory=2**30)))
     big.setup(64, 96)
     assert len(big.plan) == 1
     frames = clip(4, 64, 96)

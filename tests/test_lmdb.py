@@ -12,7 +12,8 @@ import pytest
 
 from srkit import cli
 from srkit.data.layouts import Clip
-from srkit.data.lmdb_store import LmdbReader, pack, pack_records, png_shape, read_meta, verify
+from srkit.data.lmdb_pack import pack, pack_records
+from srkit.data.lmdb_store import LmdbReader, png_shape, read_meta, verify
 from srkit.errors import InputError, OutputError
 from srkit.io.images import encode_image, read_rgb, write_image
 

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_overrides
 from torch.nn import functional as F
 
 from srkit.errors import CheckpointError, ConfigError, InputError
@@ -21,7 +22,7 @@ from srkit.models.checkpoint import load_model, load_weights
 from srkit.models.mana import MANA, MEMORY_PARAMS, official_key_adapter
 from srkit.ops.attention import gaussian_nonlocal_attention
 
-TINY = dict(num_feat=16, encoder_nblocks=1, decoder_nblocks=1)
+TINY = tiny_overrides("mana")  # conftest.TINY_OVERRIDES: the one tiny MANA of the test suite
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
@@ -131,7 +132,7 @@ def official_forward(model: MANA, x: torch.Tensor):
 def _randomise(model: MANA) -> MANA:
     """Give the zero-initialised attention outputs (W_z, W_z1) weights, so every branch matters."""
     with torch.no_grad():
-        for name in ("W_z", "W_z1"):
+        for name in ("W_z", "W_z1") if model.nonloc_spatial.has_memory else ("W_z",):
             conv = getattr(model.nonloc_spatial, name)
             conv.weight.normal_(0, 0.2)
             conv.bias.normal_(0, 0.1)
@@ -338,7 +339,7 @@ def test_bad_inputs_and_configs():
     with pytest.raises(ConfigError, match="num_frame must be odd"):
         create_model("mana", **TINY, num_frame=6)
     with pytest.raises(ConfigError, match="norm_groups"):
-        create_model("mana", **TINY, norm_groups=5)
+        create_model("mana", **{**TINY, "norm_groups": 5})
     with pytest.raises(ConfigError, match="attention_window"):
         create_model("mana", **TINY, attention_window=-1)
 
@@ -455,3 +456,80 @@ def test_bf16_autocast_runs_close_to_fp32():
     assert low.image.shape == ref.shape and torch.isfinite(low.image.float()).all()
     assert (low.image.float() - ref).abs().max().item() < 0.05
     assert torch.isfinite(low.aux_losses["quantization"].float())
+
+
+# ------------------------------------------------------------------------------ No-Mem ablation
+def test_nomem_equals_the_network_with_its_memory_read_out_removed():
+    """memory_size 0 (the paper's No-Mem): no memory bank, no W_z1, no quantization loss; its output is
+    the full network's with the memory branch's contribution zeroed (same other weights)."""
+    full = _randomise(create_model("mana", **{**TINY, "decoder_nblocks": 2}))
+    nomem = create_model("mana-nomem", **{**TINY, "decoder_nblocks": 2})
+    assert nomem.config.memory_size == 0 and not nomem.nonloc_spatial.has_memory
+    assert not hasattr(nomem.nonloc_spatial, "mb") and not hasattr(nomem.nonloc_spatial, "W_z1")
+    memory = {"nonloc_spatial.mb", "nonloc_spatial.W_z1.weight", "nonloc_spatial.W_z1.bias"}
+    assert set(nomem.state_dict()) == set(full.state_dict()) - memory
+    nomem.load_state_dict({k: v for k, v in full.state_dict().items() if k not in memory}, strict=True)
+    with torch.no_grad():  # remove the memory read-out's contribution from the full network
+        full.nonloc_spatial.W_z1.weight.zero_()
+        full.nonloc_spatial.W_z1.bias.zero_()
+    x = torch.rand(2, 7, 3, 9, 11)
+    full.eval()
+    nomem.eval()
+    with torch.no_grad():
+        ours, ref = nomem(x), full(x)
+        official, _ = official_forward(full, x)
+    assert ours.aux_losses == {}  # no quantization loss: nothing is quantised
+    torch.testing.assert_close(ours.image, ref.image, atol=1e-6, rtol=0)
+    torch.testing.assert_close(ours.image, official, atol=1e-5, rtol=0)
+    # The memory branch matters in the full network (so the comparison above is not vacuous).
+    with torch.no_grad():
+        full.nonloc_spatial.W_z1.weight.normal_(0, 0.2)
+        assert (full(x).image - ours.image).abs().max() > 1e-3
+    # Streaming path and gradients: every parameter of the No-Mem network is used.
+    with torch.no_grad():
+        assert torch.equal(nomem.decode([[f] for f in nomem.encode(x.flatten(0, 1))[0].unflatten(0, (2, 7)).unbind(1)],
+                                        x[:, 3]), ours.image)
+    nomem.train()
+    nomem(x).image.square().mean().backward()
+    assert all(p.grad is not None for p in nomem.parameters())
+
+
+def test_nomem_config_checkpoints_and_presets(tmp_path):
+    assert "mana-nomem" in list_models("mana")
+    with pytest.raises(ConfigError, match="memory_size must be a non-negative integer"):
+        create_model("mana", **TINY, memory_size=-1)
+    from srkit.models.checkpoint import _best_preset
+
+    with torch.device("meta"):
+        sd = create_model("mana-nomem").state_dict()
+    assert _best_preset(sd, None, None)[:2] == ("mana-nomem", {})
+    src = create_model("mana", **TINY, memory_size=0)
+    path = tmp_path / "nomem.pth"
+    torch.save(src.state_dict(), path)
+    loaded = load_model(path)  # a non-preset size: memory_size 0 read off the missing bank
+    assert loaded.config.memory_size == 0 and loaded.config.num_feat == 16
+    x = torch.rand(1, 7, 3, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(loaded.eval()(x).image, src.eval()(x).image)
+
+
+def test_memory_stages_are_refused_for_nomem_with_the_reason():
+    from srkit.train.config import load_config
+    from srkit.train.schedule import resolve_stages
+
+    model = create_model("mana-nomem", **TINY)
+    stages = load_config("mana-vimeo").train.stages
+    with pytest.raises(ConfigError) as info:
+        resolve_stages(stages, model)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("train.stages[0].frozen: pattern 'nonloc_spatial.mb'")
+    assert "memory_size 0 (the No-Mem ablation)" in msg and "one stage" in msg
+    with pytest.raises(ConfigError, match=r"train.stages\[0\] \(stage2_memory_bank\): its patterns match no parameter.*No-Mem ablation"):
+        resolve_stages(stages[1:], model)
+    # The shipped No-Mem config: one stage that trains everything, on the pixel loss alone.
+    cfg = load_config("mana-vimeo-nomem")
+    assert cfg.model.name == "mana-nomem" and [t.type for t in cfg.train.losses] == ["l1"]
+    (stage,) = resolve_stages(cfg.train.stages, model)
+    assert stage.trainable == {n for n, _ in model.named_parameters()}
+    # A full MANA with a typo'd pattern gets no such explanation.
+    assert create_model("mana", **TINY).explain_missing_parameters("nonloc_spatial.mb") is None

@@ -155,3 +155,59 @@ def test_help_mentions_eval_subset(capsys):
         main(["data", "motion-rank", "--help"])
     text = capsys.readouterr().out
     assert "--subset" in text and "Farneback" in text and "--top" in text
+
+
+def _tiny_vimeo(root: Path) -> dict[str, int]:
+    """A Vimeo-90K septuplet layout: 20 test sequences (sep_testlist.txt) and 2 train ones, with known
+    motion. The fastest clip of all is a TRAIN clip: the test split must exclude it."""
+    speeds = {f"0000{1 + i // 10}/{i % 10 + 1:04d}": (i % 3) for i in range(20)}  # slow test clips (0-2 px)
+    speeds["00001/0004"], speeds["00002/0007"] = 7, 5  # the two fastest test clips
+    test = sorted(speeds)
+    train = {"00003/0001": 8, "00003/0002": 0}
+    for name, speed in {**speeds, **train}.items():
+        _write_clip(root / "sequences" / name, _moving_square(7, speed, seed=speed), "im{}.png")
+    (root / "sep_testlist.txt").write_text("\n".join(test) + "\n")
+    (root / "sep_trainlist.txt").write_text("\n".join(train) + "\n")
+    return speeds
+
+
+def test_vimeo_motion_preset_is_the_top_6_percent_of_the_test_split(tmp_path, capsys):
+    root = tmp_path / "vimeo_septuplet"
+    _tiny_vimeo(root)
+    out = tmp_path / "vimeo_motion.txt"
+    assert main(["data", "motion-rank", str(root), "--preset", "vimeo-motion", "-o", str(out), "--quiet"]) == 0
+    names = [line.split()[0] for line in out.read_text().splitlines() if not line.startswith("#")]
+    # 6% of 20 test clips is 1.2: at least that share, i.e. 2 clips (largest flow first); the faster train
+    # clip 00003/0001 is not in the test split.
+    assert sorted(names) == ["00001/0004", "00002/0007"]
+    header = out.read_text().splitlines()[0]
+    assert "vimeo-motion" in header and "split test" in header and "top 0.06" in header
+    # Exactly the explicit options it names.
+    explicit = tmp_path / "explicit.txt"
+    assert main(["data", "motion-rank", str(root), "--layout", "vimeo", "--split", "test", "--top", "0.06",
+                 "-o", str(explicit), "--quiet"]) == 0
+    assert [ln.split()[0] for ln in explicit.read_text().splitlines() if not ln.startswith("#")] == names
+    # The list feeds eval's --subset: those two septuplets, scored on their centre frame.
+    chosen = discover_clips(root, "vimeo", split="test", subset=out)
+    assert [c.name for c in chosen] == names and all(c.centers == [3] for c in chosen)
+    # Options that contradict the preset are refused (the file would not be Vimeo-90K-Motion); the same
+    # values are accepted.
+    capsys.readouterr()
+    assert main(["data", "motion-rank", str(root), "--preset", "vimeo-motion", "--top", "0.1",
+                 "-o", str(tmp_path / "x.txt"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--preset vimeo-motion means --top 0.06; drop --top 0.1" in err and err.count("\n") == 1
+    assert main(["data", "motion-rank", str(root), "--preset", "vimeo-motion", "--split", "all",
+                 "-o", str(tmp_path / "x.txt"), "--quiet"]) == 2
+    assert "means --split test" in capsys.readouterr().err
+    assert main(["data", "motion-rank", str(root), "--preset", "vimeo-motion", "--layout", "vimeo", "--split", "test",
+                 "-o", str(tmp_path / "y.txt"), "--quiet"]) == 0
+    assert not (tmp_path / "x.txt").exists()
+
+
+def test_help_documents_the_vimeo_motion_preset(capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "motion-rank", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--preset {vimeo-motion}" in text and "Vimeo-90K-Motion" in text
+    assert "--layout vimeo --split test --top 0.06" in text

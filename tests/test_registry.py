@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_OVERRIDES, make_tiny_model, tiny_overrides
 
 from srkit.errors import ConfigError
 from srkit.models import SRModel, create_model, list_models, model_entry
-from srkit.models._api import as_sr_output
+from srkit.models.api import as_sr_output
 
 
 def test_edvr_family_listing_and_entries():
@@ -26,8 +27,7 @@ def test_unknown_name_suggests_close_ones():
 
 
 def test_create_model_sets_preset_and_applies_overrides():
-    model = create_model("edvr-m-wotsa", num_feat=8, deformable_groups=2, num_extract_block=1,
-                         num_reconstruct_block=1)
+    model = make_tiny_model("edvr-m-wotsa")
     assert isinstance(model, SRModel) and model.preset == "edvr-m-wotsa"
     assert model.config.num_feat == 8 and model.config.with_tsa is False
     # The config's fields are exactly the preset's overrides: it rebuilds the same network.
@@ -51,15 +51,6 @@ def test_every_preset_builds_on_meta_device(name):
     assert sum(p.numel() for p in model.parameters()) > 0
 
 
-# Smallest config per family; a new family must add its own here (the test below fails otherwise),
-# so "every registered model runs forward and backward at an odd size" stays true as models are added.
-_TINY_BY_FAMILY = {
-    "edvr": dict(num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1),
-    "udvd": dict(num_feat=8, num_blocks=1, image_feat=4, block_feat=8, hr_feat=4),
-    "mana": dict(num_feat=16, encoder_nblocks=1, decoder_nblocks=1, norm_groups=None),
-}
-
-
 @pytest.mark.parametrize("name", list_models())
 def test_every_preset_tiny_forward_backward_at_odd_size(name):
     """Each registered preset (tiny widths, its own structure): odd size (37x53) in, exactly scale x that out,
@@ -67,10 +58,12 @@ def test_every_preset_tiny_forward_backward_at_odd_size(name):
     from srkit.utils.device import torch_threads
 
     family = model_entry(name).family
-    assert family in _TINY_BY_FAMILY, f"add a tiny config for family {family!r}"
+    # A new family must add its tiny config to conftest.TINY_OVERRIDES, so "every registered model runs
+    # forward and backward at an odd size" stays true as models are added.
+    assert family in TINY_OVERRIDES, f"add a tiny config for family {family!r} to conftest.TINY_OVERRIDES"
     torch.manual_seed(0)
     with torch_threads(1):
-        model = create_model(name, **_TINY_BY_FAMILY[family])
+        model = make_tiny_model(name)
         spec = model.spec
         # MANA's non-local attention is quadratic in the pixel count: a smaller odd size keeps it ~1 s.
         h, w = (13, 19) if family == "mana" else (37, 53)
@@ -116,7 +109,7 @@ def test_pretrained_loads_the_shipped_file_through_the_checkpoint_path():
 
 
 def test_pretrained_errors_are_one_line_and_name_the_cause(monkeypatch, tmp_path):
-    import srkit.models._registry as registry
+    import srkit.models.registry as registry
     from srkit.errors import CheckpointError
 
     with pytest.raises(ConfigError, match=r"model 'edvr-m' has no shipped weights \(presets with weights: .*edvr-s"):
@@ -134,5 +127,5 @@ def test_a_preset_name_without_weights_gets_its_shipped_weights_in_the_engine():
     shipped = create_model("edvr-s", pretrained=True).state_dict()
     via_engine = load_model("edvr-s").state_dict()
     assert all(torch.equal(shipped[k], via_engine[k]) for k in shipped)
-    random = load_model("edvr-m", num_feat=8, deformable_groups=2, num_extract_block=1, num_reconstruct_block=1)
+    random = load_model("edvr-m", **tiny_overrides("edvr-m"))
     assert random.preset == "edvr-m"  # no shipped weights: a fresh network, as before

@@ -10,8 +10,7 @@ from srkit import cli
 from srkit.commands.sweep import cell_origin, contact_sheet, parse_crop, parse_grid
 from srkit.errors import ConfigError
 from srkit.io.images import from_float, read_rgb, to_float, write_image
-from srkit.models import create_model
-from srkit.models.udvd import udvd_condition
+from srkit.data.conditions import udvd_condition
 from srkit.utils.device import torch_threads
 
 
@@ -57,14 +56,14 @@ def _run(argv: list[str]) -> int:
     return cli.main(["sweep", *argv])
 
 
-def test_cli_sheet_has_the_grid_and_the_model_outputs(tmp_path, capsys):
+def test_cli_sheet_has_the_grid_and_the_model_outputs(tmp_path, capsys, tiny_model):
     from srkit.models.checkpoint import save_model
 
     rng = np.random.default_rng(0)
     src = tmp_path / "photo.png"
     write_image(src, (rng.random((10, 12, 3)) * 255).astype(np.uint8))
     # A trained-looking checkpoint with a non-default config: the sweep must rebuild it from the file.
-    model = create_model("udvd-x2", num_feat=16, num_blocks=2, hr_feat=8).eval()
+    model = tiny_model("udvd-x2").eval()
     for p in model.parameters():
         p.data.add_(0.05 * torch.randn_like(p))  # make every cell depend visibly on its maps
     weights = save_model(model, tmp_path / "tiny.safetensors")

@@ -122,7 +122,8 @@ def test_shipped_configs_fit_their_models(name: str) -> None:
     assert stages[-1].trainable == names  # every shipped schedule ends by training the whole network
 
 
-@pytest.mark.parametrize(("name", "starts"), [("mana-vimeo", [1, 90001, 120001]), ("tiny-mana-vimeo", [1, 301, 401])])
+@pytest.mark.parametrize(("name", "starts"), [("mana-vimeo", [1, 90001, 120001]), ("mana-vimeo-m512", [1, 90001, 120001]),
+                                             ("tiny-mana-vimeo", [1, 301, 401])])
 def test_shipped_mana_configs_follow_the_official_schedule(name: str, starts: list[int]) -> None:
     """jiy173/MANA train.py: stage 1 (steps 0..89999) trains everything but ``nonloc_spatial.W_z1`` and
     ``nonloc_spatial.mb`` on L1; stage 2 (steps 90000..119999) only those two on ``mean(qloss)``; stage 3
@@ -154,8 +155,12 @@ def test_shipped_mana_configs_follow_the_official_schedule(name: str, starts: li
     o = cfg.train.optim
     assert (o.type, o.lr, list(o.betas), o.weight_decay) == ("adam", 1e-4, [0.5, 0.999], 0.0)
     assert cfg.train.schedule.type == "constant" and cfg.train.schedule.warmup_iters == 0
-    if name == "mana-vimeo":  # batch 16 of 64x64 LR patches (x4: 256x256 GT), 7-frame Vimeo-90K septuplets
+    if name.startswith("mana-vimeo"):  # batch 16 of 64x64 LR patches (x4: 256x256 GT), 7-frame Vimeo-90K septuplets
         assert cfg.data.batch_size == 16 and cfg.data.train.gt_size == 256 and cfg.data.train.layout == "vimeo"
+    if name == "mana-vimeo-m512":  # the paper's best memory size, otherwise mana-vimeo as it is
+        assert cfg.model.name == "mana-m512" and model.config.memory_size == 512
+        base = load_config("mana-vimeo")
+        assert (cfg.data, cfg.train, cfg.val) == (base.data, base.train, base.val)
 
 
 @pytest.mark.shared_data

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from srkit.models._api import ModelSpec
+from srkit.models.api import ModelSpec
 from srkit.train.config import DataConfig, DatasetConfig
 from srkit.train.data import build_dataset, make_train_loader
 from srkit.train.distributed import DistInfo
@@ -83,7 +83,7 @@ def test_crop_size_must_fit_the_scale(clips) -> None:
 
 
 def test_lmdb_source_gives_the_same_samples_as_the_folders(clips, tmp_path_factory) -> None:
-    from srkit.data.lmdb_store import pack
+    from srkit.data.lmdb_pack import pack
 
     db = tmp_path_factory.mktemp("packs") / "gt.lmdb"
     pack(clips, db, layout="folders", workers=1)

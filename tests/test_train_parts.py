@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from srkit.errors import CheckpointError, ConfigError
-from srkit.models._api import SROutput
+from srkit.models.api import SROutput
 from srkit.train.checkpointing import CheckpointStore, load_checkpoint
 from srkit.train.config import GuardConfig, LossConfig, ScheduleConfig, StageConfig
 from srkit.train.distributed import ResumableBatchSampler

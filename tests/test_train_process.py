@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import tiny_overrides
 
 from srkit.train.config import load_config
 from srkit.train.trainer import train
@@ -25,8 +26,7 @@ pytestmark = pytest.mark.slow
 
 TINY = {
     "seed": 5, "threads": 1,
-    "model": {"name": "edvr-m", "overrides": {"num_feat": 8, "num_frame": 3, "deformable_groups": 1,
-                                              "num_extract_block": 1, "num_reconstruct_block": 1}},
+    "model": {"name": "edvr-m", "overrides": tiny_overrides("edvr", num_frame=3, deformable_groups=1)},  # as test_train_run
     "data": {"train": {"kind": "synthetic", "gt_size": 32, "length": 5, "random_reverse": True},
              "batch_size": 2, "num_workers": 2},
     "train": {"total_iters": 8, "optim": {"lr": 1e-3}, "schedule": {"periods": [8], "restart_weights": [1]},

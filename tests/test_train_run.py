@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import tiny_overrides
 
 from srkit.errors import CheckpointError, ConfigError
 from srkit.models import create_model
@@ -15,7 +16,9 @@ from srkit.train.config import config_from_data
 from srkit.train.guard import DivergenceError
 from srkit.train.trainer import Trainer, train
 
-TINY_EDVR = {"num_feat": 8, "num_frame": 3, "deformable_groups": 1, "num_extract_block": 1, "num_reconstruct_block": 1}
+# The suite's tiny models (conftest.TINY_OVERRIDES), narrowed further for training: 3 frames, 1 deformable group.
+TINY_EDVR = tiny_overrides("edvr", num_frame=3, deformable_groups=1)
+TINY_MANA = tiny_overrides("mana", num_feat=8, num_frame=3, memory_size=8)
 
 
 def tiny(tmp_path: Path, name: str = "run", **sections: Any) -> dict[str, Any]:
@@ -257,7 +260,7 @@ def test_init_from_accepts_foreign_key_names(tmp_path) -> None:
     assert torch.equal(own["upconv1.weight"], state["upconv1.weight"])
 
 
-TINY_UDVD = {"num_feat": 8, "num_blocks": 1, "image_feat": 4, "block_feat": 8, "hr_feat": 4}
+TINY_UDVD = tiny_overrides("udvd")
 
 
 def test_udvd_multistage_loss_trains_with_maps(tmp_path) -> None:
@@ -326,8 +329,7 @@ def test_mana_three_stages_train_the_right_parameters(tmp_path) -> None:
     for st, start in zip(stages, (1, 2, 3), strict=True):
         st["start_iter"] = start
     cfg = config_from_data(tiny(
-        tmp_path, model={"name": "mana", "overrides": {"num_feat": 8, "num_frame": 3, "encoder_nblocks": 1,
-                                                       "decoder_nblocks": 1, "memory_size": 8}},
+        tmp_path, model={"name": "mana", "overrides": dict(TINY_MANA)},
         train={"total_iters": 3, "optim": {"lr": 1e-2, "betas": [0.5, 0.999]}, "schedule": {"type": "constant"},
                "stages": stages, "losses": [dict(vars(t)) for t in shipped.train.losses], "ema": {"enabled": False}},
         guard={"enabled": False}))
@@ -355,8 +357,7 @@ def _tiny_mana_staged(tmp_path, name: str) -> dict:
     shipped = load_config("mana-vimeo")
     stages = [dict(name=s.name, start_iter=start, trainable=s.trainable, frozen=s.frozen, loss_weights=s.loss_weights,
                    reset_optimizer=s.reset_optimizer) for s, start in zip(shipped.train.stages, (1, 3, 5), strict=True)]
-    return tiny(tmp_path, name, model={"name": "mana", "overrides": {"num_feat": 8, "num_frame": 3, "encoder_nblocks": 1,
-                                                                    "decoder_nblocks": 1, "memory_size": 8}},
+    return tiny(tmp_path, name, model={"name": "mana", "overrides": dict(TINY_MANA)},
                 train={"total_iters": 6, "optim": {"lr": 1e-2, "betas": [0.5, 0.999]}, "schedule": {"type": "constant"},
                        "stages": stages, "losses": [dict(vars(t)) for t in shipped.train.losses]},
                 checkpoint={"every": 1, "keep_last": 10}, guard={"enabled": False})
@@ -431,3 +432,22 @@ def test_sigint_saves_a_checkpoint_and_exits_130(tmp_path, capsys) -> None:
     assert "received SIGINT: saving a checkpoint" in err and "stopped by SIGINT at iteration 2" in err
     assert _final(tmp_path / "run")["iteration"] == 2
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is restored
+
+
+def test_mana_nomem_trains_with_the_shipped_nomem_schedule(tmp_path) -> None:
+    """The No-Mem ablation (memory_size 0) trains end to end on the shipped one-stage config's losses."""
+    from srkit.train.config import load_config
+
+    shipped = load_config("mana-vimeo-nomem")
+    cfg = config_from_data(tiny(
+        tmp_path, model={"name": "mana-nomem", "overrides": {k: v for k, v in TINY_MANA.items() if k != "memory_size"}},
+        train={"total_iters": 2, "optim": {"lr": 1e-3, "betas": [0.5, 0.999]}, "schedule": {"type": "constant"},
+               "stages": [dict(name=s.name, start_iter=s.start_iter, trainable=s.trainable) for s in shipped.train.stages],
+               "losses": [dict(vars(t)) for t in shipped.train.losses], "ema": {"enabled": False}},
+        guard={"enabled": False}))
+    tr = Trainer(cfg)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.fit()
+    assert tr.model.config.memory_size == 0 and not any("mb" in k.split(".") for k in before)
+    assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
+    assert {r[1] for r in _rows(tmp_path / "run") if r[1].startswith("loss/")} <= {"loss/pixel"}

@@ -8,17 +8,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_model
 from torch.nn import functional as F
 
 from srkit.data import degrade
+from srkit.data.conditions import udvd_condition, udvd_condition_field
 from srkit.errors import ConfigError, InputError
 from srkit.models import create_model, list_models
 from srkit.models.udvd import (
     UDVD,
     UDVDConfig,
     bilinear_upsample_kernels,
-    udvd_condition,
-    udvd_condition_field,
 )
 from srkit.ops import identity_kernels
 from srkit.utils.device import torch_threads
@@ -364,7 +364,7 @@ def test_condition_rejects_noise_outside_0_255():
 
 def _tiny_udvd(scale: int = 2) -> UDVD:
     torch.manual_seed(scale)
-    model = create_model(f"udvd-x{scale}", num_feat=8, num_blocks=1, image_feat=4, block_feat=8, hr_feat=4).eval()
+    model = make_tiny_model(f"udvd-x{scale}").eval()
     for p in model.parameters():  # trained-looking: every output pixel depends visibly on the maps
         p.data.add_(0.05 * torch.randn_like(p))
     return model

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_model
 
 from srkit.cli import main
 from srkit.infer.engine import upscale_frames
@@ -33,10 +34,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
 def assets(tmp_path_factory):
     d = tmp_path_factory.mktemp("upscale_assets")
     torch.manual_seed(0)
-    edvr = create_model("edvr-m", num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2)
+    edvr = make_tiny_model("edvr-m")
     save_model(edvr, d / "edvr_tiny.safetensors")
-    udvd = create_model("udvd-x2", num_feat=8, num_blocks=1, image_feat=4, block_feat=8, hr_feat=8,
-                        num_common_blocks=2, kernel_size=3)
+    udvd = make_tiny_model("udvd-x2")
     save_model(udvd, d / "udvd_tiny.safetensors")
     clip = make_video(d / "clip.mp4", n_frames=9, size=(32, 24), fps=25, audio=True, vfr=True)
     frames = d / "frames"
@@ -76,7 +76,7 @@ def test_video_to_video_keeps_timestamps_audio_and_pixels(assets, capsys, tmp_pa
     # whole stream by a constant start offset).
     assert [round(f.time - got[0].time, 3) for f in got] == [round(f.time - inp[0].time, 3) for f in inp]
     # Lossless output = the engine's frames on the decoded input, rounded to 8 bits.
-    model = create_model("edvr-m", num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2)
+    model = make_tiny_model("edvr-m")
     from srkit.models.checkpoint import load_weights
 
     load_weights(model, assets["edvr"])
@@ -297,7 +297,7 @@ def test_sigterm_removes_temporary_video(assets, tmp_path):
 def test_a_single_image_without_model_options_uses_the_shipped_image_model(capsys, tmp_path):
     """No --model/--weights: an image goes to udvd-s-x4 (a video to edvr-s), told "no blur, noise 0"
     unless --blur/--noise say otherwise; the lines printed say which model ran and what it assumed."""
-    from srkit.models.udvd import DEFAULT_BLUR, udvd_condition
+    from srkit.data.conditions import DEFAULT_BLUR, udvd_condition
 
     rgb = make_frames(1, (20, 16), seed=5)[0]
     src = tmp_path / "photo.png"
@@ -329,7 +329,7 @@ def test_upscale_defaults_to_bf16_only_where_the_cpu_computes_it_natively(assets
         monkeypatch.setattr("srkit.utils.device.cpu_has_native_bf16", lambda n=native: n)
         assert real("cpu") == ("bf16" if native else "fp32")
         # The restoration itself is not what this test checks: record the precision it would run in.
-        monkeypatch.setattr("srkit.infer.run.upscale", lambda inp, out, *a, **kw: seen.append(kw["precision"]) or
+        monkeypatch.setattr("srkit.infer.run.upscale", lambda inp, out, *a, **kw: seen.append(kw["restore_options"].precision) or
                             SimpleNamespace(input=inp, output=out, frames=0, kind="video", skipped=0, seconds=0.0, fps=0.0))
         rc, err = run(capsys, assets["clip"].path, "-o", tmp_path / f"o{native}.mp4", "--weights", assets["edvr"])
         assert rc == 0, err

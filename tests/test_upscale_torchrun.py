@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_model
 
 from srkit.cli import main
 from srkit.errors import ConfigError
 from srkit.infer.run import read_input_list, shard
 from srkit.io.images import write_image
-from srkit.models import create_model
 from srkit.models.checkpoint import save_model
 from tests.media import make_frames, make_video
 
@@ -51,7 +51,7 @@ def test_input_list_parsing(tmp_path):
 def inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("many")
     torch.manual_seed(0)
-    model = create_model("edvr-m", num_feat=8, num_extract_block=1, num_reconstruct_block=1, deformable_groups=2)
+    model = make_tiny_model("edvr-m")
     save_model(model, d / "tiny.safetensors")
     make_video(d / "a.mp4", n_frames=6, size=(16, 16), audio=False)
     make_video(d / "b.mp4", n_frames=5, size=(16, 16), audio=False, seed=1)

@@ -14,6 +14,16 @@ layout's clip names (e.g. 00001/0001 for Vimeo-90K), so the file is what 'srkit 
   srkit data motion-rank datasets/vimeo_septuplet --layout vimeo --split test --top 0.1 -o fast.txt
   srkit eval --model mana --weights mana.pt --data datasets/vimeo_septuplet --layout vimeo --subset fast.txt
 
+Named subsets (--preset) fix layout, split and fraction to those of a published subset:
+  vimeo-motion   MANA's Vimeo-90K-Motion: the top 6% of the Vimeo-90K test set (sep_testlist.txt)
+                 by mean optical flow, i.e. --layout vimeo --split test --top 0.06
+
+  srkit data motion-rank datasets/vimeo_septuplet --preset vimeo-motion -o vimeo_motion.txt
+  srkit eval --model mana --weights mana.pt --data datasets/vimeo_septuplet --layout vimeo \\
+      --subset vimeo_motion.txt
+
+(MANA does not name its flow method: near the 6% boundary a clip may differ from the paper's list.)
+
 Every clip's score is printed, largest first. OUT is written atomically (a temporary name, then
 renamed), and an existing OUT is kept unless --overwrite is given.
 """
@@ -39,16 +49,25 @@ def _positive(text: str) -> int:
     return value
 
 
+# What --layout/--split/--top mean when neither they nor --preset are given.
+DEFAULTS = {"layout": "auto", "split": "all", "top": 0.1}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from srkit.data.layouts import LAYOUTS
+    from srkit.data.motion import MOTION_PRESETS
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("root", metavar="ROOT", help="dataset folder (or video file / folder of videos)")
-    parser.add_argument("--layout", default="auto", choices=LAYOUTS, help="dataset layout (default: auto-detect)")
-    parser.add_argument("--split", default="all",
+    parser.add_argument("--preset", choices=sorted(MOTION_PRESETS), default=None,
+                        help="a published subset, which fixes --layout, --split and --top: "
+                             + "; ".join(f"{k} = {p.description} (--layout {p.layout} --split {p.split} --top {p.top:g})"
+                                         for k, p in sorted(MOTION_PRESETS.items())).replace("%", "%%"))
+    parser.add_argument("--layout", default=None, choices=LAYOUTS, help="dataset layout (default: auto-detect)")
+    parser.add_argument("--split", default=None,
                         help="split of the layout (Vimeo-90K train|test|all, REDS reds4|val|train|all; default all)")
-    parser.add_argument("--top", type=_top, default=0.1, metavar="F",
+    parser.add_argument("--top", type=_top, default=None, metavar="F",
                         help="fraction of clips to keep, in (0, 1] (at least one), or a whole number of clips "
                              "(default 0.1)")
     parser.add_argument("-o", "--output", required=True, metavar="OUT.txt", help="subset list to write")
@@ -61,6 +80,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (no progress, no score table)")
 
 
+def _apply_preset(args: argparse.Namespace) -> None:
+    """Fill --layout/--split/--top from --preset (or the plain defaults). An option that contradicts the
+    preset is refused: the subset would no longer be the one its name says."""
+    from srkit.data.motion import MOTION_PRESETS
+    from srkit.errors import ConfigError
+
+    preset = MOTION_PRESETS[args.preset] if args.preset else None
+    for key, default in DEFAULTS.items():
+        given = getattr(args, key)
+        if preset is None:
+            setattr(args, key, default if given is None else given)
+            continue
+        fixed = getattr(preset, key)
+        if given is not None and given != fixed:
+            show = (lambda v: f"{v:g}") if isinstance(fixed, float) else str
+            raise ConfigError(f"--preset {args.preset} means --{key} {show(fixed)}; drop --{key} {show(given)} "
+                              "(or drop --preset to choose your own subset)")
+        setattr(args, key, fixed)
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
@@ -69,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from srkit.errors import ConfigError
     from srkit.io.atomic import check_output_path
 
+    _apply_preset(args)
     if args.max_frames is not None and args.max_frames < 2:
         raise ConfigError(f"--max-frames must be at least 2 (a frame pair), got {args.max_frames}")
     check_output_path(args.output, overwrite=args.overwrite)  # fail before the (slow) scoring
@@ -89,8 +129,9 @@ def run(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     chosen = select_top(ranked, args.top)
+    named = f"{args.preset}, " if args.preset else ""
     header = (f"srkit data motion-rank: {len(chosen)} of {len(ranked)} clips of {args.root} "
-              f"(layout {args.layout}, split {args.split}) by mean Farneback flow magnitude")
+              f"({named}layout {args.layout}, split {args.split}, top {args.top:g}) by mean Farneback flow magnitude")
     path = write_subset(args.output, chosen, header=header, overwrite=args.overwrite)
     if not args.quiet:
         keep = {c.name for c in chosen}

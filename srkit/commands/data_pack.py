@@ -34,12 +34,14 @@ def parse_size(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from srkit.data.layouts import LAYOUTS
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("src", metavar="SRC", help="dataset folder, video file, folder of videos or LMDB pack")
     parser.add_argument("out", metavar="OUT.lmdb", help="LMDB folder to create")
     parser.add_argument("--layout", default="auto",
-                        choices=["auto", "vid4", "reds", "vimeo", "images", "folders", "videos"],
+                        choices=LAYOUTS,
                         help="dataset layout of SRC (default: auto)")
     parser.add_argument("--which", default="gt", choices=["gt", "lr"],
                         help="pack the ground-truth frames (default) or the LR frames stored beside them")
@@ -62,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from srkit.data.lmdb_store import pack
+    from srkit.data.lmdb_pack import pack
 
     bar = None
 

@@ -23,21 +23,24 @@ EXAMPLES = textwrap.dedent(
       # UDVD on images degraded by blur 1.6 and noise 15 (synthesised from the ground truth)
       srkit eval --model udvd-x4 --weights udvd.pth --data Set5 --layout images --degradation SRMD \\
           --blur 1.6 --noise 15 --y-channel --crop-border 4
+      # UDVD on DN (bicubic x4 + Gaussian noise of level 15), as the UDVD paper reports BI and DN
+      srkit eval --model udvd-x4 --weights udvd.pth --data Set5 --layout images --degradation DN --noise 15
       # everything from a YAML file (keys are the long option names); command-line options win
       srkit eval --config eval.yaml --frames 10
 
     LR frames come from disk when the layout has them for the degradation (e.g. Vid4/BIx4,
     REDS train_sharp_bicubic/X4), otherwise they are synthesised from the ground truth (MATLAB
-    bicubic for BI, Gaussian 13x13 sigma 0.4*scale + subsampling for BD (see --bd-variant), SRMD
-    blur+noise). Scores are
+    bicubic for BI, Gaussian 13x13 sigma 0.4*scale + subsampling for BD (see --bd-variant), BI +
+    Gaussian noise of level --noise for DN, SRMD blur+noise). Scores are
     computed on outputs rounded to 8 bits; the dataset score is the mean of per-clip means.
     """
 )
 
-LAYOUT_CHOICES = ("auto", "vid4", "reds", "reds4", "vimeo", "images", "folders", "videos")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from srkit.data.layouts import LAYOUTS
+    from srkit.data.windows import PADDING_MODES
+    from srkit.utils.device import PRECISIONS
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EXAMPLES
     S = argparse.SUPPRESS  # unset options fall back to --config, then to the built-in defaults
@@ -47,14 +50,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--config", metavar="FILE.yaml", help="read options from a YAML mapping (keys: long option names, e.g. 'y-channel: true', 'ssim: false'); command-line options win")
     d = parser.add_argument_group("data")
     d.add_argument("--data", default=S, metavar="DIR", help="dataset root (or a video file / folder for --layout videos)")
-    d.add_argument("--layout", default=S, choices=LAYOUT_CHOICES, help="dataset layout; reds4 = REDS clips 000/011/015/020 (default auto)")
+    d.add_argument("--layout", default=S, choices=(*LAYOUTS, "reds4"), help="dataset layout; reds4 = REDS clips 000/011/015/020 (default auto)")
     d.add_argument("--split", default=S, metavar="NAME", help="REDS/Vimeo/DIV2K split (default test; reds4 for --layout reds4)")
     d.add_argument("--subset", default=S, metavar="LIST.txt", help="only the clips named in this file (first token per line)")
     d.add_argument("--frames", default=S, type=int, metavar="N", help="score only the first N frames of each clip (a video model still reads the real neighbours of frame N-1)")
-    d.add_argument("--degradation", default=S, metavar="NAME", help="how LR relates to GT: BI, BD or SRMD (synthesised when not on disk), or a layout's own LR set such as REDS blur_bicubic / blur (default BI)")
+    d.add_argument("--degradation", default=S, metavar="NAME", help="how LR relates to GT: BI, BD, DN (bicubic + --noise, as UDVD reports) or SRMD (synthesised when not on disk), or a layout's own LR set such as REDS blur_bicubic / blur (default BI)")
     d.add_argument("--scale", default=S, type=int, metavar="S", help="upscaling factor (default 4)")
     d.add_argument("--blur", default=S, type=float, metavar="SIGMA", help="SRMD: Gaussian blur width (default: random per clip, SRMD range); BD: sigma (default 0.4 x scale = 1.6 at x4); also the conditioned model's blur when LR is on disk")
-    d.add_argument("--bd-variant", dest="bd_variant", default=S, choices=("duf", "matlab"), help="BD sampling grid when synthesised: duf = 13x13 Gaussian, pixels 0, s, 2s, ... (DUF, BasicSR duf_downsample; default); matlab = BasicSR's MATLAB BD script (12x12 at sigma 1.6, replicate borders, block centres: BasicVSR/IconVSR Vimeo-90K and Vid4 BD)")
+    d.add_argument("--bd-variant", dest="bd_variant", default=S, metavar="{duf,matlab}", help="BD sampling grid when synthesised: duf = 13x13 Gaussian, pixels 0, s, 2s, ... (DUF, BasicSR duf_downsample; default); matlab = BasicSR's MATLAB BD script (12x12 at sigma 1.6, replicate borders, block centres: BasicVSR/IconVSR Vimeo-90K and Vid4 BD)")
     d.add_argument("--noise", default=S, type=float, metavar="N", help="additive Gaussian noise, 0-255 units (default 0)")
     d.add_argument("--jpeg", default=S, type=int, metavar="Q", help="JPEG-compress the synthesised LR at quality Q")
     d.add_argument("--seed", default=S, type=int, help="seed of synthesised degradations (default 0; per clip, independent of --subset)")
@@ -70,14 +73,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     o.add_argument("-q", "--quiet", default=S, action="store_true", help="no progress bar")
     r = parser.add_argument_group("runtime")
     r.add_argument("--device", default=S, metavar="DEV", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    r.add_argument("--precision", default=S, choices=("fp32", "bf16", "fp16"), help="autocast precision (default fp32)")
-    r.add_argument("--padding", default=S, choices=("reflection_circle", "reflection", "replicate", "circle"), help="how video models' frame windows are filled at clip borders (default reflection_circle, as EDVR's BasicSR test configs)")
+    r.add_argument("--precision", default=S, choices=tuple(PRECISIONS), help="autocast precision (default fp32)")
+    r.add_argument("--padding", default=S, choices=PADDING_MODES, help="how video models' frame windows are filled at clip borders (default reflection_circle, as EDVR's BasicSR test configs)")
     r.add_argument("--repeat-centre", dest="repeat_centre", default=S, action="store_true", help="temporal ablation: feed a video model every window as its centre frame repeated (what the model gains from the neighbours is the drop against the normal run)")
     r.add_argument("--tile", default=S, type=int, metavar="PX", help="restore in tiles of PX input pixels (large frames, small memory)")
     r.add_argument("--max-memory", dest="max_memory", default=S, metavar="SIZE", help="pick the tile size for this memory budget, e.g. 4GB")
 
 
 def _load_config(path: str) -> dict[str, Any]:
+    """The option mapping of a ``--config`` YAML file (keys are long option names, dashes or underscores)."""
     import yaml
 
     p = Path(path)
@@ -94,34 +98,19 @@ def _load_config(path: str) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
-    """Check a config value against the option's type (YAML gives typed values)."""
-    if value is None:
-        return None
-    kind = type(default) if default is not None else (float if name in ("blur", "noise") else int if name in ("frames", "jpeg", "tile") else str)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: {name} must be true or false, got {value!r}")
-        return value
-    if kind is int and isinstance(value, bool) or kind in (int, float) and not isinstance(value, (int, float)):
-        raise ConfigError(f"{source}: {name} must be a number, got {value!r}")
-    if kind is int and float(value) != int(value):
-        raise ConfigError(f"{source}: {name} must be an integer, got {value!r}")
-    return kind(value)
-
-
 def build_options(args: argparse.Namespace):
     from srkit.eval import EvalOptions
+    from srkit.utils.config import check_values
 
-    fields = {f.name: f for f in dataclasses.fields(EvalOptions)}
-    defaults = {n: (f.default if f.default is not dataclasses.MISSING else None) for n, f in fields.items()}
+    fields = {f.name for f in dataclasses.fields(EvalOptions)}
     values: dict[str, Any] = {}
     if getattr(args, "config", None):
+        # The same typed engine as training configs: unknown keys and bad values name the key.
         cfg = _load_config(args.config)
-        unknown = sorted(set(cfg) - set(fields))
-        if unknown:
-            raise ConfigError(f"unknown option(s) {', '.join(unknown)}", args.config)
-        values.update({k: _coerce(k, v, defaults[k], args.config) for k, v in cfg.items()})
+        try:
+            values.update(check_values(EvalOptions, cfg))
+        except ConfigError as exc:
+            raise ConfigError(str(exc), args.config) from None
     values.update({k: v for k, v in vars(args).items() if k in fields})
     if not values.get("data"):
         raise ConfigError("--data is required (or 'data:' in the --config file)")

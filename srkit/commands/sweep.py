@@ -9,13 +9,11 @@ over a grid of assumed blur widths (columns) and noise levels (rows) and pick th
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import math
 import re
 import sys
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -48,6 +46,9 @@ MAX_SHEET_PIXELS = 120_000_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from srkit.infer.options import RestoreOptions
+    from srkit.utils.device import PRECISIONS
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     parser.add_argument("input", help="image to restore (PNG, JPEG, TIFF, ...)")
@@ -68,12 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--crop", metavar="REGION", help="sweep on this region of the input only (big photos)")
     parser.add_argument("--cell-width", type=int, metavar="PX",
                         help="resize every output to this width on the sheet (default: output size)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                        help="autocast precision (default: fp32)")
+    parser.add_argument("--device", default=RestoreOptions.device, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default=RestoreOptions.precision,
+                        help="autocast precision (default: %(default)s)")
     parser.add_argument("--tile", type=int, metavar="PX", help="restore in tiles of PX input pixels (bounds memory)")
-    parser.add_argument("--tile-overlap", type=int, default=16, metavar="PX",
-                        help="context pixels shared by neighbouring tiles, blended (default: 16)")
+    parser.add_argument("--tile-overlap", type=int, default=RestoreOptions.tile_overlap, metavar="PX",
+                        help="context pixels shared by neighbouring tiles, blended (default: %(default)s)")
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -184,45 +185,13 @@ def cell_origin(row: int, col: int, cell_size: tuple[int, int], label_height: in
 
 
 # ---------------------------------------------------------------------- command
-def _load_model(name: str | None, weights: str | None):
-    """The network to sweep: rebuilt from ``weights`` (srkit files carry their preset and full config,
-    so checkpoints trained with non-default widths load too), else preset ``name`` with its shipped
-    weights (untrained when it ships none)."""
-    from srkit.models import create_model, has_pretrained
-
-    if weights is None:
-        name = name or DEFAULT_MODEL
-        return create_model(name, pretrained=has_pretrained(name))
-    from srkit.models.checkpoint import load_model
-
-    model = load_model(weights, preset=None)
-    if name is not None and model.preset and model.preset != name:
-        raise ConfigError(f"--weights holds a {model.preset} network but --model says {name} "
-                          f"(leave out --model to use the checkpoint's)", weights)
-    return model
-
-
-@contextlib.contextmanager
-def _quiet_after_first(logger: logging.Logger, *, first: bool) -> Iterator[None]:
-    """Every cell is one engine run; its once-per-run warnings (e.g. emulated bf16 on this CPU) are
-    shown for the first cell only instead of once per cell."""
-    if first:
-        yield
-        return
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
 def run(args: argparse.Namespace) -> int:
-    from srkit.infer.engine import model_spec, upscale_frames
+    from srkit.infer.engine import Restorer
+    from srkit.infer.options import RestoreOptions
     from srkit.io.atomic import check_output_path
     from srkit.io.images import from_float, read_rgb, write_image
-    from srkit.models.udvd import udvd_condition
-    from srkit.utils.device import select_device, torch_threads
+    from srkit.data.conditions import udvd_condition
+    from srkit.utils.device import torch_threads
 
     blurs = parse_grid(args.blur, "--blur")
     noises = parse_grid(args.noise, "--noise")
@@ -255,11 +224,13 @@ def run(args: argparse.Namespace) -> int:
         region = f" [{w}x{h}+{x}+{y}]"
         height, width = h, w
 
-    device = select_device(args.device)
+    restore = RestoreOptions(device=args.device, precision=args.precision, tile=args.tile,
+                             tile_overlap=args.tile_overlap).validate()
     with torch_threads(args.threads):
-        model = _load_model(args.model, args.weights)
+        # The model is made ready once (device, precision warning) and restores every cell.
+        restorer = Restorer(args.model or (None if args.weights else DEFAULT_MODEL), restore, weights=args.weights)
+        model, spec = restorer.model, restorer.spec
         name = model.preset or args.model or type(model).__name__
-        spec = model_spec(model)
         if spec.condition != "degradation":
             raise ConfigError(f"model {name!r} is not conditioned on degradation maps; "
                               f"sweep needs a non-blind model such as udvd-x4")
@@ -277,7 +248,6 @@ def run(args: argparse.Namespace) -> int:
 
         from tqdm import tqdm
 
-        engine_log = logging.getLogger("srkit.infer.engine")
         cells: list[list[np.ndarray]] = []
         with tqdm(total=len(blurs) * len(noises), desc="sweep", unit="cell", disable=args.quiet,
                   file=sys.stderr) as bar:
@@ -285,10 +255,7 @@ def run(args: argparse.Namespace) -> int:
                 row = []
                 for blur in blurs:
                     maps = udvd_condition(height, width, blur=blur, noise=noise)
-                    with _quiet_after_first(engine_log, first=not cells and not row):
-                        out = next(iter(upscale_frames([image], model, device=device, precision=args.precision,
-                                                       tile=args.tile, tile_overlap=args.tile_overlap,
-                                                       condition=maps)))
+                    out = next(restorer.stream([image], condition=maps))
                     cell = from_float(out, np.uint8)
                     if (cell_h, cell_w) != cell.shape[:2]:
                         interp = cv2.INTER_AREA if cell_w < out_w else cv2.INTER_CUBIC

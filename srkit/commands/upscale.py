@@ -37,6 +37,10 @@ DEFAULT_IMAGE_MODEL = "udvd-s-x4"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from srkit.data.windows import PADDING_MODES
+    from srkit.infer.options import OUTPUT_KINDS, OutputOptions, RestoreOptions
+    from srkit.utils.device import PRECISIONS
+
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = EPILOG
     io = parser.add_argument_group("input and output")
@@ -46,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="text file with one input per line (relative to the file); needs --output-dir. "
                          "Under torchrun each rank takes every WORLD_SIZE-th input from RANK")
     io.add_argument("--output-dir", metavar="DIR", help="existing folder receiving one output per input (same names)")
-    io.add_argument("--output-kind", choices=("auto", "video", "frames", "image", "images"), default="auto",
+    io.add_argument("--output-kind", choices=OUTPUT_KINDS, default=OutputOptions.output_kind,
                     help="override the kind deduced from OUTPUT (default: auto)")
     io.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     io.add_argument("--resume", action="store_true",
@@ -63,33 +67,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                          "preset's shipped weights, e.g. edvr-s; random for presets without, speed tests only)")
 
     rt = parser.add_argument_group("runtime")
-    rt.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
-    rt.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+    rt.add_argument("--device", default=RestoreOptions.device, help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    rt.add_argument("--precision", choices=tuple(PRECISIONS),
                     help="autocast precision (default: bf16 on CPUs that compute it natively -- AVX512-BF16 or "
                          "AMX -- where it is about twice as fast, fp32 elsewhere; bf16 is emulated and slow on "
                          "other CPUs)")
     rt.add_argument("--threads", type=int, metavar="N", help="CPU threads for PyTorch (default: PyTorch's choice)")
     rt.add_argument("--tile", type=int, metavar="PX",
                     help="restore in tiles of PX input pixels (blended; bounds memory for large frames)")
-    rt.add_argument("--tile-overlap", type=int, default=16, metavar="PX",
-                    help="context added on each side of a tile and blended across tile seams (default: 16)")
+    rt.add_argument("--tile-overlap", type=int, default=RestoreOptions.tile_overlap, metavar="PX",
+                    help="context added on each side of a tile and blended across tile seams (default: %(default)s)")
     rt.add_argument("--max-memory", metavar="SIZE",
                     help="choose the tile size so that one restoration fits SIZE (e.g. 4GB, 512MB)")
-    rt.add_argument("--batch-size", type=int, default=1, metavar="N", help="windows restored together (default: 1)")
-    rt.add_argument("--padding", default="reflection_circle",
-                    choices=("reflection_circle", "reflection", "replicate", "circle"),
-                    help="how windows are padded at the start/end of a clip (default: reflection_circle, as "
+    rt.add_argument("--batch-size", type=int, default=RestoreOptions.batch_size, metavar="N",
+                    help="windows restored together (default: %(default)s)")
+    rt.add_argument("--padding", default=RestoreOptions.padding, choices=PADDING_MODES,
+                    help="how windows are padded at the start/end of a clip (default: %(default)s, as "
                          "EDVR's training and evaluation)")
     rt.add_argument("--no-cache", action="store_true",
                     help="recompute every frame's features in every window (slower; same output)")
     rt.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout")
 
     vo = parser.add_argument_group("video output")
-    vo.add_argument("--codec", default="libx264", help="encoder (libx264, libx265, libvpx-vp9, ffv1...; default libx264)")
-    vo.add_argument("--crf", type=float, default=18, help="quality for x264/x265/vp9 (default: 18)")
+    vo.add_argument("--codec", default=OutputOptions.codec,
+                    help="encoder (libx264, libx265, libvpx-vp9, ffv1...; default %(default)s)")
+    vo.add_argument("--crf", type=float, default=OutputOptions.crf, help="quality for x264/x265/vp9 (default: %(default)s)")
     vo.add_argument("--pix-fmt", help="pixel format (default: yuv420p; yuv420p10le for >8-bit sources)")
     vo.add_argument("--lossless", action="store_true", help="lossless encoding (exact RGB)")
-    vo.add_argument("--fps", type=float, default=25.0, help="frame rate of a video made from a frame folder (default 25)")
+    vo.add_argument("--fps", type=float, default=OutputOptions.fps,
+                    help="frame rate of a video made from a frame folder (default %(default)s)")
 
     dg = parser.add_argument_group("degradation (UDVD and other non-blind models)")
     dg.add_argument("--blur", type=float, metavar="SIGMA", help="Gaussian blur width in HR (output) pixels, as the SRMD/UDVD degradation model defines it")
@@ -102,14 +108,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def degradation_condition(args: argparse.Namespace, conditioned_model: bool = False):
     """``(height, width) -> (16, H, W)`` maps from the blur/noise options, or None when none is given.
 
-    The maps are UDVD's (``srkit.models.udvd.udvd_condition``: 15 PCA codes of the kernel + noise).
+    The maps are UDVD's (``srkit.data.conditions.udvd_condition``: 15 PCA codes of the kernel + noise).
     For a model known to take them (``conditioned_model``) a missing blur defaults to
-    ``udvd.DEFAULT_BLUR`` (:func:`run` says so), so that a photo upscales without degradation options.
+    ``conditions.DEFAULT_BLUR`` (:func:`run` says so), so that a photo upscales without degradation options.
     """
     given = args.blur is not None or args.kernel is not None or args.blur2 is not None or args.noise
     if not given and not conditioned_model:
         return None
-    from srkit.models.udvd import DEFAULT_BLUR, udvd_condition
+    from srkit.data.conditions import DEFAULT_BLUR, udvd_condition
 
     if args.kernel is not None and not Path(args.kernel).is_file():
         raise InputError("no such file", args.kernel)
@@ -164,9 +170,17 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("no output given (-o OUTPUT or --output-dir DIR)")
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    if args.tile_overlap < 0:  # checked by the tiler only when --tile is given
-        raise ConfigError(f"--tile-overlap must be >= 0, got {args.tile_overlap}")
-    from srkit.models import has_pretrained, model_entry
+    from srkit.infer.options import OutputOptions, RestoreOptions
+
+    # Every option is checked before anything is printed or read: a bad one is a single error line.
+    restore = RestoreOptions(device=args.device, precision=args.precision or RestoreOptions.precision, tile=args.tile,
+                             tile_overlap=args.tile_overlap, max_memory=args.max_memory,
+                             channels_last=not args.no_channels_last, padding=args.padding,
+                             use_cache=not args.no_cache, batch_size=args.batch_size).validate()
+    out = OutputOptions(overwrite=args.overwrite, resume=args.resume, quiet=args.quiet, codec=args.codec,
+                        crf=args.crf, pix_fmt=args.pix_fmt, lossless=args.lossless, fps=args.fps,
+                        output_kind=args.output_kind).validate()
+    from srkit.models import has_pretrained, model_entry, preset_spec
 
     if args.model == "bicubic":  # eval's reference row, not a network: say so before any other line
         raise ConfigError("--model bicubic is srkit eval's MATLAB-bicubic baseline, not a network upscale can run; "
@@ -174,14 +188,8 @@ def run(args: argparse.Namespace) -> int:
     model = args.model or (None if args.weights else _default_model(args))
     if model is not None:
         model_entry(model)  # an unknown name fails here, before a warning about its weights
-    conditioned = model is not None and model_entry(model).family == "udvd"
-    # Every option is checked before the lines below are printed: a bad one is a single error line.
+    conditioned = model is not None and preset_spec(model).condition is not None
     condition = degradation_condition(args, conditioned)
-    from srkit.infer.run import check_fps
-    from srkit.io.video import check_crf
-
-    check_fps(args.fps)
-    check_crf(args.codec, args.crf)
     if args.input and not args.input_list:
         from srkit.infer.run import input_kind
         from srkit.io.video import probe_video
@@ -189,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         # A missing, unreadable or undecodable input is one error line, before the lines below.
         if input_kind(Path(args.input)) == "video":
             probe_video(args.input)
-    precision = args.precision or default_precision(args.device)
+    restore.precision = args.precision or default_precision(args.device)
     if not args.quiet:
         if args.weights is None and not has_pretrained(model):
             print(f"srkit: warning: no --weights given: {model} runs with random weights (speed tests only)",
@@ -198,20 +206,14 @@ def run(args: argparse.Namespace) -> int:
             what = "image" if model == DEFAULT_IMAGE_MODEL else "video"
             print(f"srkit: using {model}, srkit's shipped x4 {what} model (--model / --weights choose another)",
                   file=sys.stderr)
-        if args.precision is None and precision == "bf16":
+        if args.precision is None and restore.precision == "bf16":
             print("srkit: bf16 autocast (this CPU computes bf16 natively: about 2x faster than fp32; "
                   "--precision fp32 for fp32)", file=sys.stderr)
         if conditioned and _no_blur_given(args):
-            from srkit.models.udvd import DEFAULT_BLUR
+            from srkit.data.conditions import DEFAULT_BLUR
 
             print(f"srkit: assuming blur {DEFAULT_BLUR} (none beyond the downscaling) and noise {args.noise:g}; "
                   "--blur/--kernel and --noise describe the input's degradation", file=sys.stderr)
-    options = dict(weights=args.weights, device=args.device, precision=precision, tile=args.tile,
-                   tile_overlap=args.tile_overlap, max_memory=args.max_memory,
-                   channels_last=not args.no_channels_last, padding=args.padding, use_cache=not args.no_cache,
-                   condition=condition, batch_size=args.batch_size,
-                   overwrite=args.overwrite, resume=args.resume, quiet=args.quiet, codec=args.codec, crf=args.crf,
-                   pix_fmt=args.pix_fmt, lossless=args.lossless, fps=args.fps, output_kind=args.output_kind)
     failed: list[Path] = []  # inputs of an --input-list that could not be restored
     with torch_threads(args.threads):
         if args.input_list or (args.output_dir and not args.output):
@@ -221,10 +223,11 @@ def run(args: argparse.Namespace) -> int:
                 failed.append(path)
                 print(f"srkit: error: {exc}", file=sys.stderr)
 
-            results = upscale_many(inputs, args.output_dir, model, on_error=report if args.input_list else None,
-                                   **options)
+            results = upscale_many(inputs, args.output_dir, model, weights=args.weights, condition=condition,
+                                   restore_options=restore, output_options=out, on_error=report if args.input_list else None)
         else:
-            results = [upscale(args.input, args.output, model, **options)]
+            results = [upscale(args.input, args.output, model, weights=args.weights, condition=condition,
+                               restore_options=restore, output_options=out)]
     if not args.quiet:
         for r in results:
             extra = f", {r.skipped} already done" if r.skipped else ""

@@ -6,8 +6,7 @@ VideoSRDataset`` imports torch; ``from srkit.data import window_indices`` does n
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from srkit.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "window_indices": "srkit.data.windows",
@@ -24,7 +23,7 @@ _EXPORTS = {
     "LmdbSource": "srkit.data.sources",
     "open_sources": "srkit.data.sources",
     "LmdbReader": "srkit.data.lmdb_store",
-    "pack": "srkit.data.lmdb_store",
+    "pack": "srkit.data.lmdb_pack",
     "verify": "srkit.data.lmdb_store",
     "VideoSRDataset": "srkit.data.video_dataset",
     "ImageSRDataset": "srkit.data.image_dataset",
@@ -33,15 +32,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'srkit.data' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

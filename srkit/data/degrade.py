@@ -15,6 +15,10 @@ Three families, as the literature names them:
   ``imfilter(..., 'replicate')``, then rows/columns ``s/2, s/2 + s, ...`` (1-based), i.e. every LR
   pixel sits at the centre of its ``s x s`` block. The two grids differ by 1.5 HR pixels at x4: a
   model trained on one and tested on the other loses PSNR, so pick the one the benchmark used.
+* **DN** — BI followed by additive white Gaussian noise of a given level (:class:`DNDegradation`), the
+  second degradation the UDVD paper reports (after RDN's BI / BD / DN protocols). Its samples carry the
+  condition maps of a non-blind model: no blur beyond the bicubic downscaling
+  (:data:`srkit.data.conditions.DEFAULT_BLUR`, as for BI) and the sample's noise level.
 * **SRMD** — the general model of SRMD (Zhang et al., CVPR 2018) used by UDVD (Xu et al., CVPR 2020):
   ``y = bicubic_down(x (*) k) + n`` with a random isotropic or anisotropic Gaussian ``k`` and AWGN ``n``
   (optionally JPEG after). Non-blind models are told the degradation through 16 maps: the 15-D PCA code
@@ -72,8 +76,10 @@ __all__ = [
     "Degradation",
     "BIDegradation",
     "BDDegradation",
+    "DNDegradation",
     "SRMDDegradation",
     "make_degradation",
+    "DegradationEntry",
     "DEGRADATIONS",
 ]
 
@@ -88,6 +94,10 @@ SRMD_NOISE_RANGE = (0.0, 75.0)
 # basis of SRMD's kernels, whose widths end here (x4); wider blurs are not represented (1e6 encodes
 # as a box filter), so a model would be told something else than the option says.
 MAX_BLUR_WIDTH = max(hi for _, hi in SRMD_BLUR_RANGES.values())
+# "No blur beyond the bicubic downscaling" as the condition maps describe it: SRMD's smallest x4 kernel
+# width (BI, DN). Re-exported as srkit.data.conditions.DEFAULT_BLUR (defined here so DN's samples can
+# carry their maps without this module importing that one).
+DEFAULT_BLUR = 0.2
 
 
 def check_blur_width(value: float, option: str = "--blur") -> None:
@@ -634,6 +644,61 @@ class BDDegradation(BIDegradation):
         return bd_downsample(f, self.scale, self.sigma, self.kernel_size, self.variant)
 
 
+@lru_cache(maxsize=1)
+def _no_blur_code() -> np.ndarray:
+    """PCA code of "no blur beyond the bicubic downscaling": the Gaussian of width DEFAULT_BLUR, the
+    blur the condition maps describe for BI inputs (:func:`srkit.data.conditions.assumed_blur`)."""
+    code = kernel_to_code(gaussian_kernel(KERNEL_SIZE, DEFAULT_BLUR))
+    code.setflags(write=False)
+    return code
+
+
+@dataclasses.dataclass
+class DNDegradation:
+    """DN: BI (MATLAB bicubic ``1/scale``, in the frames' own integer class as :class:`BIDegradation`)
+    then additive white Gaussian noise of level ``noise`` (0-255 units; a number, or a ``(lo, hi)`` range
+    drawn once per clip), optionally JPEG after.
+
+    The noise is :func:`add_gaussian_noise` on the float BI frame with the clip's generator, one
+    realisation per frame, NOT clipped by default (``clip=True`` clips to [0, 1]): unclipped AWGN is
+    what the noise-level map describes and what SRMD/UDVD train on. The samples carry the 16 condition
+    maps (non-blind models, UDVD): the PCA code of no blur beyond the bicubic (``DEFAULT_BLUR``) and
+    the drawn level. ``noise`` has no default: a DN without a level would silently be BI.
+    """
+
+    scale: int = 4
+    noise: float | tuple[float, float] | None = None
+    clip: bool = False
+    jpeg_quality: int | tuple[int, int] | None = None
+
+    def __post_init__(self) -> None:
+        # Checked when built (a training config, `srkit eval`), not inside a DataLoader worker.
+        n = self.noise
+        if n is None:
+            raise ConfigError("degradation DN needs a noise level (0-255 units): noise: 15, or a range such as "
+                              "[0, 50] (srkit eval: --noise 15; a level of 0 is BI)")
+        values = [n] if np.isscalar(n) else list(n)  # type: ignore[arg-type]
+        ok = len(values) in (1, 2) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                           and math.isfinite(v) and 0 <= v <= 255 for v in values)
+        if not ok or (len(values) == 2 and values[0] > values[1]):
+            raise ConfigError(f"degradation DN: noise must be a level in 0..255 (0-255 units) or a range "
+                              f"[lo, hi] within it, got {n!r}")
+        if not np.isscalar(n):
+            self.noise = (float(values[0]), float(values[1]))
+
+    def __call__(self, frames: Sequence[np.ndarray], rng: np.random.Generator) -> DegradedSample:
+        sigma = float(_draw(self.noise, rng))  # type: ignore[arg-type]
+        q = _draw_quality(self.jpeg_quality, rng)
+        lr = BIDegradation(self.scale)(frames, rng).lr  # plain BI: draws nothing from rng
+        if sigma > 0:
+            lr = [add_gaussian_noise(f, sigma, rng, clip=self.clip) for f in lr]
+        if q is not None:
+            lr = [jpeg_compress(f, q) for f in lr]
+        h, w = lr[0].shape[:2]
+        maps = degradation_maps(_no_blur_code(), sigma, h, w)
+        return DegradedSample(lr, maps, {"noise": sigma, "jpeg_quality": q})
+
+
 @dataclasses.dataclass
 class SRMDDegradation:
     """SRMD/UDVD general degradation with its 16 condition maps.
@@ -668,20 +733,41 @@ class SRMDDegradation:
         return DegradedSample(lr, maps, {"kernel": kernel, "noise": sigma, "jpeg_quality": q})
 
 
-DEGRADATIONS = {"BI": BIDegradation, "BD": BDDegradation, "SRMD": SRMDDegradation}
+@dataclasses.dataclass(frozen=True)
+class DegradationEntry:
+    """A registered degradation: the class that applies it and what a conditioned model is told of it."""
+
+    cls: type
+    # Kind of condition maps its samples carry (``DegradedSample.maps``), named as the
+    # ``ModelSpec.condition`` of the models that take them; None: no maps. "degradation" is SRMD's 16
+    # maps (:mod:`srkit.data.conditions`).
+    condition: str | None = None
+    # Its blur as a Gaussian width (HR pixels) at a scale, when its default parameters fix one: what maps
+    # built without a sample (LR frames from disk) assume. None: no blur, or a random one.
+    blur_width: Callable[[int], float] | None = None
+
+
+DEGRADATIONS: dict[str, DegradationEntry] = {
+    "BI": DegradationEntry(BIDegradation),
+    "BD": DegradationEntry(BDDegradation, blur_width=lambda scale: _bd_sigma(scale, None)),
+    # Its maps: no blur beyond the bicubic (blur_width None -> conditions.DEFAULT_BLUR) + its noise level.
+    "DN": DegradationEntry(DNDegradation, condition="degradation"),
+    "SRMD": DegradationEntry(SRMDDegradation, condition="degradation"),
+}
 
 
 def make_degradation(name: str, scale: int, **params) -> Degradation:
-    """Build a clip degradation by name: ``"BI"``, ``"BD"`` or ``"SRMD"`` (case-insensitive).
+    """Build a clip degradation by name: ``"BI"``, ``"BD"``, ``"DN"`` or ``"SRMD"`` (case-insensitive).
 
-    ``params`` are the fields of :class:`BIDegradation`, :class:`BDDegradation` or
-    :class:`SRMDDegradation` (e.g. ``make_degradation("SRMD", 4, blur=1.6, noise=15)``).
+    ``params`` are the fields of :class:`BIDegradation`, :class:`BDDegradation`, :class:`DNDegradation`
+    or :class:`SRMDDegradation` (e.g. ``make_degradation("SRMD", 4, blur=1.6, noise=15)``,
+    ``make_degradation("DN", 4, noise=30)``).
     Unknown names or parameters raise :class:`~srkit.errors.ConfigError`.
     """
     key = str(name).upper()
     if key not in DEGRADATIONS:
         raise ConfigError(f"unknown degradation {name!r} (use {', '.join(DEGRADATIONS)})")
-    cls = DEGRADATIONS[key]
+    cls = DEGRADATIONS[key].cls
     known = {f.name for f in dataclasses.fields(cls)} - {"scale"}
     unknown = sorted(set(params) - known)
     if unknown:

@@ -5,6 +5,12 @@ scores every clip of a dataset layout (:func:`srkit.data.layouts.discover_clips`
 magnitude (pixels per frame, in the clip's own resolution) of the dense Farnebäck flow between
 consecutive grayscale frames, averaged over all pixels and all frame pairs, and writes the top fraction
 as a subset list (one :attr:`Clip.name` per line) that ``srkit eval --subset`` reads.
+
+Named subsets (:data:`MOTION_PRESETS`) fix the settings of a published one, so that "the paper's
+subset" is one word rather than three options to get right: ``vimeo-motion`` is MANA's
+Vimeo-90K-Motion, the 6% of the Vimeo-90K test set (``sep_testlist.txt``) with the largest mean flow.
+MANA ranks by an optical flow it does not name; srkit's Farnebäck flow ranks the same large motions
+first, but a clip near the 6% boundary may fall on the other side of it than in the paper's list.
 """
 
 from __future__ import annotations
@@ -21,8 +27,26 @@ from srkit.data.layouts import Clip
 from srkit.errors import ConfigError, InputError
 from srkit.io.atomic import atomic_write_text, check_output_path
 
-__all__ = ["ClipMotion", "FarnebackParams", "mean_flow_magnitude", "clip_motion", "rank_clips",
-           "select_top", "write_subset"]
+__all__ = ["ClipMotion", "FarnebackParams", "MotionPreset", "MOTION_PRESETS", "mean_flow_magnitude", "clip_motion",
+           "rank_clips", "select_top", "write_subset"]
+
+
+@dataclass(frozen=True)
+class MotionPreset:
+    """A named large-motion subset: the dataset layout, its split and the fraction kept."""
+
+    layout: str
+    split: str
+    top: float
+    description: str
+
+
+MOTION_PRESETS: dict[str, MotionPreset] = {
+    # MANA (Yu et al., CVPR 2022), Sec. 4: "we compute the optical flow of the videos in the Vimeo-90K test
+    # set and sort them by the mean flow magnitude; the top 6% form Vimeo-90K-Motion".
+    "vimeo-motion": MotionPreset("vimeo", "test", 0.06,
+                                 "MANA's Vimeo-90K-Motion: the top 6% of the Vimeo-90K test set by mean optical flow"),
+}
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ class FrameSource(ABC):
         """Stable key ``<clip>/<frame>`` (the LMDB key of this frame)."""
 
     def records(self) -> Iterator[RecordSource]:
-        """``(key, read_fn)`` for every frame, for :func:`srkit.data.lmdb_store.pack_records`."""
+        """``(key, read_fn)`` for every frame, for :func:`srkit.data.lmdb_pack.pack_records`."""
         for i in range(len(self)):
             yield self.frame_key(i), (lambda i=i: self.read(i))
 

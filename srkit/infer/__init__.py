@@ -1,23 +1,23 @@
 """Inference: streaming video/image restoration, spatial tiling and the feature cache.
 
-``upscale_frames`` (engine: frames in, frames out) and ``upscale`` (files in, files out) are
-imported lazily so that importing :mod:`srkit.infer` costs nothing until they are used.
+``Restorer`` and ``upscale_frames`` (engine: frames in, frames out) and ``upscale`` (files in, files
+out) are imported lazily so that importing :mod:`srkit.infer` costs nothing until they are used.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from srkit.utils.lazy import lazy_exports
 
-__all__ = ["upscale_frames", "upscale", "upscale_many", "UpscaleResult"]
+_EXPORTS = {
+    "upscale_frames": "srkit.infer.engine",
+    "Restorer": "srkit.infer.engine",
+    "upscale": "srkit.infer.run",
+    "upscale_many": "srkit.infer.run",
+    "UpscaleResult": "srkit.infer.run",
+    "RestoreOptions": "srkit.infer.options",
+    "OutputOptions": "srkit.infer.options",
+}
 
+__all__ = sorted(_EXPORTS)
 
-def __getattr__(name: str) -> Any:
-    if name == "upscale_frames":
-        from srkit.infer.engine import upscale_frames
-
-        return upscale_frames
-    if name in ("upscale", "upscale_many", "UpscaleResult"):
-        from srkit.infer import run
-
-        return getattr(run, name)
-    raise AttributeError(f"module 'srkit.infer' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -19,10 +19,12 @@ the tile size can be chosen from a memory budget.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import os
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,41 +32,59 @@ from torch import nn
 
 from srkit.errors import ConfigError, InputError
 from srkit.infer import tiling
-from srkit.models._api import ModelSpec, as_sr_output
-from srkit.models._blocks import crop_to, pad_to_multiple
-from srkit.utils.device import PRECISIONS, autocast, select_device
+from srkit.models.api import ModelSpec, as_sr_output
+from srkit.models.blocks import crop_to, pad_to_multiple
+from srkit.infer.options import RestoreOptions
+from srkit.utils.device import autocast, select_device
 
 log = logging.getLogger(__name__)
 
-__all__ = ["upscale_frames", "load_model", "FrameRestorer", "frame_to_tensor", "tensor_to_frame", "window_for"]
+__all__ = ["upscale_frames", "load_model", "prepare_model", "Restorer", "FrameRestorer", "frame_to_tensor",
+           "tensor_to_frame", "window_for"]
 
 # Condition maps may be given per frame size: an array (C, H, W), a vector (C,) broadcast over the
 # frame, or a function (height, width) -> (C, H, W) array.
 Condition = np.ndarray | Callable[[int, int], np.ndarray]
 
 
-def load_model(model: nn.Module | str | None, weights: str | None = None, **overrides) -> nn.Module:
-    """A model instance from a preset name (with optional weights), a checkpoint alone or the module itself.
+def load_model(model: nn.Module | str | None, weights: str | os.PathLike | None = None, **overrides) -> nn.Module:
+    """The model a command or API call asks for: srkit's one resolver of ``--model`` / ``--weights``.
 
-    ``model=None`` with ``weights`` rebuilds the network the checkpoint describes (srkit metadata, or
-    the preset and configuration inferred from a foreign state dict's keys and shapes). A preset name
-    without ``weights`` gets the weights shipped with srkit when it has them (``edvr-s``...), random
-    weights otherwise.
+    * a module: used as it is (``weights`` loaded into it);
+    * ``weights`` alone: the network the checkpoint describes (srkit metadata, or the preset and
+      configuration inferred from a foreign state dict's keys and shapes);
+    * a preset name with an srkit file: the file's own network (its stored config, so non-default widths
+      load too), which must be that preset; with a foreign file: the preset, the file loaded strictly;
+    * a preset name alone: its shipped weights when srkit has them (``edvr-s``...), random otherwise.
     """
-    if model is None:
-        if weights is None:
+    from srkit.models import create_model, has_pretrained
+    from srkit.models.checkpoint import load_model as load_checkpoint_model
+    from srkit.models.checkpoint import load_weights, stored_preset
+
+    if isinstance(model, nn.Module):
+        if weights is not None:
+            load_weights(model, weights)
+        return model
+    if weights is None:
+        if model is None:
             raise ConfigError("give a model name or a checkpoint (--model / --weights)")
-        from srkit.models.checkpoint import load_model as load_checkpoint_model
-
+        return create_model(model, pretrained=has_pretrained(model), **overrides)
+    if model is None:
         return load_checkpoint_model(weights)
-    if isinstance(model, str):
-        from srkit.models import create_model, has_pretrained
+    stored = None if overrides else stored_preset(weights)
+    if stored is None:
+        return create_model(model, weights=weights, **overrides)
+    if stored != model:
+        raise ConfigError(f"--weights holds a {stored} network but --model says {model} "
+                          f"(leave out --model to use the checkpoint's)", weights)
+    return load_checkpoint_model(weights)
 
-        return create_model(model, weights=weights, pretrained=weights is None and has_pretrained(model), **overrides)
-    if weights is not None:
-        from srkit.models.checkpoint import load_weights
 
-        load_weights(model, weights)
+def prepare_model(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
+    """``model`` in eval mode on ``device`` (NHWC weights when ``channels_last``)."""
+    model = model.to(device).eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     return model
 
 
@@ -137,17 +157,9 @@ def window_for(center: int, spec: ModelSpec, length: int, padding: str) -> list[
     t, c = spec.num_frames, spec.center_index
     if t == 1:
         return [center]
-    m = max(c, t - 1 - c)
+    m = spec.half_window
     full = window_indices(center, 2 * m + 1, length, padding)
     return full[m - c: m - c + t]
-
-
-def _reach(spec: ModelSpec) -> int:
-    """How far (in frames) a window can reach from its centre, in either direction, with padding."""
-    if spec.num_frames == 1:
-        return 0
-    m = max(spec.center_index, spec.num_frames - 1 - spec.center_index)
-    return 2 * m
 
 
 @dataclass
@@ -158,39 +170,85 @@ class _Frame:
     feats: dict[int, list[torch.Tensor]]
 
 
+class Restorer:
+    """A model made ready once and then used for any number of streams (clips, images).
+
+    Built once per model and option set: the model is resolved (:func:`load_model`), moved to the
+    device in the chosen layout, the window padding is checked and the slow-precision warning is
+    given; the memory probe behind ``max_memory`` runs at most once per probe size. :meth:`stream`
+    then restores one stream of frames (a clip, or one image) with its own tile plan and condition maps.
+    """
+
+    def __init__(self, model: nn.Module | str | None, options: RestoreOptions | None = None, *,
+                 weights: str | os.PathLike | None = None):
+        self.options = (options if options is not None else RestoreOptions()).validate()
+        opts = self.options
+        self.device = select_device(opts.device)
+        _warn_slow_precision(self.device, opts.precision)
+        self.channels_last = opts.channels_last  # dropped for good if the model cannot run NHWC
+        self.model = prepare_model(load_model(model, weights), self.device, self.channels_last)
+        self.spec = model_spec(self.model)
+        self.max_memory = tiling.parse_memory(opts.max_memory)
+        if self.spec.num_frames > 1:
+            from srkit.data.windows import check_window
+
+            check_window(2 * self.spec.half_window + 1, opts.padding)
+        self.probes: dict[tuple[int, bool], tuple[float, float]] = {}  # (size, cache) -> bytes/px (peak, features)
+
+    def stream(self, frames: Iterable[np.ndarray], *, condition: Condition | None = None,
+               start_frame: int = 0) -> Iterator[np.ndarray]:
+        """Restore a stream of frames (all one size); yields one HxWx3 float32 RGB frame per input frame.
+
+        ``condition``: degradation maps of conditioned models (UDVD): (C, H, W), (C,) or ``f(h, w)``.
+        ``start_frame`` skips the outputs before this index (resuming); its context frames are still read.
+        """
+        restorer = FrameRestorer(self, condition=condition)
+        return _stream(iter(frames), restorer, self.options.padding, self.spec.window_reach,
+                       self.options.batch_size, max(0, start_frame))
+
+    def drop_channels_last(self, exc: BaseException) -> None:
+        # channels_last is only a speed hint: a model (or op) that cannot run on NHWC tensors still
+        # runs, in NCHW, instead of failing the whole job.
+        log.warning("model failed with channels_last tensors (%s); falling back to NCHW", str(exc).splitlines()[0])
+        self.channels_last = False
+        self.model.to(memory_format=torch.contiguous_format)
+
+
 class FrameRestorer:
-    """Restores frames from their windows with a fixed model, device, precision and tile plan.
+    """Restores the frames of one stream from their windows: a :class:`Restorer`'s model, device and
+    precision, this stream's condition maps and tile plan.
 
     The plan (tiles, cache use) is set up from the first frame's size by :meth:`setup`.
     """
 
-    def __init__(self, model: nn.Module, *, device: torch.device, precision: str = "fp32",
-                 tile: int | None = None, tile_overlap: int = 16, max_memory: int | None = None,
-                 channels_last: bool = True, use_cache: bool = True, condition: Condition | None = None):
-        if precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
-        self.model = model
-        self.spec = model_spec(model)
-        self.device = device
-        self.precision = precision
-        self.tile = tile
-        self.overlap = int(tile_overlap)
-        self.max_memory = max_memory
-        self.channels_last = channels_last
-        self.has_cache_api = callable(getattr(model, "encode", None)) and callable(getattr(model, "decode", None))
-        self.use_cache = bool(use_cache) and self.has_cache_api
+    def __init__(self, restorer: Restorer, *, condition: Condition | None = None):
+        self.restorer = restorer
+        self.model = restorer.model
+        self.spec = restorer.spec
+        self.device = restorer.device
+        opts = restorer.options
+        self.precision = opts.precision
+        self.tile = opts.tile
+        self.overlap = int(opts.tile_overlap)
+        self.max_memory = restorer.max_memory
+        self.has_cache_api = callable(getattr(self.model, "encode", None)) and callable(getattr(self.model, "decode", None))
+        self.use_cache = bool(opts.use_cache) and self.has_cache_api
         self.condition = condition
+        name = getattr(self.model, "preset", None) or type(self.model).__name__
         if self.spec.condition is not None and condition is None:
-            raise ConfigError(f"model {getattr(model, 'preset', None) or type(model).__name__} needs degradation "
-                              f"maps (--blur/--noise or --kernel)")
+            raise ConfigError(f"model {name} needs degradation maps (--blur/--noise or --kernel)")
         if self.spec.condition is None and condition is not None:
             # Silently ignoring --blur/--noise would let a user believe the model used them.
-            raise ConfigError(f"model {getattr(model, 'preset', None) or type(model).__name__} takes no degradation "
-                              f"maps: --blur/--blur2/--angle/--noise/--kernel apply to non-blind models (udvd-*)")
+            raise ConfigError(f"model {name} takes no degradation maps: --blur/--blur2/--angle/--noise/--kernel "
+                              f"apply to non-blind models (udvd-*)")
         self.plan: tiling.TilePlan | None = None
         self._maps: torch.Tensor | None = None
-        self.out_scale = 1 if self.spec.hr_input else self.spec.scale
-        self._verified = False  # the first restoration checks that channels_last works
+        self.out_scale = self.spec.output_ratio
+        self._verified = not restorer.channels_last  # the first restoration checks that channels_last works
+
+    @property
+    def channels_last(self) -> bool:
+        return self.restorer.channels_last
 
     # ------------------------------------------------------------------ set-up
     def setup(self, height: int, width: int) -> None:
@@ -238,16 +296,23 @@ class FrameRestorer:
                 peak = tiling.measure_peak_bytes(lambda: self._forward([frames], maps), self.device)
         return peak / (size * size), feat_bytes
 
+    def _cached_probe(self, size: int) -> tuple[float, float]:
+        """:meth:`_probe`, measured once per restorer (the model, device and precision do not change)."""
+        key = (size, self.use_cache)
+        if key not in self.restorer.probes:
+            self.restorer.probes[key] = self._probe(size)
+        return self.restorer.probes[key]
+
     def _tile_from_budget(self, height: int, width: int, align: int) -> int | None:
         budget = int(self.max_memory)
         probe = max(64, align * math.ceil(64 / align))
         try:
-            per_px, feat_px = self._probe(probe)
+            per_px, feat_px = self._cached_probe(probe)
         except RuntimeError as exc:
             if not self.channels_last:
                 raise
-            self._drop_channels_last(exc)
-            per_px, feat_px = self._probe(probe)
+            self.restorer.drop_channels_last(exc)
+            per_px, feat_px = self._cached_probe(probe)
         s2 = self.out_scale ** 2
         ring = 2 * self.spec.num_frames - 1
         frame_px = height * width
@@ -257,7 +322,7 @@ class FrameRestorer:
         if self.use_cache and base + cache > budget / 2:
             # The cache would eat most of the budget: recomputing features per window is the better deal.
             self.use_cache = False
-            per_px, _ = self._probe(probe)
+            per_px, _ = self._cached_probe(probe)
             cache = 0
         if base + cache + per_px * frame_px <= budget:
             return None  # the whole frame fits
@@ -326,7 +391,7 @@ class FrameRestorer:
         try:
             out = self._restore(windows)
         except RuntimeError as exc:
-            self._drop_channels_last(exc)
+            self.restorer.drop_channels_last(exc)
             for f in {id(f): f for w in windows for f in w}.values():
                 f.tensor = f.tensor.contiguous()
                 f.feats.clear()
@@ -335,13 +400,6 @@ class FrameRestorer:
             out = self._restore(windows)
         self._verified = True
         return out
-
-    def _drop_channels_last(self, exc: BaseException) -> None:
-        # channels_last is only a speed hint: a model (or op) that cannot run on NHWC tensors still
-        # runs, in NCHW, instead of failing the whole job.
-        log.warning("model failed with channels_last tensors (%s); falling back to NCHW", str(exc).splitlines()[0])
-        self.channels_last = False
-        self.model.to(memory_format=torch.contiguous_format)
 
     def _restore(self, windows: list[list[_Frame]]) -> list[torch.Tensor]:
         assert self.plan is not None, "setup() first"
@@ -380,14 +438,14 @@ def _check_condition_maps(maps: np.ndarray, spec: ModelSpec) -> None:
     arrays or functions given to the Python API alike all pass here."""
     if not np.isfinite(maps).all():
         raise ConfigError("degradation maps have NaN or infinite values")
-    from srkit.models.udvd import CONDITION_CHANNELS, _check_noise
+    from srkit.data.conditions import CONDITION_CHANNELS, check_noise
 
     if spec.condition == "degradation" and maps.shape[0] == CONDITION_CHANNELS:
         # SRMD's layout: 15 kernel codes, then the noise level / 255. Rounded so that a level of exactly
         # 255 (or 0) that went through float32 is not refused for its last bit.
         noise = np.round(maps[-1].astype(np.float64) * 255.0, 3)
         try:
-            _check_noise(float(noise.flat[0]) if np.ptp(noise) == 0 else noise, *noise.shape)
+            check_noise(float(noise.flat[0]) if np.ptp(noise) == 0 else noise, *noise.shape)
         except ConfigError as exc:
             raise ConfigError(f"degradation maps: {exc} (the last map is the noise level / 255)") from None
 
@@ -403,56 +461,32 @@ def _warn_slow_precision(device: torch.device, precision: str) -> None:
                     "usually slower than fp32 here", precision, precision)
 
 
-def _prepare(model: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    model = model.to(device).eval()
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def upscale_frames(frames: Iterable[np.ndarray], model: nn.Module | str | None, *, device: str | torch.device = "auto",
-                   precision: str = "fp32", tile: int | None = None, tile_overlap: int = 16,
-                   max_memory: str | int | None = None, channels_last: bool = True,
-                   padding: str = "reflection_circle", use_cache: bool = True,
-                   condition: Condition | None = None, batch_size: int = 1,
-                   start_frame: int = 0, weights: str | None = None) -> Iterator[np.ndarray]:
+def upscale_frames(frames: Iterable[np.ndarray], model: nn.Module | str | None, *,
+                   options: RestoreOptions | None = None, condition: Condition | None = None,
+                   start_frame: int = 0, weights: str | os.PathLike | None = None,
+                   **fields: Any) -> Iterator[np.ndarray]:
     """Restore a stream of frames; yields one HxWx3 float32 RGB frame in [0, 1] per input frame, in order.
 
     Args:
         frames: HxWx3 (or gray HxW / HxWx1, replicated to RGB) uint8, uint16 or float [0, 1] arrays,
             all the same size. Consumed lazily: at most ``2 * num_frames - 1 + batch_size`` are held.
-        model: an srkit model or a preset name (``weights`` then loads a checkpoint).
-        device / precision: ``auto|cpu|cuda|mps`` and ``fp32|bf16|fp16`` (autocast).
-        tile / tile_overlap: restore in tiles of ``tile`` input pixels (plus ``tile_overlap`` of context on
-            each side, blended); ``max_memory`` (e.g. ``"4GB"``) picks the tile size when ``tile`` is None.
-        channels_last: run convolutions in NHWC layout (faster on CPU).
-        padding: temporal border padding (``reflection_circle`` as EDVR's training, ``reflection``,
-            ``replicate``, ``circle``).
-        use_cache: reuse per-frame features across windows (models with ``encode``/``decode``).
+        model: an srkit model or a preset name (``weights`` then loads a checkpoint), see :func:`load_model`.
+        options / fields: a :class:`~srkit.infer.options.RestoreOptions` and/or its fields as keywords
+            (``device``, ``precision``, ``tile``, ``tile_overlap``, ``max_memory``, ``channels_last``,
+            ``padding``, ``use_cache``, ``batch_size``); keywords override ``options``.
         condition: degradation maps for conditioned models (UDVD): (C, H, W), (C,) or ``f(h, w)``.
-        batch_size: number of windows restored together.
         start_frame: skip the outputs before this index (resuming); its context frames are still read.
+
+    One call builds one :class:`Restorer`; to restore many streams with one model, build the
+    :class:`Restorer` once and call its :meth:`~Restorer.stream`.
     """
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    dev = select_device(device) if not isinstance(device, torch.device) else device
-    _warn_slow_precision(dev, precision)
-    net = _prepare(load_model(model, weights), dev, channels_last)
-    restorer = FrameRestorer(net, device=dev, precision=precision, tile=tile, tile_overlap=tile_overlap,
-                             max_memory=tiling.parse_memory(max_memory), channels_last=channels_last,
-                             use_cache=use_cache, condition=condition)
-    spec = restorer.spec
-    if spec.num_frames > 1:
-        from srkit.data.windows import check_window
-
-        check_window(2 * max(spec.center_index, spec.num_frames - 1 - spec.center_index) + 1, padding)
-    reach = _reach(spec)
-    return _stream(iter(frames), restorer, dev, channels_last, padding, reach, batch_size, max(0, start_frame))
+    opts = dataclasses.replace(options if options is not None else RestoreOptions(), **fields)
+    return Restorer(model, opts, weights=weights).stream(frames, condition=condition, start_frame=start_frame)
 
 
-def _stream(it: Iterator[np.ndarray], restorer: FrameRestorer, dev: torch.device, channels_last: bool,
-            padding: str, reach: int, batch_size: int, start: int) -> Iterator[np.ndarray]:
-    spec = restorer.spec
+def _stream(it: Iterator[np.ndarray], restorer: FrameRestorer, padding: str, reach: int, batch_size: int,
+            start: int) -> Iterator[np.ndarray]:
+    spec, dev = restorer.spec, restorer.device
     buf: dict[int, _Frame] = {}
     n_read = 0
     exhausted = False

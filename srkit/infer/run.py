@@ -16,7 +16,7 @@ frames the next windows need so the frames are identical to an uninterrupted run
 from __future__ import annotations
 
 import contextlib
-import math
+import dataclasses
 import os
 import re
 import signal
@@ -25,7 +25,6 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -34,6 +33,8 @@ from torch import nn
 
 from srkit.errors import ConfigError, InputError, OutputError, SrkitError
 from srkit.io.atomic import check_output_path, remove_stale_temps, remove_stale_temps_in
+from srkit.infer.engine import Restorer
+from srkit.infer.options import OutputOptions, RestoreOptions
 from srkit.io.images import IMAGE_EXTENSIONS, from_float, list_images, read_image, write_image
 
 __all__ = ["UpscaleResult", "upscale", "upscale_many", "read_input_list", "shard", "input_kind",
@@ -158,26 +159,20 @@ def _bit_depth_dtype(pix_fmt: str) -> type:
 
 
 @dataclass
-class _Options:
-    model: nn.Module
-    engine: dict[str, Any]
-    overwrite: bool
-    resume: bool
-    quiet: bool
-    codec: str
-    crf: float
-    pix_fmt: str | None
-    lossless: bool
-    fps: Fraction
-    output_kind: str
+class _Job:
+    """What every input of one ``upscale``/``upscale_many`` call shares."""
+
+    restorer: Restorer  # the model, ready once for all inputs
+    out: OutputOptions
     condition_factory: Callable[[int, int], np.ndarray] | None
 
+    @property
+    def model(self) -> nn.Module:
+        return self.restorer.model
 
-def _run_engine(frames: Iterable[np.ndarray], opts: _Options, *, start_frame: int = 0) -> Iterator[np.ndarray]:
-    from srkit.infer.engine import upscale_frames
 
-    return upscale_frames(frames, opts.model, condition=opts.condition_factory, start_frame=start_frame,
-                          **opts.engine)
+def _run_engine(frames: Iterable[np.ndarray], job: _Job, *, start_frame: int = 0) -> Iterator[np.ndarray]:
+    return job.restorer.stream(frames, condition=job.condition_factory, start_frame=start_frame)
 
 
 # ---------------------------------------------------------------------------------------------- per kind
@@ -193,7 +188,7 @@ def numbered_pattern(files: Sequence[Path]) -> tuple[str, int] | None:
     return f"{{:0{len(stems[0])}d}}.png", first
 
 
-def _frame_writer(folder: Path, opts: _Options, pattern: str = FRAME_PATTERN, start: int = 0):
+def _frame_writer(folder: Path, job: _Job, pattern: str = FRAME_PATTERN, start: int = 0):
     """The frame-folder writer (creates the folder; with ``resume`` counts the complete frames there)."""
     from srkit.io.frames import FrameFolderWriter
 
@@ -202,16 +197,16 @@ def _frame_writer(folder: Path, opts: _Options, pattern: str = FRAME_PATTERN, st
     parent = folder.parent if str(folder.parent) else Path(".")
     if not folder.exists() and parent.is_dir() and not os.access(parent, os.W_OK):
         raise OutputError("output folder's parent is not writable", parent)
-    return FrameFolderWriter(folder, pattern=pattern, resume=opts.resume, overwrite=opts.overwrite, start=start)
+    return FrameFolderWriter(folder, pattern=pattern, resume=job.out.resume, overwrite=job.out.overwrite, start=start)
 
 
-def _frames_output(writer, out_frames: Iterable[np.ndarray], dtype: type, opts: _Options, total: int | None,
+def _frames_output(writer, out_frames: Iterable[np.ndarray], dtype: type, job: _Job, total: int | None,
                    desc: str, start: int) -> int:
     """Write restored frames ``start, start+1, ...`` (counted from the clip's first frame; named from the
     writer's first number) atomically; returns how many were written."""
     n = 0
     try:
-        with writer, _progress(total, opts.quiet, desc, initial=start) as bar:
+        with writer, _progress(total, job.out.quiet, desc, initial=start) as bar:
             for i, out in enumerate(out_frames, start):
                 writer.write(from_float(out, dtype), index=writer.start + i)
                 n += 1
@@ -223,20 +218,20 @@ def _frames_output(writer, out_frames: Iterable[np.ndarray], dtype: type, opts: 
     return n
 
 
-def _video_input(path: Path, output: Path, out_kind: str, opts: _Options) -> UpscaleResult:
+def _video_input(path: Path, output: Path, out_kind: str, job: _Job) -> UpscaleResult:
     from srkit.io.video import open_video
 
     t0 = time.perf_counter()
     if out_kind == "video":
-        if opts.resume:
+        if job.out.resume:
             raise ConfigError("--resume needs a frame-folder output (a video file is written in one piece)")
-        check_output_path(output, overwrite=opts.overwrite)
+        check_output_path(output, overwrite=job.out.overwrite)
     with open_video(path) as reader:  # opening checks the input before any output is created
         info = reader.info
         if _video_has_alpha(info.pix_fmt):
-            _warn_alpha_dropped(path, opts.model)
-        frame_writer = _frame_writer(output, opts) if out_kind == "frames" else None
-        start = frame_writer.completed if (frame_writer is not None and opts.resume) else 0
+            _warn_alpha_dropped(path, job.model)
+        frame_writer = _frame_writer(output, job) if out_kind == "frames" else None
+        start = frame_writer.completed if (frame_writer is not None and job.out.resume) else 0
         high = getattr(info, "bit_depth", 8) and info.bit_depth > 8
         pts_queue: deque = deque()
 
@@ -246,17 +241,17 @@ def _video_input(path: Path, output: Path, out_kind: str, opts: _Options) -> Ups
                 yield frame.rgb
 
         total = info.num_frames or None
-        out_frames = _run_engine(decoded(), opts, start_frame=start)
+        out_frames = _run_engine(decoded(), job, start_frame=start)
         if out_kind == "frames":
             n = _frames_output(frame_writer, _drop_pts(out_frames, pts_queue), np.uint16 if high else np.uint8,
-                               opts, total, path.name, start)
+                               job, total, path.name, start)
             return UpscaleResult(path, output, "frames", n, start, time.perf_counter() - t0)
-        n = _video_output(out_frames, output, opts, high, total, path.name, fps=info.fps, time_base=info.time_base,
+        n = _video_output(out_frames, output, job, high, total, path.name, fps=info.fps, time_base=info.time_base,
                           pts=lambda i: pts_queue.popleft(), copy_streams_from=path)
     return UpscaleResult(path, output, "video", n, 0, time.perf_counter() - t0)
 
 
-def _video_output(out_frames: Iterable[np.ndarray], output: Path, opts: _Options, high: bool, total: int | None,
+def _video_output(out_frames: Iterable[np.ndarray], output: Path, job: _Job, high: bool, total: int | None,
                   label: str, *, fps, time_base, pts: Callable[[int], int | None],
                   copy_streams_from: Path | None = None) -> int:
     """Encode restored frames (float RGB) into ``output``; returns how many were written.
@@ -268,18 +263,18 @@ def _video_output(out_frames: Iterable[np.ndarray], output: Path, opts: _Options
     """
     from srkit.io.video import VideoWriter
 
-    dtype = np.uint16 if high or _bit_depth_dtype(opts.pix_fmt or "") is np.uint16 else np.uint8
+    dtype = np.uint16 if high or _bit_depth_dtype(job.out.pix_fmt or "") is np.uint16 else np.uint8
 
     writer = None
     n = 0
     try:
-        with _progress(total, opts.quiet, label) as bar:
+        with _progress(total, job.out.quiet, label) as bar:
             for out in out_frames:
                 if writer is None:
                     writer = VideoWriter(output, width=out.shape[1], height=out.shape[0], fps=fps,
-                                         time_base=time_base, codec=opts.codec, crf=opts.crf, pix_fmt=opts.pix_fmt,
-                                         lossless=opts.lossless, copy_streams_from=copy_streams_from, rotation=0,
-                                         overwrite=opts.overwrite, bit_depth=16 if dtype is np.uint16 else 8)
+                                         time_base=time_base, codec=job.out.codec, crf=job.out.crf, pix_fmt=job.out.pix_fmt,
+                                         lossless=job.out.lossless, copy_streams_from=copy_streams_from, rotation=0,
+                                         overwrite=job.out.overwrite, bit_depth=16 if dtype is np.uint16 else 8)
                 writer.write(from_float(out, dtype), pts=pts(n))
                 n += 1
                 bar.update(1)
@@ -299,41 +294,36 @@ def _drop_pts(frames: Iterable[np.ndarray], pts_queue: deque) -> Iterator[np.nda
         yield f
 
 
-def _scale(opts: _Options) -> int:
-    spec = opts.model.spec
-    return 1 if spec.hr_input else spec.scale
-
-
-def _folder_clip_input(path: Path, output: Path, out_kind: str, opts: _Options) -> UpscaleResult:
+def _folder_clip_input(path: Path, output: Path, out_kind: str, job: _Job) -> UpscaleResult:
     """A frame folder restored as one clip by a video model."""
     from srkit.io.frames import FrameFolderReader
 
     t0 = time.perf_counter()
     reader = FrameFolderReader(path)  # checks every frame's size up front
     if reader.has_alpha:
-        _warn_alpha_dropped(path, opts.model)
+        _warn_alpha_dropped(path, job.model)
     high = reader.dtype == np.uint16
     frames = (f.rgb for f in reader)
     if out_kind == "frames":
         # Numbered input frames keep their names (00001.png in -> 00001.png out); others are renumbered.
-        writer = _frame_writer(output, opts, *(numbered_pattern(reader.files) or (FRAME_PATTERN, 0)))
-        start = writer.completed if opts.resume else 0
-        out_frames = _run_engine(frames, opts, start_frame=start)
-        n = _frames_output(writer, out_frames, np.uint16 if high else np.uint8, opts, len(reader), path.name, start)
+        writer = _frame_writer(output, job, *(numbered_pattern(reader.files) or (FRAME_PATTERN, 0)))
+        start = writer.completed if job.out.resume else 0
+        out_frames = _run_engine(frames, job, start_frame=start)
+        n = _frames_output(writer, out_frames, np.uint16 if high else np.uint8, job, len(reader), path.name, start)
         return UpscaleResult(path, output, "frames", n, start, time.perf_counter() - t0)
     if out_kind != "video":
         raise ConfigError(f"cannot write a clip of {len(reader)} frames to a single image", output)
-    if opts.resume:
+    if job.out.resume:
         raise ConfigError("--resume needs a frame-folder output (a video file is written in one piece)")
-    check_output_path(output, overwrite=opts.overwrite)
-    n = _video_output(_run_engine(frames, opts), output, opts, high, len(reader), path.name, fps=opts.fps,
-                      time_base=1 / opts.fps, pts=lambda i: i)
+    check_output_path(output, overwrite=job.out.overwrite)
+    n = _video_output(_run_engine(frames, job), output, job, high, len(reader), path.name, fps=job.out.fps,
+                      time_base=1 / job.out.fps, pts=lambda i: i)
     return UpscaleResult(path, output, "video", n, 0, time.perf_counter() - t0)
 
 
-def _restore_image(src: Path, dst: Path, opts: _Options) -> None:
+def _restore_image(src: Path, dst: Path, job: _Job) -> None:
     img = read_image(src)
-    out = next(iter(_run_engine([img.rgb], opts)))
+    out = next(iter(_run_engine([img.rgb], job)))
     if img.grayscale:
         out = _gray(out)
     alpha = None if img.alpha is None else _resize_alpha(img.alpha, out.shape[0], out.shape[1])
@@ -351,14 +341,14 @@ def _image_output_name(src: Path) -> str:
 
 
 def _images_input(files: Sequence[Path], folder_in: Path | None, output: Path, out_kind: str,
-                  opts: _Options) -> UpscaleResult:
+                  job: _Job) -> UpscaleResult:
     t0 = time.perf_counter()
     if out_kind == "image":
         if len(files) != 1:
             raise ConfigError(f"{len(files)} images cannot go to one image file (give a folder)", output)
-        check_output_path(output, overwrite=opts.overwrite)
+        check_output_path(output, overwrite=job.out.overwrite)
         remove_stale_temps(output)  # a killed earlier run's leftovers of this output
-        _restore_image(files[0], output, opts)
+        _restore_image(files[0], output, job)
         return UpscaleResult(files[0], output, "image", 1, 0, time.perf_counter() - t0)
     if out_kind != "images":
         raise ConfigError("single-image models write images: give an image file or a folder as output", output)
@@ -372,8 +362,8 @@ def _images_input(files: Sequence[Path], folder_in: Path | None, output: Path, o
     targets = [(f, output / _image_output_name(f)) for f in files]
     todo = []
     for src, dst in targets:
-        if dst.exists() and not opts.overwrite:
-            if opts.resume:
+        if dst.exists() and not job.out.overwrite:
+            if job.out.resume:
                 continue
             raise OutputError("output exists (use --overwrite to replace it or --resume to skip done images)", dst)
         todo.append((src, dst))
@@ -381,10 +371,10 @@ def _images_input(files: Sequence[Path], folder_in: Path | None, output: Path, o
     output.mkdir(exist_ok=True)
     remove_stale_temps_in(output)  # a killed earlier run's half-written images (their writer is gone)
     try:
-        with _progress(len(targets), opts.quiet, (folder_in or files[0]).name,
+        with _progress(len(targets), job.out.quiet, (folder_in or files[0]).name,
                        initial=len(targets) - len(todo)) as bar:
             for src, dst in todo:
-                _restore_image(src, dst, opts)
+                _restore_image(src, dst, job)
                 bar.update(1)
     except BaseException as exc:
         if created:  # a run that wrote nothing leaves no empty output folder (rmdir keeps a non-empty one)
@@ -415,88 +405,73 @@ def _model_name(model: nn.Module) -> str:
     return getattr(model, "preset", None) or type(model).__name__
 
 
-def _upscale_one(path: Path, output: Path, opts: _Options) -> UpscaleResult:
-    spec = opts.model.spec
+def _upscale_one(path: Path, output: Path, job: _Job) -> UpscaleResult:
+    spec = job.model.spec
     video_model = spec.input_kind == "video" and spec.num_frames > 1
     kind = input_kind(path)
     if _same_or_inside(output, path):  # the same file, or a folder output inside the input folder
         raise OutputError("output is the input (or inside the input folder); refusing to write there", output)
-    out_kind = _resolve_output_kind(video_model, output, opts.output_kind)
+    out_kind = _resolve_output_kind(video_model, output, job.out.output_kind)
     if kind == "video":
         if not video_model:
-            raise InputError(f"is a video but model {_model_name(opts.model)} restores single images "
+            raise InputError(f"is a video but model {_model_name(job.model)} restores single images "
                              f"(extract the frames to a folder first)", path)
         if out_kind not in ("video", "frames"):
             raise ConfigError(f"a video cannot be written as {out_kind} (use a video or folder output)", output)
-        return _video_input(path, output, out_kind, opts)
+        return _video_input(path, output, out_kind, job)
     if kind == "image":
         if video_model:
-            raise InputError(f"is a single image but model {_model_name(opts.model)} restores video from "
+            raise InputError(f"is a single image but model {_model_name(job.model)} restores video from "
                              f"{spec.num_frames} frames (give a video or a frame folder)", path)
-        return _images_input([path], None, output, out_kind, opts)
+        return _images_input([path], None, output, out_kind, job)
     # a folder
     files = list_images(path)
     if not files:
         raise InputError("folder has no images (png, jpg, bmp, tif...)", path)
     if video_model:
-        return _folder_clip_input(path, output, out_kind, opts)
-    return _images_input(files, path, output, "image" if out_kind == "image" else "images", opts)
+        return _folder_clip_input(path, output, out_kind, job)
+    return _images_input(files, path, output, "image" if out_kind == "image" else "images", job)
 
 
-def _make_options(model, weights, device, precision, tile, tile_overlap, max_memory, channels_last, padding,
-                  use_cache, condition, batch_size, overwrite, resume, quiet, codec, crf, pix_fmt, lossless,
-                  fps, output_kind) -> _Options:
-    from srkit.infer.engine import _prepare, load_model
-    from srkit.utils.device import select_device
-
-    if overwrite and resume:
-        raise ConfigError("--overwrite and --resume exclude each other")
-    if output_kind not in ("auto", "video", "frames", "image", "images"):
-        raise ConfigError(f"unknown output kind {output_kind!r}")
-    fps = check_fps(fps)
-    from srkit.io.video import check_crf
-
-    check_crf(codec, crf)  # before any restoration: the encoder only opens on the first restored frame
-    dev = select_device(device) if isinstance(device, str) else device
-    net = _prepare(load_model(model, weights), dev, channels_last)
+def _make_job(model: nn.Module | str | None, weights: str | os.PathLike | None, restore: RestoreOptions,
+              out: OutputOptions, condition: np.ndarray | Callable[[int, int], np.ndarray] | None) -> _Job:
+    out.validate()  # before the model is built: a bad --fps or --crf is refused at once
+    restorer = Restorer(model, restore, weights=weights)
     factory = None
     if condition is not None:
         factory = condition if callable(condition) else (lambda h, w, c=np.asarray(condition): c)
-    engine = dict(device=dev, precision=precision, tile=tile, tile_overlap=tile_overlap, max_memory=max_memory,
-                  channels_last=channels_last, padding=padding, use_cache=use_cache, batch_size=batch_size)
-    return _Options(net, engine, overwrite, resume, quiet, codec, crf, pix_fmt, lossless, fps, output_kind, factory)
+    return _Job(restorer, out, factory)
 
 
-def check_fps(fps: float | Fraction) -> Fraction:
-    """``fps`` as a Fraction, refused in one line unless it is a finite number > 0."""
-    try:
-        value = float(fps)
-    except (TypeError, ValueError):
-        raise ConfigError(f"--fps must be a number, got {fps!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"--fps must be a finite frame rate > 0, got {fps}")
-    return Fraction(fps)
-
-
-def upscale(input: str | os.PathLike, output: str | os.PathLike, model: nn.Module | str = "edvr-m", *,  # noqa: A002
-            weights: str | os.PathLike | None = None, device: str = "auto", precision: str = "fp32",
-            tile: int | None = None, tile_overlap: int = 16, max_memory: str | int | None = None,
-            channels_last: bool = True, padding: str = "reflection_circle", use_cache: bool = True,
-            condition: np.ndarray | Callable[[int, int], np.ndarray] | None = None, batch_size: int = 1,
-            overwrite: bool = False, resume: bool = False, quiet: bool = False, codec: str = "libx264",
-            crf: float = 18, pix_fmt: str | None = None, lossless: bool = False, fps: float | Fraction = 25,
-            output_kind: str = "auto") -> UpscaleResult:
+def upscale(input: str | os.PathLike, output: str | os.PathLike, model: nn.Module | str | None = "edvr-s", *,  # noqa: A002
+            weights: str | os.PathLike | None = None,
+            condition: np.ndarray | Callable[[int, int], np.ndarray] | None = None,
+            restore_options: RestoreOptions | None = None,
+            output_options: OutputOptions | None = None, **fields: Any) -> UpscaleResult:
     """Restore one video, frame folder, image or image folder into ``output`` (see the module docstring).
 
-    ``condition`` gives a conditioned model (UDVD) its degradation maps: an array (C, H, W) or (C,),
-    or a function ``(height, width) -> (C, H, W)`` (used for every image size). ``fps`` is the frame
-    rate of a video written from a frame folder.
+    ``model`` / ``weights``: see :func:`srkit.infer.engine.load_model` (a preset name, a module, or
+    None with ``weights``). ``restore_options`` (:class:`RestoreOptions`: device, precision, tiles...)
+    and ``output_options`` (:class:`OutputOptions`: overwrite, resume, codec, crf, fps...) are the
+    options; their fields may also be given as keywords, which override them. ``condition`` gives a conditioned model (UDVD)
+    its degradation maps: an array (C, H, W) or (C,), or a function ``(height, width) -> (C, H, W)``
+    (used for every image size).
     """
-    opts = _make_options(model, weights, device, precision, tile, tile_overlap, max_memory, channels_last, padding,
-                         use_cache, condition, batch_size, overwrite, resume, quiet, codec, crf, pix_fmt, lossless,
-                         fps, output_kind)
+    job = _make_job(model, weights, *_options(restore_options, output_options, fields), condition)
     with terminate_as_exit():
-        return _with_path(Path(input), lambda: _upscale_one(Path(input), Path(output), opts))
+        return _with_path(Path(input), lambda: _upscale_one(Path(input), Path(output), job))
+
+
+def _options(restore: RestoreOptions | None, out: OutputOptions | None,
+             fields: dict[str, Any]) -> tuple[RestoreOptions, OutputOptions]:
+    """The two option objects, with keyword ``fields`` applied over them (an unknown name is a TypeError)."""
+    restore_names = {f.name for f in dataclasses.fields(RestoreOptions)}
+    unknown = sorted(set(fields) - restore_names - {f.name for f in dataclasses.fields(OutputOptions)})
+    if unknown:
+        raise TypeError(f"unexpected option(s): {', '.join(unknown)}")
+    restore = dataclasses.replace(restore or RestoreOptions(), **{k: v for k, v in fields.items() if k in restore_names})
+    out = dataclasses.replace(out or OutputOptions(), **{k: v for k, v in fields.items() if k not in restore_names})
+    return restore, out
 
 
 def _with_path(path: Path, fn: Callable[[], UpscaleResult]) -> UpscaleResult:
@@ -545,14 +520,18 @@ def _output_for(path: Path, output_dir: Path) -> Path:
     return output_dir / path.name
 
 
-def upscale_many(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike, model: nn.Module | str = "edvr-m",
-                 *, rank: int | None = None, world_size: int | None = None,
-                 on_error: Callable[[Path, SrkitError], None] | None = None, **kwargs) -> list[UpscaleResult]:
+def upscale_many(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathLike,
+                 model: nn.Module | str | None = "edvr-s", *, weights: str | os.PathLike | None = None,
+                 condition: np.ndarray | Callable[[int, int], np.ndarray] | None = None,
+                 restore_options: RestoreOptions | None = None, output_options: OutputOptions | None = None,
+                 rank: int | None = None, world_size: int | None = None,
+                 on_error: Callable[[Path, SrkitError], None] | None = None, **fields: Any) -> list[UpscaleResult]:
     """Restore many inputs into ``output_dir`` (each keeps its name); this rank handles its shard only.
 
-    The model is built once. Inputs with the same name would collide; that is refused up front.
-    A bad input raises, unless ``on_error(path, error)`` is given: then it is reported there and the
-    other inputs are still processed (a long batch is not lost to one broken file).
+    Options as :func:`upscale`. The model is made ready once (one :class:`Restorer` for every input).
+    Inputs with the same name would collide; that is refused up front. A bad input raises, unless
+    ``on_error(path, error)`` is given: then it is reported there and the other inputs are still
+    processed (a long batch is not lost to one broken file).
     """
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
@@ -567,21 +546,12 @@ def upscale_many(inputs: Sequence[str | os.PathLike], output_dir: str | os.PathL
             raise ConfigError(f"inputs {names[name]} and {p} would both write {output_dir / name}")
         names[name] = p
     mine = shard(paths, rank, world_size)
-    opts = _make_options(model, kwargs.pop("weights", None), kwargs.pop("device", "auto"),
-                         kwargs.pop("precision", "fp32"), kwargs.pop("tile", None), kwargs.pop("tile_overlap", 16),
-                         kwargs.pop("max_memory", None), kwargs.pop("channels_last", True),
-                         kwargs.pop("padding", "reflection_circle"), kwargs.pop("use_cache", True),
-                         kwargs.pop("condition", None), kwargs.pop("batch_size", 1), kwargs.pop("overwrite", False),
-                         kwargs.pop("resume", False), kwargs.pop("quiet", False), kwargs.pop("codec", "libx264"),
-                         kwargs.pop("crf", 18), kwargs.pop("pix_fmt", None), kwargs.pop("lossless", False),
-                         kwargs.pop("fps", 25), kwargs.pop("output_kind", "auto"))
-    if kwargs:
-        raise TypeError(f"unexpected options: {', '.join(kwargs)}")
+    job = _make_job(model, weights, *_options(restore_options, output_options, fields), condition)
     results = []
     with terminate_as_exit():
         for p in mine:
             try:
-                results.append(_with_path(p, lambda p=p: _upscale_one(p, _output_for(p, output_dir), opts)))
+                results.append(_with_path(p, lambda p=p: _upscale_one(p, _output_for(p, output_dir), job)))
             except SrkitError as exc:
                 if on_error is None:
                     raise

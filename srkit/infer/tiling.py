@@ -116,7 +116,7 @@ def plan_axis(n: int, tile: int, overlap: int, *, scale: int = 1, align: int = 1
             for s in segments]
 
 
-def plan_tiles(height: int, width: int, tile: int | None, overlap: int = 16, *, scale: int = 1,
+def plan_tiles(height: int, width: int, tile: int | None, overlap: int, *, scale: int = 1,
                align: int = 1) -> TilePlan:
     """The tile grid of a ``height x width`` frame (one tile covering everything when ``tile`` is None)."""
     if tile is not None and tile <= 0:

@@ -152,7 +152,14 @@ def _default_file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _fsync_dir(folder: Path) -> None:
+def set_default_file_mode(path: str | os.PathLike) -> None:
+    """Give ``path`` the permissions a plain new file gets (mkstemp makes 0600 files); errors are ignored."""
+    with contextlib.suppress(OSError):
+        os.chmod(path, _default_file_mode())
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Flush ``folder``'s entries (e.g. a rename into it) to disk, where the filesystem supports it."""
     with contextlib.suppress(OSError):  # not every filesystem supports it
         fd = os.open(folder, os.O_RDONLY)
         try:
@@ -179,7 +186,7 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
                     os.fsync(fh.fileno())
         os.replace(tmp, path)
         if fsync:
-            _fsync_dir(path.parent if str(path.parent) else Path("."))
+            fsync_dir(path.parent if str(path.parent) else Path("."))
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -23,9 +23,9 @@ from typing import Iterator
 import numpy as np
 
 from srkit.errors import ConfigError, InputError, OutputError
-from srkit.io.atomic import atomic_path, remove_stale_temps_in
-from srkit.io.images import IMAGE_EXTENSIONS, _check_pixels, encode_image, header_size, list_images, read_image
-from srkit.io.video import VideoFrame, _chmod_like_new_file
+from srkit.io.atomic import atomic_path, remove_stale_temps_in, set_default_file_mode
+from srkit.io.images import IMAGE_EXTENSIONS, check_pixel_limit, encode_image, header_size, list_images, read_image
+from srkit.io.video import VideoFrame
 
 __all__ = ["FrameFolderReader", "FrameFolderWriter", "image_size"]
 
@@ -35,7 +35,7 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
     path = Path(path)
     size = header_size(path)
     if size is not None:
-        _check_pixels(path, size)  # a frame too large to decode is refused here, by name
+        check_pixel_limit(path, size)  # a frame too large to decode is refused here, by name
         return size
     rgb = read_image(path).rgb  # formats Pillow does not know: decode with OpenCV
     return int(rgb.shape[1]), int(rgb.shape[0])
@@ -207,7 +207,7 @@ class FrameFolderWriter:
         try:
             with atomic_path(path, fsync=True) as tmp:
                 tmp.write_bytes(data)
-                _chmod_like_new_file(tmp)  # mkstemp makes 0600 files; frames are ordinary files
+                set_default_file_mode(tmp)  # mkstemp makes 0600 files; frames are ordinary files
         except OSError as exc:
             raise OutputError(f"cannot write frame ({exc.strerror or exc})", path) from None
         self.next_index = index + 1

@@ -77,7 +77,8 @@ def header_size(path: str | os.PathLike) -> tuple[int, int] | None:
             PILImage.MAX_IMAGE_PIXELS = limit
 
 
-def _check_pixels(path: Path, size: tuple[int, int] | None) -> None:
+def check_pixel_limit(path: Path, size: tuple[int, int] | None) -> None:
+    """Raise :class:`InputError` naming ``path`` when a ``size`` (width, height) image exceeds MAX_IMAGE_PIXELS."""
     if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
         w, h = size
         raise InputError(f"image is {w}x{h} ({w * h / 1e6:.0f} megapixels), above the limit of {MAX_IMAGE_PIXELS} "
@@ -102,7 +103,7 @@ def read_image(path: str | os.PathLike) -> Image:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     except cv2.error as exc:
         # OpenCV's refusal of a too large image is an assertion text: say which file and what the limit is.
-        _check_pixels(path, header_size(path))
+        check_pixel_limit(path, header_size(path))
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else "cv2.error"
         raise InputError(f"not a readable image (OpenCV: {reason[:160]})", path) from None
     if img is None:

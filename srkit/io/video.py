@@ -66,7 +66,7 @@ import av
 import numpy as np
 
 from srkit.errors import ConfigError, InputError, OutputError
-from srkit.io.atomic import _fsync_dir, check_output_path, release_temp, temp_path_for
+from srkit.io.atomic import check_output_path, fsync_dir, release_temp, set_default_file_mode, temp_path_for
 
 __all__ = [
     "ColorTags",
@@ -78,6 +78,7 @@ __all__ = [
     "open_video",
     "encoder_available",
     "VIDEO_EXTENSIONS",
+    "SWS_FLAGS",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,9 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".m
 # swscale flags for RGB<->YUV: bicubic chroma resampling, full-precision rounding, and full horizontal
 # chroma interpolation (without the FULL_CHR flags swscale's fast paths reuse one chroma sample for
 # two pixels, which shows as colour fringes on sharp edges - exactly what SR output has).
-_SWS_FLAGS = (av.video.reformatter.Interpolation.BICUBIC | av.video.reformatter.Interpolation.ACCURATE_RND
-              | av.video.reformatter.Interpolation.FULL_CHR_H_INT
-              | av.video.reformatter.Interpolation.FULL_CHR_H_INP)
+SWS_FLAGS = (av.video.reformatter.Interpolation.BICUBIC | av.video.reformatter.Interpolation.ACCURATE_RND
+             | av.video.reformatter.Interpolation.FULL_CHR_H_INT
+             | av.video.reformatter.Interpolation.FULL_CHR_H_INP)
 _CS = av.video.reformatter.Colorspace
 # AVColorSpace (frame tag) -> swscale colourspace constant.
 _AVCOL_TO_SWS = {1: _CS.ITU709, 4: _CS.FCC, 5: _CS.ITU601, 6: _CS.ITU601, 7: _CS.SMPTE240M,
@@ -481,7 +482,7 @@ class VideoReader:
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         kwargs: dict[str, Any] = {"format": self._rgb_format}
         if not self._fast:
-            kwargs["interpolation"] = _SWS_FLAGS
+            kwargs["interpolation"] = SWS_FLAGS
         if not frame.format.is_rgb:
             cs = frame.colorspace
             # Untagged frames use the matrix decided from the first frame (the players' guess).
@@ -636,14 +637,6 @@ def _as_rate(fps: Fraction | float | int) -> Fraction:
     if abs(float(ntsc) - fps) < 5e-4 and round(fps * 1.001) != fps:
         return ntsc
     return Fraction(fps).limit_denominator(1001)
-
-
-def _chmod_like_new_file(path: Path) -> None:
-    """mkstemp creates 0600 files; give the result the permissions a normal new file would get."""
-    umask = os.umask(0)
-    os.umask(umask)
-    with contextlib.suppress(OSError):
-        os.chmod(path, 0o666 & ~umask)
 
 
 def _chroma_subsampled(pix_fmt: str) -> tuple[bool, bool]:
@@ -1012,9 +1005,9 @@ class VideoWriter:
         if self._yuv:
             frame = self._reformatter.reformat(frame, format=self.pix_fmt,
                                                dst_colorspace=_AVCOL_TO_SWS[self.color.matrix],
-                                               dst_color_range=1, interpolation=_SWS_FLAGS)
+                                               dst_color_range=1, interpolation=SWS_FLAGS)
         elif frame.format.name != self.pix_fmt:
-            frame = self._reformatter.reformat(frame, format=self.pix_fmt, interpolation=_SWS_FLAGS)
+            frame = self._reformatter.reformat(frame, format=self.pix_fmt, interpolation=SWS_FLAGS)
         frame.pts = pts
         frame.time_base = self.time_base
         try:
@@ -1043,11 +1036,11 @@ class VideoWriter:
             assert self._tmp is not None
             with open(self._tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
-            _chmod_like_new_file(self._tmp)
+            set_default_file_mode(self._tmp)
             os.replace(self._tmp, self.path)
             release_temp(self._tmp)
             self._tmp = None
-            _fsync_dir(self.path.parent if str(self.path.parent) else Path("."))
+            fsync_dir(self.path.parent if str(self.path.parent) else Path("."))
         except BaseException:
             self.abort()
             raise

@@ -1,12 +1,14 @@
 """Networks and their registry.
 
-Each network lives in one file (blocks -> model -> presets registered with ``@register_model``).
+Each network lives in one file (blocks -> model -> its checkpoint support registered with
+``register_checkpoint_support`` -> presets registered with ``@register_model``).
 Model files are imported here explicitly; nothing is discovered by scanning.
 """
 
-from srkit.models._api import ModelSpec, SRModel, SROutput, as_sr_output
-from srkit.models._registry import (create_model, has_pretrained, list_models, model_entry, pretrained_path,
-                                    register_model)
+from srkit.models.api import ModelSpec, SRModel, SROutput, as_sr_output
+from srkit.models.checkpoint import create_model
+from srkit.models.registry import (has_pretrained, list_models, model_entry, preset_spec, pretrained_path,
+                                   register_model)
 
 # Model files (explicit imports; each registers its presets).
 from srkit.models import edvr  # noqa: F401
@@ -22,6 +24,7 @@ __all__ = [
     "has_pretrained",
     "list_models",
     "model_entry",
+    "preset_spec",
     "pretrained_path",
     "register_model",
 ]

@@ -7,7 +7,8 @@ Saving
 
 Loading
     :func:`load_model` rebuilds a model from one file; :func:`load_weights` loads a file into an
-    existing model (``create_model(name, weights=...)`` uses it). Accepted files:
+    existing model; :func:`create_model` builds a registered preset and loads a file (or the weights
+    shipped with it) into it. Accepted files:
 
     * srkit safetensors (any other safetensors file is read as a bare state dict);
     * srkit training checkpoints (``iter_*.pt`` / ``best.pt`` of ``srkit train``): BasicSR-style
@@ -25,27 +26,27 @@ Loading
 
 Foreign key names
     :func:`convert_state_dict` applies them to an in-memory state dict (no strictness: for partial
-    initialisation such as ``model.init_from``). Each model family registers **key adapters**: ``fn(state) -> dict | None`` that recognise a
-    foreign naming (returning None when it is not theirs) and rename the keys (and fix any layout
-    difference) to srkit's names. EDVR's adapters (MMagic ``EDVRNet`` and the 2019 ``EDVR_arch``
-    names) are registered below; BasicSR's names *are* srkit's EDVR names. Another family plugs in
-    without editing this file::
+    initialisation such as ``model.init_from``). Each model family registers, in its own model file,
+    **key adapters** ``fn(state) -> dict | None`` that recognise a foreign naming (returning None
+    when it is not theirs) and rename the keys (and fix any layout difference) to srkit's names, e.g.
+    EDVR's for MMagic ``EDVRNet`` and the 2019 ``EDVR_arch`` names (BasicSR's names *are* srkit's
+    EDVR names). A family plugs in without editing this file::
 
-        from srkit.models.checkpoint import register_key_adapter
+        from srkit.models.checkpoint import register_checkpoint_support
 
         def _from_official(state):
             if "head.0.weight" not in state:
                 return None
             return {k.replace("head.0", "conv_first"): v for k, v in state.items()}
 
-        register_key_adapter("udvd", _from_official)
+        register_checkpoint_support("udvd", key_adapters=[_from_official], config_inferrer=infer_config)
 
     When the preset is not known (foreign files carry no metadata) it is inferred: every registered
     preset is built on the ``meta`` device (no memory, no init) and the one whose state-dict keys and
     shapes equal the checkpoint's wins; a family may also register a **config inferrer**
-    (:func:`register_config_inferrer`, ``fn(state) -> (preset, overrides) | None``) for checkpoints
-    trained with non-preset hyper-parameters. A checkpoint that fits nothing gets ONE error naming the
-    preset it most resembles and its first mismatches (missing / unexpected / shape).
+    (``fn(state) -> (preset, overrides) | None``) for checkpoints trained with non-preset
+    hyper-parameters. A checkpoint that fits nothing gets ONE error naming the preset it most
+    resembles and its first mismatches (missing / unexpected / shape).
 """
 
 from __future__ import annotations
@@ -58,13 +59,15 @@ import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
-from srkit.errors import CheckpointError, SrkitError
+from srkit.errors import CheckpointError, ConfigError, SrkitError
 from srkit.io.atomic import atomic_path
+from srkit.models.api import SRModel
+from srkit.models.registry import list_families, list_models, model_entry, pretrained_path
 
 __all__ = [
     "FORMAT",
@@ -72,13 +75,18 @@ __all__ = [
     "LoadedCheckpoint",
     "TRAIN_FORMAT",
     "convert_state_dict",
+    "create_model",
     "load_model",
     "load_model_with_info",
     "load_weights",
     "read_checkpoint",
+    "register_checkpoint_support",
     "register_config_inferrer",
     "register_key_adapter",
+    "safetensors_header_length",
     "save_model",
+    "state_dict_diff",
+    "state_dict_shapes",
 ]
 
 FORMAT = "srkit"
@@ -116,6 +124,17 @@ def register_config_inferrer(family: str, fn: ConfigInferrer) -> ConfigInferrer:
     return fn
 
 
+def register_checkpoint_support(family: str, *, key_adapters: Iterable[KeyAdapter] = (),
+                                config_inferrer: ConfigInferrer | None = None) -> None:
+    """What a model file registers for its ``family``: the key adapters of the foreign namings it
+    reads (:func:`register_key_adapter`, tried in this order) and the inferrer of non-preset configs
+    (:func:`register_config_inferrer`)."""
+    for fn in key_adapters:
+        register_key_adapter(family, fn)
+    if config_inferrer is not None:
+        register_config_inferrer(family, config_inferrer)
+
+
 # --------------------------------------------------------------------------------------- reading
 @dataclass
 class LoadedCheckpoint:
@@ -127,7 +146,7 @@ class LoadedCheckpoint:
     note: str = ""  # e.g. "params_ema" (which entry of a BasicSR file was used)
 
 
-def _safetensors_header_length(path: Path) -> int | None:
+def safetensors_header_length(path: Path) -> int | None:
     """The header length of a safetensors file (8-byte little-endian length, then a JSON object), or
     None when ``path`` is not one.  A length beyond the file end still counts: that is a truncated
     safetensors file, not a pickle; the 100 MB cap keeps random bytes starting with '{' out."""
@@ -254,6 +273,22 @@ def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = 
                               f"torch.load: {detail})", path) from None
 
 
+def stored_preset(path: str | os.PathLike) -> str | None:
+    """The preset an srkit model file says it holds, read from its header alone; None for any other file
+    (foreign formats, training checkpoints, unreadable files: :func:`read_checkpoint` reports those)."""
+    path = Path(path)
+    try:
+        if not path.is_file() or safetensors_header_length(path) is None:
+            return None
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = dict(fh.metadata() or {})
+    except Exception:  # noqa: BLE001 - corrupt files are refused with their cause when they are read
+        return None
+    return (metadata.get("preset") or None) if metadata.get("format") == FORMAT else None
+
+
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
                     param_key: str | None = None) -> LoadedCheckpoint:
     """Read any accepted checkpoint file into a flat state dict (foreign key names kept as they are).
@@ -264,7 +299,7 @@ def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError("checkpoint file not found" if not path.exists() else "not a file", path)
-    header_len = _safetensors_header_length(path)
+    header_len = safetensors_header_length(path)
     if header_len is not None:
         from safetensors import safe_open
 
@@ -328,8 +363,6 @@ def _train_metadata(obj: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
         return "basicsr", {}
     out = {"format": TRAIN_FORMAT, "config": meta["model_config"], "preset": str(meta.get("preset") or "")}
     try:
-        from srkit.models._registry import model_entry
-
         out["family"] = model_entry(out["preset"]).family
     except Exception:  # noqa: BLE001 - a preset unknown to this srkit: decided when loading
         out["family"] = ""
@@ -340,14 +373,13 @@ def _train_metadata(obj: Mapping[str, Any]) -> tuple[str, dict[str, str]]:
 @lru_cache(maxsize=None)
 def _preset_shapes(name: str) -> dict[str, tuple[int, ...]]:
     """Keys and shapes of preset ``name``, built on the meta device (no memory, no init)."""
-    from srkit.models._registry import create_model
-
     with torch.device("meta"):
         model = create_model(name)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+def state_dict_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    """The shape table of a state dict: ``{key: shape}`` (what :func:`state_dict_diff` compares)."""
     return {k: tuple(v.shape) for k, v in state.items()}
 
 
@@ -380,7 +412,8 @@ class _Diff:
         return "; ".join(parts)
 
 
-def _diff(state: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> _Diff:
+def state_dict_diff(state: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> _Diff:
+    """How shape table ``state`` differs from ``expected``: missing keys, unexpected keys, other shapes."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     shape = [f"{k} {list(state[k])} vs {list(expected[k])}" for k in expected
@@ -390,9 +423,7 @@ def _diff(state: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int
 
 def _candidates(state: StateDict, family: str | None) -> list[tuple[str, StateDict]]:
     """(family, converted state) for every family's adapters that accept ``state``, plus as-is."""
-    from srkit.models._registry import _MODELS
-
-    families = [family] if family else sorted({e.family for e in _MODELS.values()})
+    families = [family] if family else list_families()
     out: list[tuple[str, StateDict]] = []
     for fam in families:
         for adapter in _KEY_ADAPTERS.get(fam, []):
@@ -409,17 +440,15 @@ def _candidates(state: StateDict, family: str | None) -> list[tuple[str, StateDi
 def _best_preset(state: StateDict, family: str | None, path: Path | None,
                  preferred: str | None = None) -> tuple[str, dict[str, Any], StateDict]:
     """Find (preset, overrides, converted state) whose keys and shapes equal the checkpoint's."""
-    from srkit.models._registry import list_models
-
     best: tuple[float, str, _Diff] | None = None
     for fam, converted in _candidates(state, family):
-        shapes = _shapes(converted)
+        shapes = state_dict_shapes(converted)
         names = list_models(fam)
         if preferred in names:
             names = [preferred] + [n for n in names if n != preferred]
         exact = []
         for name in names:
-            d = _diff(shapes, _preset_shapes(name))
+            d = state_dict_diff(shapes, _preset_shapes(name))
             if d.ok:
                 exact.append(name)
             s = d.score(len(_preset_shapes(name)))
@@ -435,13 +464,11 @@ def _best_preset(state: StateDict, family: str | None, path: Path | None,
             if guess is not None:
                 name, overrides = guess
                 with torch.device("meta"):
-                    from srkit.models._registry import create_model
-
                     try:
                         shaped = {k: tuple(v.shape) for k, v in create_model(name, **overrides).state_dict().items()}
                     except Exception:  # noqa: BLE001 - an implausible guess is just not a match
                         continue
-                if _diff(shapes, shaped).ok:
+                if state_dict_diff(shapes, shaped).ok:
                     return name, overrides, converted
     if best is None:
         raise CheckpointError("no model family is registered to load it", path)
@@ -465,8 +492,6 @@ def _pick_by_filename(names: list[str], path: Path | None, preferred: str | None
 def save_model(model: nn.Module, path: str | os.PathLike, extra_metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``model`` as srkit safetensors (atomically) with the metadata that rebuilds it."""
     from safetensors.torch import save_file
-
-    from srkit.models._api import SRModel
 
     if not isinstance(model, SRModel):
         raise TypeError("save_model needs an srkit SRModel (it stores the preset and config)")
@@ -500,14 +525,12 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra_metadata: Mappin
 def _fit_error(path: Path | None, target: str, diff: _Diff, state: StateDict, family: str | None) -> CheckpointError:
     closest = ""
     try:
-        from srkit.models._registry import list_models
-
         scored = []
         for fam, converted in _candidates(state, family):
-            shapes = _shapes(converted)
+            shapes = state_dict_shapes(converted)
             for name in list_models(fam):
                 expected = _preset_shapes(name)
-                scored.append((_diff(shapes, expected).score(len(expected)), name))
+                scored.append((state_dict_diff(shapes, expected).score(len(expected)), name))
         if scored:
             closest = f"; it most resembles preset {max(scored)[1]}"
     except Exception:  # noqa: BLE001 - the hint is best effort, the diff is the message
@@ -517,11 +540,11 @@ def _fit_error(path: Path | None, target: str, diff: _Diff, state: StateDict, fa
 
 def _convert_for(model: nn.Module, state: StateDict) -> tuple[StateDict, _Diff]:
     """The converted state (by the model family's adapters, or as-is) that fits ``model`` best."""
-    expected = _shapes(model.state_dict())
+    expected = state_dict_shapes(model.state_dict())
     family = getattr(model, "family", None) or None
     best: tuple[float, StateDict, _Diff] | None = None
     for _, converted in _candidates(state, family):
-        d = _diff(_shapes(converted), expected)
+        d = state_dict_diff(state_dict_shapes(converted), expected)
         if d.ok:
             return converted, d
         s = d.score(len(expected))
@@ -563,6 +586,29 @@ def load_weights(model: nn.Module, path: str | os.PathLike, strict: bool = True,
     return model.to(device)
 
 
+def create_model(name: str, *, weights: str | os.PathLike | None = None, pretrained: bool = False,
+                 **overrides: Any) -> nn.Module:
+    """Build preset ``name`` (with config ``overrides``).
+
+    ``weights`` loads a checkpoint (any accepted format); ``pretrained=True`` loads the weights shipped
+    with srkit for this preset (see :func:`srkit.models.registry.pretrained_path`). Without either the
+    weights are random.
+    """
+    entry = model_entry(name)
+    if pretrained:
+        if weights is not None:
+            raise ConfigError("give either weights or pretrained=True, not both")
+        weights = pretrained_path(name)
+    try:
+        model = entry.builder(**overrides)
+    except TypeError as exc:
+        raise ConfigError(f"model {name!r}: {exc}") from None
+    model.preset = name
+    if weights is not None:
+        load_weights(model, weights)
+    return model
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
                preset: str | None = None, param_key: str | None = None):
     """Rebuild the model stored in ``path`` (srkit file: from its metadata; foreign: inferred preset).
@@ -576,8 +622,6 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
 def load_model_with_info(path: str | os.PathLike, map_location: str | torch.device = "cpu", *,
                          preset: str | None = None, param_key: str | None = None):
     """:func:`load_model` that also returns the :class:`LoadedCheckpoint` it read (source format etc.)."""
-    from srkit.models._registry import create_model, list_models, model_entry
-
     path = Path(path)
     ckpt = read_checkpoint(path, map_location="cpu", param_key=param_key)
     meta = ckpt.metadata
@@ -608,7 +652,7 @@ def load_model_with_info(path: str | os.PathLike, map_location: str | torch.devi
         except SrkitError as exc:  # e.g. a config field from a newer srkit
             raise CheckpointError(f"its stored config cannot be built by this srkit ({exc})", path) from None
         model.preset = name or None
-        diff = _diff(_shapes(ckpt.state), _shapes(model.state_dict()))
+        diff = state_dict_diff(state_dict_shapes(ckpt.state), state_dict_shapes(model.state_dict()))
         if not diff.ok:
             raise _fit_error(path, f"its own config ({name or build_with})", diff, ckpt.state, model.family)
         model.load_state_dict(ckpt.state, strict=True)
@@ -625,114 +669,3 @@ def load_model_with_info(path: str | os.PathLike, map_location: str | torch.devi
         model = create_model(name, **overrides)
     model.load_state_dict(state, strict=True)
     return model.to(map_location), ckpt
-
-
-# --------------------------------------------------------------------------------------- EDVR maps
-def _rename(state: StateDict, rules: list[tuple[str, str]]) -> StateDict:
-    out: StateDict = {}
-    for key, value in state.items():
-        new = key
-        for pattern, repl in rules:
-            new, n = re.subn(pattern, repl, new)
-            if n:
-                break
-        out[new] = value
-    return out
-
-
-# The 2019 xinntao/EDVR names (codes/models/archs/EDVR_arch.py), mapped as BasicSR's own
-# scripts/model_conversion/convert_models.py does. Note tAtt_1 embeds the neighbours and tAtt_2 the
-# reference there, the other way round from BasicSR's temporal_attn1/2.
-_EDVR_2019_RULES: list[tuple[str, str]] = [
-    (r"^pre_deblur\.conv_first_1\.", "predeblur.conv_first."),
-    (r"^pre_deblur\.conv_first_2\.", "predeblur.stride_conv_hr1."),
-    (r"^pre_deblur\.conv_first_3\.", "predeblur.stride_conv_hr2."),
-    (r"^pre_deblur\.conv_first\.", "predeblur.conv_first."),
-    (r"^pre_deblur\.deblur_L([23])_conv\.", r"predeblur.stride_conv_l\1."),
-    (r"^pre_deblur\.RB_L3_1\.", "predeblur.resblock_l3."),
-    (r"^pre_deblur\.RB_L2_([12])\.", r"predeblur.resblock_l2_\1."),
-    (r"^pre_deblur\.RB_L1_([1-5])\.", lambda m: f"predeblur.resblock_l1.{int(m.group(1)) - 1}."),  # type: ignore[list-item]
-    (r"^fea_L([23])_conv([12])\.", r"conv_l\1_\2."),
-    (r"^pcd_align\.L([123])_offset_conv([123])\.", r"pcd_align.offset_conv\2.l\1."),
-    (r"^pcd_align\.L([123])_dcnpack\.conv_offset_mask\.", r"pcd_align.dcn_pack.l\1.conv_offset."),
-    (r"^pcd_align\.L([123])_dcnpack\.", r"pcd_align.dcn_pack.l\1."),
-    (r"^pcd_align\.L([123])_fea_conv\.", r"pcd_align.feat_conv.l\1."),
-    (r"^pcd_align\.cas_dcnpack\.conv_offset_mask\.", "pcd_align.cas_dcnpack.conv_offset."),
-    (r"^tsa_fusion\.tAtt_1\.", "fusion.temporal_attn2."),
-    (r"^tsa_fusion\.tAtt_2\.", "fusion.temporal_attn1."),
-    (r"^tsa_fusion\.fea_fusion\.", "fusion.feat_fusion."),
-    (r"^tsa_fusion\.sAtt_add_([12])\.", r"fusion.spatial_attn_add\1."),
-    (r"^tsa_fusion\.sAtt_L([123])\.", r"fusion.spatial_attn_l\1."),
-    (r"^tsa_fusion\.sAtt_([1-5])\.", r"fusion.spatial_attn\1."),
-    (r"^tsa_fusion\.(weight|bias)$", r"fusion.\1"),  # woTSA: a bare 1x1 fusion conv
-    (r"^recon_trunk\.", "reconstruction."),
-    (r"^HRconv\.", "conv_hr."),
-]
-
-# MMagic / MMEditing EDVRNet names (mmagic/models/editors/edvr/edvr_net.py): ConvModule wraps its
-# conv as `.conv`, PixelShufflePack as `.upsample_conv`.
-_EDVR_MMAGIC_RULES: list[tuple[str, str]] = [
-    (r"^feat_l([23])_conv([12])\.conv\.", r"conv_l\1_\2."),
-    (r"^pcd_alignment\.(offset_conv[123]|feat_conv)\.(l[123])\.conv\.", r"pcd_align.\1.\2."),
-    (r"^pcd_alignment\.(cas_offset_conv[12])\.conv\.", r"pcd_align.\1."),
-    (r"^pcd_alignment\.", "pcd_align."),
-    (r"^fusion\.(feat_fusion|spatial_attn[1-4]|spatial_attn_l[123]|spatial_attn_add1)\.conv\.", r"fusion.\1."),
-    (r"^upsample([12])\.upsample_conv\.", r"upconv\1."),
-]
-
-
-def _edvr_from_2019(state: StateDict) -> StateDict | None:
-    markers = ("tsa_fusion.", "recon_trunk.", "fea_L2_conv1.", "pre_deblur.", "pcd_align.L1_")
-    if not any(k.startswith(markers) for k in state):
-        return None
-    return _rename(state, _EDVR_2019_RULES)
-
-
-def _edvr_from_mmagic(state: StateDict) -> StateDict | None:
-    if not any(k.startswith(("pcd_alignment.", "upsample1.upsample_conv.", "feat_l2_conv1.")) for k in state):
-        return None
-    return _rename(state, _EDVR_MMAGIC_RULES)
-
-
-def _edvr_config_from_state(state: StateDict) -> tuple[str, dict[str, Any]] | None:
-    """EDVR hyper-parameters read off the tensors (for checkpoints trained with non-preset sizes).
-
-    ``center_frame_idx`` leaves no trace in the weights: the middle frame (every published model's
-    choice) is assumed.
-    """
-    try:
-        nf = state["conv_l2_1.weight"].shape[0]
-        dg = state["pcd_align.cas_dcnpack.conv_offset.weight"].shape[0] // 27
-        with_tsa = "fusion.temporal_attn1.weight" in state
-        fusion_in = state["fusion.feat_fusion.weight" if with_tsa else "fusion.weight"].shape[1]
-        with_predeblur = "predeblur.conv_first.weight" in state
-        hr_in = "predeblur.stride_conv_hr1.weight" in state or "conv_first_1.weight" in state
-        first = state["predeblur.conv_first.weight" if with_predeblur else
-                      "conv_first_1.weight" if hr_in else "conv_first.weight"]
-    except KeyError:
-        return None
-
-    def count(prefix: str) -> int:
-        idx = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
-        return max(idx) + 1 if idx else 0
-
-    overrides = dict(
-        num_feat=nf, num_frame=fusion_in // nf, deformable_groups=dg, num_in_ch=first.shape[1],
-        num_out_ch=state["conv_last.weight"].shape[0], num_extract_block=count("feature_extraction."),
-        num_reconstruct_block=count("reconstruction."), with_tsa=with_tsa, with_predeblur=with_predeblur,
-        hr_in=hr_in, scale=1 if hr_in else 4,
-    )
-    if hr_in:
-        name = "edvr-l-deblur"
-    elif with_predeblur:
-        name = "edvr-l-srblur"
-    elif nf >= 128:
-        name = "edvr-l" if with_tsa else "edvr-l-wotsa"
-    else:
-        name = "edvr-m" if with_tsa else "edvr-m-wotsa"
-    return name, overrides
-
-
-register_key_adapter("edvr", _edvr_from_mmagic)
-register_key_adapter("edvr", _edvr_from_2019)
-register_config_inferrer("edvr", _edvr_config_from_state)

@@ -1,7 +1,8 @@
 """EDVR: Video Restoration with Enhanced Deformable Convolutional Networks (Wang et al., CVPRW 2019).
 
 All of the paper's network, with BasicSR's module and parameter names (``basicsr/archs/edvr_arch.py``)
-so that the official checkpoints load with a strict key-and-shape check:
+so that the official checkpoints load with a strict key-and-shape check (the 2019 ``EDVR_arch`` and
+MMagic ``EDVRNet`` names are renamed on load by the key adapters registered at the end of this file):
 
 * feature extraction: ``conv_first`` + LeakyReLU(0.1), ``num_extract_block`` residual blocks without
   BN, and a 3-level pyramid (``conv_l2_*``, ``conv_l3_*``; stride-2 convolutions);
@@ -15,6 +16,11 @@ so that the official checkpoints load with a strict key-and-shape check:
 * **TSA fusion**: temporal attention (sigmoid of the per-position dot product of embeddings with the
   reference), 1x1 fusion, spatial attention pyramid (max + avg pooling, two levels, multiplicative
   ``x2`` and additive terms); or a plain 1x1 fusion (``with_tsa=False``);
+* the paper's **PCD ablation** (``with_pcd=False``, presets ``edvr-m-wopcd`` and ``edvr-m-wopcd-wotsa``):
+  the level-1 features of all T frames go to the fusion (TSA or 1x1) as they are, unaligned. The
+  feature pyramid (``conv_l2_*``, ``conv_l3_*``) exists only to feed PCD's coarse-to-fine offsets, so
+  it is absent too: such a network's state dict is the full one minus ``pcd_align.*`` and the pyramid
+  convolutions (a pyramid nobody reads would get no gradient and ship untrained weights);
 * reconstruction residual blocks, two pixel-shuffle x2 steps, ``conv_hr``, ``conv_last``, and the
   residual is added to the bilinearly upsampled centre frame (the centre frame itself with HR input).
 
@@ -38,6 +44,7 @@ The deformable convolution is :mod:`srkit.ops` (pure PyTorch, torchvision semant
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -46,10 +53,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from srkit.errors import ConfigError, InputError
-from srkit.models._api import ModelSpec, SRModel, check_int_fields, config_field
-from srkit.models._blocks import (ResidualBlockNoBN, crop_to, leaky_kaiming_init_, make_layer, pad_to_multiple,
+from srkit.models.api import ModelSpec, SRModel, check_int_fields, config_field
+from srkit.models.blocks import (ResidualBlockNoBN, crop_to, leaky_kaiming_init_, make_layer, pad_to_multiple,
                                   scaled_kaiming_init_)
-from srkit.models._registry import register_model
+from srkit.models.checkpoint import StateDict, register_checkpoint_support
+from srkit.models.registry import register_model
 from srkit.ops import ModulatedDeformConv2d, OffsetMonitor
 from srkit.utils.device import is_channels_last
 
@@ -319,6 +327,8 @@ class EDVRConfig:
     hr_in: bool = config_field(False, "input at output size, reduced x4 inside (deblurring, scale 1)")
     with_predeblur: bool = config_field(False, "pre-deblurring pyramid before feature extraction (blurry input)")
     with_tsa: bool = config_field(True, "TSA fusion (temporal + spatial attention); False = 1x1 conv fusion")
+    with_pcd: bool = config_field(
+        True, "PCD alignment; False = the paper's ablation: features fused unaligned (no PCD, no pyramid)")
     scale: int = config_field(4, "output / input size: 4 for super-resolution, 1 with hr_in")
     offset_warn_threshold: float | None = config_field(
         50.0, "warn (once per interval) when a DCN's mean |offset| exceeds this; None disables monitoring")
@@ -339,6 +349,7 @@ class EDVR(SRModel):
         self.hr_in = cfg.hr_in
         self.with_predeblur = cfg.with_predeblur
         self.with_tsa = cfg.with_tsa
+        self.with_pcd = cfg.with_pcd
 
         if cfg.with_predeblur:
             self.predeblur = PredeblurModule(cfg.num_in_ch, nf, hr_in=cfg.hr_in)
@@ -351,12 +362,13 @@ class EDVR(SRModel):
         else:
             self.conv_first = nn.Conv2d(cfg.num_in_ch, nf, 3, 1, 1)
         self.feature_extraction = make_layer(ResidualBlockNoBN, cfg.num_extract_block, num_feat=nf)
-        self.conv_l2_1 = nn.Conv2d(nf, nf, 3, 2, 1)
-        self.conv_l2_2 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.conv_l3_1 = nn.Conv2d(nf, nf, 3, 2, 1)
-        self.conv_l3_2 = nn.Conv2d(nf, nf, 3, 1, 1)
-
-        self.pcd_align = PCDAlignment(nf, cfg.deformable_groups, cfg.offset_warn_threshold)
+        if cfg.with_pcd:
+            # The pyramid serves PCD only (coarse-to-fine offsets): the woPCD ablation has neither.
+            self.conv_l2_1 = nn.Conv2d(nf, nf, 3, 2, 1)
+            self.conv_l2_2 = nn.Conv2d(nf, nf, 3, 1, 1)
+            self.conv_l3_1 = nn.Conv2d(nf, nf, 3, 2, 1)
+            self.conv_l3_2 = nn.Conv2d(nf, nf, 3, 1, 1)
+            self.pcd_align = PCDAlignment(nf, cfg.deformable_groups, cfg.offset_warn_threshold)
         if cfg.with_tsa:
             self.fusion: nn.Module = TSAFusion(nf, cfg.num_frame, self.center_frame_idx)
         else:
@@ -374,7 +386,7 @@ class EDVR(SRModel):
         # fades below the biases on its way through PCD and TSA and a fresh network does not learn
         # (see leaky_kaiming_init_). conv_last starts small so the output starts near the bilinear
         # upsampling it is added to. Published checkpoints are unaffected (they overwrite all of it).
-        on_meta = self.conv_l2_1.weight.is_meta  # parameter counting: nothing to initialise
+        on_meta = self.conv_last.weight.is_meta  # parameter counting: nothing to initialise
         if not on_meta:
             in_residual = {id(c) for m in self.modules() if isinstance(m, ResidualBlockNoBN) for c in m.modules()}
             offset_convs = {id(m.conv_offset) for m in self.modules() if isinstance(m, DCNv2Pack)}
@@ -406,8 +418,8 @@ class EDVR(SRModel):
             center_index=self.center_frame_idx,
             input_kind="video",
             # Three pyramid levels (x1/2, x1/4) and the TSA pooling need H, W divisible by 4 at
-            # feature level; HR input is reduced x4 first.
-            pad_multiple=16 if self.hr_in else 4,
+            # feature level (the woPCD-woTSA ablation has neither); HR input is reduced x4 first.
+            pad_multiple=(4 if self.hr_in else 1) * (4 if self.with_pcd or self.with_tsa else 1),
             condition=None,
             hr_input=self.hr_in,
         )
@@ -423,7 +435,8 @@ class EDVR(SRModel):
 
     # ------------------------------------------------------------------ feature cache API
     def encode(self, frames: torch.Tensor) -> list[torch.Tensor]:
-        """Per-frame feature pyramid ``[L1, L2, L3]`` of ``frames (B, C, H, W)`` (already padded).
+        """Per-frame feature pyramid ``[L1, L2, L3]`` of ``frames (B, C, H, W)`` (already padded);
+        ``[L1]`` alone without PCD (``with_pcd=False``: no pyramid).
 
         Everything that depends on one frame only (predeblur / HR-input reduction, feature extraction,
         pyramid) happens here, so a streaming caller computes it once per frame and reuses it in every
@@ -438,12 +451,14 @@ class EDVR(SRModel):
         else:
             l1 = _lrelu(self.conv_first(frames))
         l1 = self.feature_extraction(l1)
+        if not self.with_pcd:
+            return [l1]
         l2 = _lrelu(self.conv_l2_2(_lrelu(self.conv_l2_1(l1))))
         l3 = _lrelu(self.conv_l3_2(_lrelu(self.conv_l3_1(l2))))
         return [l1, l2, l3]
 
     def decode(self, feats: Sequence[Sequence[torch.Tensor]], center: torch.Tensor) -> torch.Tensor:
-        """Restore the reference frame from ``T`` cached pyramids (each ``[L1, L2, L3]``, batch ``B``).
+        """Restore the reference frame from ``T`` cached pyramids (each as :meth:`encode` returns it, batch ``B``).
 
         ``center`` is the reference frame's pixels ``(B, C, H, W)`` (padded like the input to
         :meth:`encode`); the result is ``(B, C, H*s, W*s)``.
@@ -460,17 +475,21 @@ class EDVR(SRModel):
         if not torch.is_grad_enabled():
             return self._align_fuse_per_frame(frames)
         if levels is None:
-            levels = [torch.stack([f[k] for f in frames], dim=1) for k in range(3)]
+            levels = [torch.stack([f[k] for f in frames], dim=1) for k in range(len(frames[0]))]
         return self._align_fuse(levels)
 
     def _align_fuse(self, levels: list[torch.Tensor]) -> torch.Tensor:
         """PCD alignment of all T frames in one batch, then fusion: ``levels`` ``(B, T, C, h, w)`` ->
         ``(B, C, h, w)``.  The training path (one autograd graph over the batch)."""
         b, t = levels[0].shape[:2]
-        ci = self.center_frame_idx
-        ref = [lv[:, ci] for lv in levels]
-        nbr = [lv.flatten(0, 1) for lv in levels]  # (B*T, C, h, w), batch-major: free view
-        aligned = self.pcd_align(nbr, ref)  # (B*T, C, h, w)
+        if self.with_pcd:
+            ci = self.center_frame_idx
+            ref = [lv[:, ci] for lv in levels]
+            nbr = [lv.flatten(0, 1) for lv in levels]  # (B*T, C, h, w), batch-major: free view
+            aligned = self.pcd_align(nbr, ref)  # (B*T, C, h, w)
+        else:
+            # The PCD ablation: the fusion sees every frame's features where they are (unaligned).
+            aligned = levels[0].flatten(0, 1)
         if self.with_tsa:
             return self.fusion(aligned.unflatten(0, (b, t)))
         # BasicSR's woTSA fusion is a bare 1x1 convolution (no activation).
@@ -487,7 +506,7 @@ class EDVR(SRModel):
         """
         ci = self.center_frame_idx
         ref = frames[ci]
-        terms = self.pcd_align.reference_terms(ref)
+        terms = self.pcd_align.reference_terms(ref) if self.with_pcd else None
         b, c, h, w = ref[0].shape
         t = len(frames)
         nhwc = is_channels_last(ref[0])
@@ -496,7 +515,8 @@ class EDVR(SRModel):
         slots = weighted.unflatten(1, (t, c))  # (B, T, C, h, w) view: slot i holds frame i's channels
         emb_ref = None
         for i in [ci] + [i for i in range(t) if i != ci]:  # the reference first: TSA needs its embedding
-            aligned = self.pcd_align.align(frames[i], terms)  # (B, C, h, w)
+            # (B, C, h, w); the woPCD ablation fuses the frame's features unaligned.
+            aligned = self.pcd_align.align(frames[i], terms) if terms is not None else frames[i][0]
             if self.with_tsa:
                 if emb_ref is None:
                     emb_ref = self.fusion.temporal_attn1(aligned)
@@ -557,6 +577,120 @@ def _validate(cfg: EDVRConfig) -> None:
         bad(f"offset_warn_threshold must be a positive number or None, got {cfg.offset_warn_threshold!r}")
 
 
+# ---------------------------------------------------------------------- checkpoints of other toolkits
+def _rename(state: StateDict, rules: list[tuple[str, str]]) -> StateDict:
+    """``state`` with each key renamed by the first rule (regex, replacement) that matches it."""
+    out: StateDict = {}
+    for key, value in state.items():
+        new = key
+        for pattern, repl in rules:
+            new, n = re.subn(pattern, repl, new)
+            if n:
+                break
+        out[new] = value
+    return out
+
+
+# The 2019 xinntao/EDVR names (codes/models/archs/EDVR_arch.py), mapped as BasicSR's own
+# scripts/model_conversion/convert_models.py does. Note tAtt_1 embeds the neighbours and tAtt_2 the
+# reference there, the other way round from BasicSR's temporal_attn1/2.
+_RULES_2019: list[tuple[str, str]] = [
+    (r"^pre_deblur\.conv_first_1\.", "predeblur.conv_first."),
+    (r"^pre_deblur\.conv_first_2\.", "predeblur.stride_conv_hr1."),
+    (r"^pre_deblur\.conv_first_3\.", "predeblur.stride_conv_hr2."),
+    (r"^pre_deblur\.conv_first\.", "predeblur.conv_first."),
+    (r"^pre_deblur\.deblur_L([23])_conv\.", r"predeblur.stride_conv_l\1."),
+    (r"^pre_deblur\.RB_L3_1\.", "predeblur.resblock_l3."),
+    (r"^pre_deblur\.RB_L2_([12])\.", r"predeblur.resblock_l2_\1."),
+    (r"^pre_deblur\.RB_L1_([1-5])\.", lambda m: f"predeblur.resblock_l1.{int(m.group(1)) - 1}."),  # type: ignore[list-item]
+    (r"^fea_L([23])_conv([12])\.", r"conv_l\1_\2."),
+    (r"^pcd_align\.L([123])_offset_conv([123])\.", r"pcd_align.offset_conv\2.l\1."),
+    (r"^pcd_align\.L([123])_dcnpack\.conv_offset_mask\.", r"pcd_align.dcn_pack.l\1.conv_offset."),
+    (r"^pcd_align\.L([123])_dcnpack\.", r"pcd_align.dcn_pack.l\1."),
+    (r"^pcd_align\.L([123])_fea_conv\.", r"pcd_align.feat_conv.l\1."),
+    (r"^pcd_align\.cas_dcnpack\.conv_offset_mask\.", "pcd_align.cas_dcnpack.conv_offset."),
+    (r"^tsa_fusion\.tAtt_1\.", "fusion.temporal_attn2."),
+    (r"^tsa_fusion\.tAtt_2\.", "fusion.temporal_attn1."),
+    (r"^tsa_fusion\.fea_fusion\.", "fusion.feat_fusion."),
+    (r"^tsa_fusion\.sAtt_add_([12])\.", r"fusion.spatial_attn_add\1."),
+    (r"^tsa_fusion\.sAtt_L([123])\.", r"fusion.spatial_attn_l\1."),
+    (r"^tsa_fusion\.sAtt_([1-5])\.", r"fusion.spatial_attn\1."),
+    (r"^tsa_fusion\.(weight|bias)$", r"fusion.\1"),  # woTSA: a bare 1x1 fusion conv
+    (r"^recon_trunk\.", "reconstruction."),
+    (r"^HRconv\.", "conv_hr."),
+]
+
+# MMagic / MMEditing EDVRNet names (mmagic/models/editors/edvr/edvr_net.py): ConvModule wraps its
+# conv as `.conv`, PixelShufflePack as `.upsample_conv`.
+_RULES_MMAGIC: list[tuple[str, str]] = [
+    (r"^feat_l([23])_conv([12])\.conv\.", r"conv_l\1_\2."),
+    (r"^pcd_alignment\.(offset_conv[123]|feat_conv)\.(l[123])\.conv\.", r"pcd_align.\1.\2."),
+    (r"^pcd_alignment\.(cas_offset_conv[12])\.conv\.", r"pcd_align.\1."),
+    (r"^pcd_alignment\.", "pcd_align."),
+    (r"^fusion\.(feat_fusion|spatial_attn[1-4]|spatial_attn_l[123]|spatial_attn_add1)\.conv\.", r"fusion.\1."),
+    (r"^upsample([12])\.upsample_conv\.", r"upconv\1."),
+]
+
+
+def _from_2019(state: StateDict) -> StateDict | None:
+    markers = ("tsa_fusion.", "recon_trunk.", "fea_L2_conv1.", "pre_deblur.", "pcd_align.L1_")
+    if not any(k.startswith(markers) for k in state):
+        return None
+    return _rename(state, _RULES_2019)
+
+
+def _from_mmagic(state: StateDict) -> StateDict | None:
+    if not any(k.startswith(("pcd_alignment.", "upsample1.upsample_conv.", "feat_l2_conv1.")) for k in state):
+        return None
+    return _rename(state, _RULES_MMAGIC)
+
+
+def _config_from_state(state: StateDict) -> tuple[str, dict[str, Any]] | None:
+    """EDVR hyper-parameters read off the tensors (for checkpoints trained with non-preset sizes).
+
+    ``center_frame_idx`` leaves no trace in the weights: the middle frame (every published model's
+    choice) is assumed. Without ``pcd_align.*`` (the woPCD ablation) ``deformable_groups`` leaves no
+    trace either and is set to one that divides ``num_feat``.
+    """
+    try:
+        nf = state["upconv1.weight"].shape[1]
+        with_pcd = "pcd_align.cas_dcnpack.conv_offset.weight" in state
+        dg = state["pcd_align.cas_dcnpack.conv_offset.weight"].shape[0] // 27 if with_pcd else None
+        with_tsa = "fusion.temporal_attn1.weight" in state
+        fusion_in = state["fusion.feat_fusion.weight" if with_tsa else "fusion.weight"].shape[1]
+        with_predeblur = "predeblur.conv_first.weight" in state
+        hr_in = "predeblur.stride_conv_hr1.weight" in state or "conv_first_1.weight" in state
+        first = state["predeblur.conv_first.weight" if with_predeblur else
+                      "conv_first_1.weight" if hr_in else "conv_first.weight"]
+    except KeyError:
+        return None
+
+    def count(prefix: str) -> int:
+        idx = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+        return max(idx) + 1 if idx else 0
+
+    overrides = dict(
+        num_feat=nf, num_frame=fusion_in // nf, deformable_groups=dg if dg is not None else math.gcd(8, nf), num_in_ch=first.shape[1],
+        num_out_ch=state["conv_last.weight"].shape[0], num_extract_block=count("feature_extraction."),
+        num_reconstruct_block=count("reconstruction."), with_tsa=with_tsa, with_predeblur=with_predeblur,
+        hr_in=hr_in, scale=1 if hr_in else 4, with_pcd=with_pcd,
+    )
+    if hr_in:
+        name = "edvr-l-deblur"
+    elif with_predeblur:
+        name = "edvr-l-srblur"
+    elif nf >= 128:
+        name = "edvr-l" if with_tsa else "edvr-l-wotsa"  # without PCD: with_pcd=False among the overrides
+    elif not with_pcd:
+        name = "edvr-m-wopcd" if with_tsa else "edvr-m-wopcd-wotsa"
+    else:
+        name = "edvr-m" if with_tsa else "edvr-m-wotsa"
+    return name, overrides
+
+
+register_checkpoint_support("edvr", key_adapters=[_from_mmagic, _from_2019], config_inferrer=_config_from_state)
+
+
 # ---------------------------------------------------------------------- presets
 def _build(defaults: dict[str, Any], overrides: dict[str, Any]) -> EDVR:
     return EDVR(EDVRConfig(**{**defaults, **overrides}))
@@ -584,6 +718,20 @@ def edvr_m(**overrides: Any) -> EDVR:
                 description="EDVR-M x4 without TSA (1x1 conv fusion): the paper's ablation (REDS)")
 def edvr_m_wotsa(**overrides: Any) -> EDVR:
     return _build({**_M, "with_tsa": False}, overrides)
+
+
+@register_model("edvr-m-wopcd", family="edvr",
+                description="EDVR-M x4 without PCD alignment (frames' features fused unaligned by TSA): "
+                            "the paper's PCD ablation")
+def edvr_m_wopcd(**overrides: Any) -> EDVR:
+    return _build({**_M, "with_pcd": False}, overrides)
+
+
+@register_model("edvr-m-wopcd-wotsa", family="edvr",
+                description="EDVR-M x4 without PCD and TSA (unaligned features, 1x1 conv fusion): the "
+                            "baseline of the paper's PCD/TSA ablation table")
+def edvr_m_wopcd_wotsa(**overrides: Any) -> EDVR:
+    return _build({**_M, "with_pcd": False, "with_tsa": False}, overrides)
 
 
 @register_model("edvr-l", family="edvr",

@@ -13,7 +13,9 @@ module and parameter names so that its checkpoints load:
   T results concatenated frame by frame -> ``W_z`` (1x1, zero-initialised);
 * memory-augmented attention: a learned bank ``mb`` (``num_feat // 2`` x ``memory_size``) read by the
   same query, ``softmax(q . mb / sqrt(C)) . mb^T`` -> ``W_z1`` (1x1, zero-initialised); the
-  quantization loss is ``mean |q - read-out|``;
+  quantization loss is ``mean |q - read-out|``; ``memory_size: 0`` is the paper's **No-Mem** ablation
+  (preset ``mana-nomem``): no ``mb``, no ``W_z1``, no quantization loss (``aux_losses`` is empty), the
+  attention output is ``W_z(...) +`` the centre features alone;
 * ``W_z(...) + W_z1(...) +`` the un-normalised centre features -> ``decoder`` (40 residual blocks) ->
   ``upconv1``/``upconv2`` pixel shuffles, ``conv_hr``, ``conv_last`` (LeakyReLU 0.1 between, as EDVR)
   -> plus the bilinearly x4-upsampled centre frame.
@@ -37,7 +39,7 @@ Checked against the official code (deviations are execution only unless listed):
 * Residual blocks keep PyTorch's default initialisation, as the official ``ResidualBlockNoBN``
   (which never calls BasicSR's scaled init), unless ``init="kaiming"`` (srkit's ``mana-s``): with the
   default init a fresh network's output hardly depends on its input and training from scratch stalls
-  near the bilinear baseline, as measured on EDVR (:func:`srkit.models._blocks.leaky_kaiming_init_`).
+  near the bilinear baseline, as measured on EDVR (:func:`srkit.models.blocks.leaky_kaiming_init_`).
 * ``norm_groups`` defaults to 32 (official); narrower development models (``num_feat`` not a
   multiple of 32) use ``gcd(32, num_feat)`` groups.
 * Any H/W: every layer is size-agnostic once ``D`` is gone, so no padding is needed
@@ -50,7 +52,9 @@ Checked against the official code (deviations are execution only unless listed):
   its error is reported by the tests and ``benchmarks/mana_memory.py``.
 
 Training (stage names for configs): :data:`MEMORY_PARAMS` are the memory bank and its 1x1 conv (stage 2
-trains only them on the ``quantization`` aux loss; stage 1 freezes them).
+trains only them on the ``quantization`` aux loss; stage 1 freezes them). A No-Mem model has none of
+them, so the three-stage schedule does not apply: it is refused with a message that says so (see
+:meth:`MANA.explain_missing_parameters`); train it with one stage on the pixel loss alone.
 """
 
 from __future__ import annotations
@@ -64,9 +68,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from srkit.errors import ConfigError, InputError
-from srkit.models._api import ModelSpec, SRModel, SROutput, check_int_fields, config_field
-from srkit.models._blocks import ResidualBlockNoBN, leaky_kaiming_init_, make_layer, scaled_kaiming_init_
-from srkit.models._registry import register_model
+from srkit.models.api import ModelSpec, SRModel, SROutput, check_int_fields, config_field
+from srkit.models.blocks import ResidualBlockNoBN, leaky_kaiming_init_, make_layer, scaled_kaiming_init_
+from srkit.models.checkpoint import register_checkpoint_support
+from srkit.models.registry import register_model
 from srkit.ops.attention import gaussian_nonlocal_attention
 
 __all__ = ["MANA", "MANAConfig", "NonLocalMemoryAttention", "MEMORY_PARAMS", "official_key_adapter"]
@@ -89,7 +94,9 @@ class MANAConfig:
     center_frame_idx: int | None = config_field(None, "index of the restored frame; None = middle")
     encoder_nblocks: int = config_field(5, "residual blocks of the per-frame encoder")
     decoder_nblocks: int = config_field(40, "residual blocks of the decoder")
-    memory_size: int = config_field(256, "slots of the memory bank (256 official; 512 option)")
+    memory_size: int = config_field(
+        256, "slots N of the memory bank: 256 official default, 512 the paper's best (mana-m512), "
+             "0 = the paper's No-Mem ablation (no memory bank, no quantization loss)")
     norm_groups: int | None = config_field(None, "GroupNorm groups; None = 32 (official) or gcd(32, num_feat)")
     std_init: float = config_field(4.0, "initial standard deviation (pixels) of the attention's Gaussian")
     attention_window: float | None = config_field(
@@ -110,7 +117,8 @@ class MANAConfig:
 class NonLocalMemoryAttention(nn.Module):
     """The official ``nonlocal_attention`` module (cross-frame Gaussian non-local + memory bank).
 
-    ``forward(feats (B, T, C, H, W)) -> (z (B, C, H, W), quantization loss)``.
+    ``forward(feats (B, T, C, H, W)) -> (z (B, C, H, W), quantization loss or None)``; with
+    ``memory_size == 0`` (No-Mem) there is no memory branch and the loss is None.
     """
 
     def __init__(self, num_feat: int, num_frame: int, center: int, memory_size: int, norm_groups: int,
@@ -128,10 +136,13 @@ class NonLocalMemoryAttention(nn.Module):
         self.phi = nn.Conv2d(num_feat, inter, 1)
         self.norm = nn.GroupNorm(norm_groups, num_feat, eps=1e-6, affine=True)
         self.std = nn.Parameter(torch.full((1,), float(std_init)))
-        self.W_z1 = nn.Conv2d(inter, num_feat, 1)
-        nn.init.zeros_(self.W_z1.weight)
-        nn.init.zeros_(self.W_z1.bias)
-        self.mb = nn.Parameter(torch.randn(inter, memory_size))
+        self.has_memory = memory_size > 0
+        if self.has_memory:
+            # Absent (not zero-sized) in the No-Mem ablation: its state dict then simply lacks them.
+            self.W_z1 = nn.Conv2d(inter, num_feat, 1)
+            nn.init.zeros_(self.W_z1.weight)
+            nn.init.zeros_(self.W_z1.bias)
+            self.mb = nn.Parameter(torch.randn(inter, memory_size))
         # Execution settings (not architecture): set from the model config.
         self.window: float | None = None
         self.window_stride: int | None = 4
@@ -146,7 +157,7 @@ class NonLocalMemoryAttention(nn.Module):
         recon = torch.matmul(att, mb.t())
         return recon, (q - recon).abs().mean()
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         b, t, c, h, w = x.shape
         center = x[:, self.center]
         normed = self.norm(x.reshape(b * t, c, h, w))
@@ -159,6 +170,8 @@ class NonLocalMemoryAttention(nn.Module):
                                         window_stride=self.window_stride, checkpoint=self.grad_checkpoint)
         # (B, T, C/2, H, W) -> (B, T*C/2, H, W): frame 0's channels first, as torch.cat(corr_l, 1).
         w_y = self.W_z(y.reshape(b, t * self.inter_channels, h, w))
+        if not self.has_memory:
+            return w_y + center, None
 
         recon, qloss = self.read_memory(query.flatten(2).transpose(1, 2))
         w_y1 = self.W_z1(recon.transpose(1, 2).reshape(b, self.inter_channels, h, w))
@@ -168,7 +181,8 @@ class NonLocalMemoryAttention(nn.Module):
 class MANA(SRModel):
     """MANA x4 video SR. Input ``(N, T, 3, H, W)`` RGB in [0, 1], any H/W; output ``(N, 3, 4H, 4W)``.
 
-    ``forward`` returns :class:`SROutput` with ``aux_losses={"quantization": ...}``.
+    ``forward`` returns :class:`SROutput` with ``aux_losses={"quantization": ...}`` (empty for the
+    No-Mem ablation, ``memory_size=0``: there is no quantization to measure).
     """
 
     family = "mana"
@@ -197,7 +211,7 @@ class MANA(SRModel):
     def _kaiming_init(self) -> None:
         # The official default init (uniform weights and biases) lets the image signal fade below the
         # biases through the trunk, so a fresh network sits at the bilinear upsampling it is added to
-        # (measured on EDVR, see srkit.models._blocks.leaky_kaiming_init_). As srkit's EDVR: residual
+        # (measured on EDVR, see srkit.models.blocks.leaky_kaiming_init_). As srkit's EDVR: residual
         # branches Kaiming x0.1, other trunk convs Kaiming with zero bias, conv_last x0.1. The
         # attention's 1x1 embeddings keep the official init: their scale sets the softmax temperature
         # (no 1/sqrt(C) in the official formula), and W_z / W_z1 stay zero.
@@ -250,7 +264,7 @@ class MANA(SRModel):
             raise InputError(f"MANA decode: expected {self.config.num_frame} frame encodings, got {len(feats)}")
         return self._decode(torch.stack([f[0] for f in feats], dim=1), center)[0]
 
-    def _decode(self, feats: torch.Tensor, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _decode(self, feats: torch.Tensor, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         res, qloss = self.nonloc_spatial(feats)
         out = self.decoder(res)
         out = F.leaky_relu(F.pixel_shuffle(self.upconv1(out), 2), 0.1, inplace=True)
@@ -269,7 +283,20 @@ class MANA(SRModel):
                              f"got {t} frames of {c} channels")
         feats = self.encode(x.reshape(n * t, c, h, w))[0].reshape(n, t, -1, h, w)
         image, qloss = self._decode(feats, x[:, self.center_frame_idx])
-        return SROutput(image, (image,), {"quantization": qloss})
+        return SROutput(image, (image,), {} if qloss is None else {"quantization": qloss})
+
+    def explain_missing_parameters(self, pattern: str) -> str | None:
+        """Why a training-config pattern that matches no parameter cannot match here, when the reason is
+        this network's structure (the trainer adds it to its error): the No-Mem ablation has no memory
+        bank, so the official schedule's memory stages (freeze it, then train only it) do not apply."""
+        import fnmatch
+
+        if self.nonloc_spatial.has_memory or not any(fnmatch.fnmatchcase(n, pattern) or fnmatch.fnmatchcase(pattern, n)
+                                                      for n in MEMORY_PARAMS):
+            return None
+        return ("this MANA has memory_size 0 (the No-Mem ablation): it has no memory bank "
+                f"({', '.join(MEMORY_PARAMS)}) and no quantization loss, so the three-stage schedule does "
+                "not apply; train it in one stage (train.stages: [{trainable: ['*']}]) on the pixel loss alone")
 
 
 def _validate(cfg: MANAConfig) -> int:
@@ -277,8 +304,8 @@ def _validate(cfg: MANAConfig) -> int:
     def bad(msg: str) -> None:
         raise ConfigError(f"MANA config: {msg}")
 
-    check_int_fields(cfg, "MANA", positive=("num_feat", "num_frame", "memory_size"),
-                     non_negative=("encoder_nblocks", "decoder_nblocks"))
+    check_int_fields(cfg, "MANA", positive=("num_feat", "num_frame"),
+                     non_negative=("encoder_nblocks", "decoder_nblocks", "memory_size"))
     if cfg.num_feat % 2:
         bad(f"num_feat must be even (the attention uses num_feat // 2 channels), got {cfg.num_feat}")
     if cfg.num_frame % 2 == 0 and cfg.center_frame_idx is None:
@@ -325,13 +352,14 @@ def official_key_adapter(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
 
 def _config_from_state(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]] | None:
     """Preset + overrides of a MANA state dict (srkit names) trained with non-preset sizes."""
-    need = ("conv_first.weight", "nonloc_spatial.mb", "nonloc_spatial.W_z.weight")
+    need = ("conv_first.weight", "nonloc_spatial.phi.weight", "nonloc_spatial.W_z.weight")
     if not all(k in state for k in need):
         return None
     nf = int(state["conv_first.weight"].shape[0])
-    inter = int(state["nonloc_spatial.mb"].shape[0])
+    inter = int(state["nonloc_spatial.phi.weight"].shape[0])
     if inter * 2 != nf:
         return None
+    mb = state.get("nonloc_spatial.mb")  # absent: the No-Mem ablation
 
     def count(prefix: str) -> int:
         idx = {int(k.split(".")[1]) for k in state if k.startswith(prefix + ".") and k.split(".")[1].isdigit()}
@@ -339,33 +367,33 @@ def _config_from_state(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, A
 
     frames = int(state["nonloc_spatial.W_z.weight"].shape[1]) // inter
     return "mana", dict(num_feat=nf, num_frame=frames, encoder_nblocks=count("encoder"),
-                        decoder_nblocks=count("decoder"), memory_size=int(state["nonloc_spatial.mb"].shape[1]))
+                        decoder_nblocks=count("decoder"), memory_size=0 if mb is None else int(mb.shape[1]))
 
 
-def _register_checkpoint_hooks() -> None:
-    try:
-        from srkit.models.checkpoint import register_config_inferrer, register_key_adapter
-    except Exception:  # noqa: BLE001 - the model still works without checkpoint conversion
-        return
-    register_key_adapter("mana", official_key_adapter)
-    register_config_inferrer("mana", _config_from_state)
-
-
-_register_checkpoint_hooks()
+register_checkpoint_support("mana", key_adapters=[official_key_adapter], config_inferrer=_config_from_state)
 
 
 # ---------------------------------------------------------------------- presets
 @register_model("mana", family="mana",
                 description="MANA x4 video SR (7 frames, 128 ch, cross-frame Gaussian non-local + 256-slot "
-                            "memory attention); official checkpoints load; any frame size")
+                            "memory attention, the official default; the paper's best is 512: mana-m512); "
+                            "official checkpoints load; any frame size")
 def mana(**overrides: Any) -> MANA:
     return MANA(MANAConfig(**overrides))
 
 
 @register_model("mana-m512", family="mana",
-                description="MANA x4 with a 512-slot memory bank (the paper's larger-memory option)")
+                description="MANA x4 with a 512-slot memory bank: the paper's best memory size (its ablation: "
+                            "N=512 beats 128 and 256, 1024 saturates); train with mana-vimeo-m512")
 def mana_m512(**overrides: Any) -> MANA:
     return MANA(MANAConfig(**{"memory_size": 512, **overrides}))
+
+
+@register_model("mana-nomem", family="mana",
+                description="MANA x4 without the memory bank (cross-frame non-local attention only, no "
+                            "quantization loss): the paper's No-Mem ablation")
+def mana_nomem(**overrides: Any) -> MANA:
+    return MANA(MANAConfig(**{"memory_size": 0, **overrides}))
 
 
 # CPU-sized: 48 channels (GroupNorm groups of 4 channels, as the official 128/32), short encoder and

@@ -6,7 +6,8 @@ level, SRMD's general model ``y = (x (*) k) downarrow_s + n``) through 16 *degra
 PCA code of the kernel and the noise level ``sigma / 255``, stretched over the image
 (:func:`srkit.data.degrade.degradation_maps`). The maps may vary from pixel to pixel (spatially variant
 blur / noise): every layer is convolutional, so each output pixel sees the degradation of its own
-neighbourhood. :func:`udvd_condition` builds the maps from a blur width / kernel and a noise level.
+neighbourhood. :func:`srkit.data.conditions.udvd_condition` builds the maps from a blur width / kernel
+and a noise level (the model takes any maps of the right shape and knows nothing of how they are made).
 
 Network (the paper's two parts):
 
@@ -56,9 +57,7 @@ There is no official code; parameter names are srkit's own (``conv_first``, ``bo
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -66,29 +65,21 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from srkit.errors import ConfigError, InputError
-from srkit.models._api import ModelSpec, SRModel, SROutput, check_int_fields, config_field
-from srkit.models._blocks import ResidualBlockNoBN, make_layer, scaled_kaiming_init_
-from srkit.models._registry import register_model
+from srkit.errors import ConfigError
+from srkit.models.api import ModelSpec, SRModel, SROutput, check_int_fields, config_field
+from srkit.models.blocks import ResidualBlockNoBN, make_layer, scaled_kaiming_init_
+from srkit.models.checkpoint import register_checkpoint_support
+from srkit.models.registry import register_model
 from srkit.ops.dynamic_conv import dynamic_conv2d, dynamic_upsample_conv2d
 
 __all__ = [
     "UDVD",
     "UDVDConfig",
     "DynamicBlock",
-    "CONDITION_CHANNELS",
-    "DEFAULT_BLUR",
-    "udvd_condition",
-    "udvd_condition_field",
     "bilinear_upsample_kernels",
     "infer_config",
 ]
 
-# 15 PCA coefficients of the blur kernel + 1 noise level (SRMD's degradation maps).
-CONDITION_CHANNELS = 16
-# What `srkit upscale` assumes when a UDVD model is given no blur: SRMD's smallest x4 kernel width,
-# i.e. no blur beyond the bicubic downscaling (the BI degradation).
-DEFAULT_BLUR = 0.2
 KERNEL_NORMS = ("none", "softmax")
 PADDINGS = ("replicate", "zeros", "reflect")
 
@@ -99,7 +90,8 @@ class UDVDConfig:
 
     scale: int = config_field(4, "upscaling factor (2, 3 or 4 in the paper; any integer >= 1 works)")
     num_in_ch: int = config_field(3, "image channels (3 for RGB)")
-    condition_channels: int = config_field(CONDITION_CHANNELS, "degradation-map channels (15 PCA + noise)")
+    # 16: the layout of srkit.data.conditions.CONDITION_CHANNELS (models do not import the data side).
+    condition_channels: int = config_field(16, "degradation-map channels (15 PCA + noise)")
     num_feat: int = config_field(128, "feature channels of the EDSR-like body")
     num_blocks: int = config_field(15, "residual blocks of the body")
     res_scale: float = config_field(0.1, "residual scaling inside the body's blocks (EDSR)")
@@ -311,117 +303,6 @@ class UDVD(SRModel):
         return SROutput(image, tuple(stages), {})
 
 
-# ---------------------------------------------------------------------- degradation maps
-def _load_kernel(kernel: np.ndarray | str | os.PathLike) -> np.ndarray:
-    if isinstance(kernel, (str, os.PathLike)):
-        path = Path(kernel)
-        if not path.is_file():
-            raise InputError("no such kernel file" if not path.exists() else "kernel is not a file", path)
-        try:
-            kernel = np.load(path, allow_pickle=False)
-        except (ValueError, OSError) as exc:
-            raise InputError(f"not a readable .npy kernel ({exc})", path) from None
-        where: Path | None = path
-    else:
-        where = None
-    k = np.asarray(kernel, dtype=np.float64)
-    if k.ndim != 2 or k.shape[0] != k.shape[1] or k.shape[0] % 2 == 0:
-        raise InputError(f"blur kernel must be a square 2-D array of odd size, got shape {k.shape}", where)
-    if not np.all(np.isfinite(k)) or k.sum() <= 0:
-        raise InputError("blur kernel must be finite with a positive sum", where)
-    # A blur kernel preserves brightness: normalise so users may give unnormalised kernels.
-    return (k / k.sum()).astype(np.float32)
-
-
-def udvd_condition(
-    height: int,
-    width: int,
-    *,
-    blur: float | None = None,
-    blur2: float | None = None,
-    angle: float = 0.0,
-    noise: float | np.ndarray = 0.0,
-    kernel: np.ndarray | str | os.PathLike | None = None,
-) -> np.ndarray:
-    """Degradation maps ``(16, height, width)`` float32 for an LR image of that size.
-
-    Args:
-        blur: Gaussian blur width (standard deviation, HR pixels) -- the paper's kernel width.
-        blur2: second width for an anisotropic Gaussian (``None``: isotropic).
-        angle: rotation of the anisotropic Gaussian in degrees (counter-clockwise).
-        noise: AWGN level in 0-255 units; a scalar, or an ``(height, width)`` array for spatially
-            variant noise.
-        kernel: an explicit blur kernel (odd square array, or a ``.npy`` file) instead of ``blur``.
-
-    Use :func:`udvd_condition_field` for a blur kernel that varies per pixel. Give the result to the
-    model as ``torch.from_numpy(maps)[None]``.
-    """
-    from srkit.data import degrade
-
-    if kernel is not None:
-        if blur is not None or blur2 is not None:
-            raise ConfigError("give either a blur width or a kernel, not both")
-        k = _load_kernel(kernel)
-    else:
-        if blur is None:
-            raise ConfigError("UDVD needs the blur of the input: a width (--blur SIGMA) "
-                              "or a kernel (--kernel FILE.npy)")
-        for name, value in (("blur", blur), ("blur2", blur2)):
-            if value is not None:
-                degrade.check_blur_width(value, name)
-        if not math.isfinite(angle):
-            raise ConfigError(f"angle must be a finite number of degrees, got {angle}")
-        k = degrade.gaussian_kernel(degrade.KERNEL_SIZE, float(blur), None if blur2 is None else float(blur2),
-                                    math.radians(angle))
-    _check_noise(noise, height, width)
-    try:
-        code = degrade.kernel_to_code(k)
-    except ValueError as exc:
-        # Name the .npy file when the kernel came from one (the CLI's --kernel).
-        where = Path(kernel) if isinstance(kernel, (str, os.PathLike)) else None
-        raise InputError(f"blur kernel cannot be encoded: {exc}", where) from None
-    return degrade.degradation_maps(code, noise, height, width)
-
-
-def udvd_condition_field(kernels: np.ndarray, noise: float | np.ndarray = 0.0) -> np.ndarray:
-    """Maps ``(16, h, w)`` for a spatially variant blur: ``kernels`` is ``(h, w, k, k)``, one per LR pixel.
-
-    ``noise`` is a scalar or an ``(h, w)`` array (0-255 units). This is the condition that matches
-    :func:`srkit.data.degrade.spatially_variant_degrade`.
-    """
-    from srkit.data import degrade
-
-    field = np.asarray(kernels, dtype=np.float32)
-    if field.ndim != 4 or field.shape[2] != field.shape[3] or field.shape[2] % 2 == 0:
-        raise ValueError(f"kernel field must be (h, w, k, k) with odd k, got shape {field.shape}")
-    h, w, k, _ = field.shape
-    _check_noise(noise, h, w)
-    if k <= degrade.KERNEL_SIZE:
-        # One projection for all pixels: pad every kernel to 15x15 (centred), then codes = P @ vec(k).
-        m = (degrade.KERNEL_SIZE - k) // 2
-        padded = np.pad(field, ((0, 0), (0, 0), (m, m), (m, m)))
-        codes = np.einsum("pk,hwk->phw", degrade.load_pca_basis(), padded.reshape(h, w, -1), optimize=True)
-    else:
-        codes = np.stack([degrade.kernel_to_code(field[a, b]) for a in range(h) for b in range(w)], axis=1)
-        codes = codes.reshape(degrade.PCA_DIM, h, w)
-    return degrade.degradation_maps(np.ascontiguousarray(codes, dtype=np.float32), noise, h, w)
-
-
-def _describe(arr: np.ndarray) -> str:
-    if arr.ndim == 0:
-        return f"{float(arr):g}"
-    return f"a map with values in [{float(np.nanmin(arr)):g}, {float(np.nanmax(arr)):g}]"
-
-
-def _check_noise(noise: float | np.ndarray, height: int, width: int) -> None:
-    arr = np.asarray(noise, dtype=np.float64)
-    if arr.ndim not in (0, 2) or (arr.ndim == 2 and arr.shape != (height, width)):
-        raise ConfigError(f"noise must be a number or a ({height}, {width}) map, got shape {arr.shape}")
-    # 0-255 units: a level above 255 is a unit mistake (e.g. a variance), not a noisier image.
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > 255):
-        raise ConfigError(f"noise level must be in 0..255 (0-255 units), got {_describe(arr)}")
-
-
 # ---------------------------------------------------------------------- checkpoints
 def infer_config(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]] | None:
     """``(preset, overrides)`` of the UDVD whose parameters have these names and shapes, or None.
@@ -458,13 +339,7 @@ def infer_config(state: dict[str, torch.Tensor]) -> tuple[str, dict[str, Any]] |
     return (f"udvd-x{scale}" if scale in (2, 3, 4) else "udvd-x4"), overrides
 
 
-def _register_checkpoint_support() -> None:
-    from srkit.models.checkpoint import register_config_inferrer
-
-    register_config_inferrer("udvd", infer_config)
-
-
-_register_checkpoint_support()
+register_checkpoint_support("udvd", config_inferrer=infer_config)
 
 
 # ---------------------------------------------------------------------- presets

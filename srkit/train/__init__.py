@@ -6,16 +6,10 @@ package imports nothing heavy by itself.
 
 from __future__ import annotations
 
-__all__ = ["load_config", "train"]
+from srkit.utils.lazy import lazy_exports
 
+_EXPORTS = {"load_config": "srkit.train.config", "train": "srkit.train.trainer"}
 
-def __getattr__(name: str):
-    if name == "load_config":
-        from srkit.train.config import load_config
+__all__ = sorted(_EXPORTS)
 
-        return load_config
-    if name == "train":
-        from srkit.train.trainer import train
-
-        return train
-    raise AttributeError(f"module 'srkit.train' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -167,9 +167,9 @@ def load_checkpoint(path: str | os.PathLike, *, verify: bool = True, store: Chec
         problem = (store or CheckpointStore(path.parent)).verify(path)
         if problem is not None:
             raise CheckpointError(f"checkpoint is not valid: {problem}", path)
-    from srkit.models.checkpoint import _safetensors_header_length, safe_torch_load
+    from srkit.models.checkpoint import safe_torch_load, safetensors_header_length
 
-    if _safetensors_header_length(path) is not None:
+    if safetensors_header_length(path) is not None:
         raise CheckpointError("is a weights file (safetensors), not a training checkpoint: --resume continues a run "
                               "from its checkpoints/iter_*.pt (model.init_from starts from weights)", path)
     # The same refusals as every other checkpoint srkit reads (code-running pickles, torch's advice

@@ -15,40 +15,16 @@ working directory.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import math
-import re
-import types
-import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 
 from srkit.errors import ConfigError
-
-# --------------------------------------------------------------------------------------------------
-# Field helpers: a check function per field gives the "expected ..." wording of the error.
-
-
-def _f(default: Any = dataclasses.MISSING, *, check: str | None = None, help: str = "", factory: Any = None) -> Any:  # noqa: A002
-    meta = {"check": check, "help": help}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-_CHECKS: dict[str, tuple[str, Any]] = {
-    "positive": ("a positive", lambda v: v > 0),
-    "non_negative": ("a non-negative", lambda v: v >= 0),
-    "unit": ("a", lambda v: 0.0 <= v <= 1.0),  # "a float in [0, 1]"
-    "unit_open": ("a", lambda v: 0.0 <= v < 1.0),
-    "ge1": ("a", lambda v: v >= 1),
-}
-_CHECK_SUFFIX = {"unit": " in [0, 1]", "unit_open": " in [0, 1)", "ge1": " >= 1"}
-
+from srkit.utils.config import from_dict, to_dict
+from srkit.utils.config import typed_field as _f
 
 # --------------------------------------------------------------------------------------------------
 # Schema
@@ -91,7 +67,7 @@ class DatasetConfig:
     subset: list[str] | None = _f(None, help="only these clip names")
     lmdb: str | None = _f(None, help="LMDB of GT frames (read instead of the folders)")
     lmdb_lq: str | None = _f(None, help="LMDB of LQ frames (optional)")
-    degradation: str = _f("BI", help="how LQ is synthesised when absent: BI, BD, SRMD")
+    degradation: str = _f("BI", help="how LQ is synthesised when absent: BI, BD, DN (BI + noise; degradation_params: {noise: 15} or a range [0, 50]), SRMD")
     degradation_params: dict[str, Any] = _f(factory=dict, help="keyword arguments of the degradation")
     gt_size: int = _f(256, check="positive", help="GT crop size for training (LQ crop = gt_size / scale)")
     interval_list: list[int] = _f(factory=lambda: [1], help="temporal frame intervals to sample from")
@@ -266,142 +242,6 @@ class ExperimentConfig:
     @property
     def run_dir(self) -> Path:
         return Path(self.output_dir) / self.name
-
-
-# --------------------------------------------------------------------------------------------------
-# Conversion from plain YAML data to the dataclasses
-
-
-_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if tp is bool:
-        return "a boolean"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a float"
-    if tp is str:
-        return "a string"
-    if tp is type(None):
-        return "null"
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (list, tuple):
-        return "a list"
-    if origin is dict:
-        return "a mapping"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(tp))
-    return str(tp)
-
-
-def _convert(value: Any, tp: Any, path: str, check: str | None = None) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, path, check)
-            except ConfigError as exc:
-                errors.append(exc)
-        if len(errors) == 1:
-            raise errors[0]
-        raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}")
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, path)
-    if origin is Literal:
-        if value not in args:
-            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"{path}: expected {_describe(tp)}, got {value!r}{hint}")
-        return value
-    if origin is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        return [_convert(v, args[0], f"{path}[{i}]", check) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return {str(k): _convert(v, args[1], f"{path}.{k}", check) for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{path}: expected a boolean (true/false), got {value!r}")
-        return value
-    if tp in (int, float):
-        out = _number(value, tp, path, check)
-        return out
-    if tp is str:
-        if isinstance(value, (dict, list)) or value is None:
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
-        return str(value)
-    raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - schema bug
-
-
-def _number(value: Any, tp: type, path: str, check: str | None) -> int | float:
-    words = _CHECKS[check][0] if check else ("an" if tp is int else "a")
-    want = f"{words} {'integer' if tp is int else 'float'}{_CHECK_SUFFIX.get(check or '', '')}"
-    if isinstance(value, bool):
-        raise ConfigError(f"{path}: expected {want}, got {value!r}")
-    num: Any = value
-    # PyYAML reads 4e-4 (no dot) as a string; accept numeric strings so BasicSR-style values work.
-    if isinstance(value, str) and _NUMBER.match(value.strip()):
-        num = float(value)
-    if not isinstance(num, (int, float)) or (isinstance(num, float) and not math.isfinite(num)):
-        raise ConfigError(f"{path}: expected {want}, got {value!r}")
-    if tp is int:
-        if isinstance(num, float):
-            if not num.is_integer():
-                raise ConfigError(f"{path}: expected {want}, got {value!r}")
-            num = int(num)
-    else:
-        num = float(num)
-    if check and not _CHECKS[check][1](num):
-        raise ConfigError(f"{path}: expected {want}, got {value!r}")
-    return num
-
-
-def from_dict(cls: type, data: Any, path: str = "") -> Any:
-    """Build dataclass ``cls`` from plain ``data``, rejecting unknown keys and bad values."""
-    where = path or "config"
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(fields)}"
-            raise ConfigError(f"{_join(path, key)}: unknown key{hint}")
-    kwargs = {}
-    for name, f in fields.items():
-        if name in data:
-            kwargs[name] = _convert(data[name], hints[name], _join(path, name), f.metadata.get("check"))
-    return cls(**kwargs)
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain data (for YAML dumps and checkpoint metadata)."""
-    return dataclasses.asdict(cfg)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
+from srkit.data.conditions import CONDITION_CHANNELS, degradations_for
 from srkit.errors import ConfigError
-from srkit.models._api import ModelSpec
+from srkit.models.api import ModelSpec
 from srkit.train.config import DataConfig, DatasetConfig
 from srkit.train.distributed import DistInfo, ResumableBatchSampler
 
@@ -44,11 +45,10 @@ class SyntheticSRDataset(Dataset):
     def __init__(self, cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool):
         self.cfg, self.spec, self.seed, self.train = cfg, spec, seed, train
         self.epoch = 0
-        s = 1 if spec.hr_input else spec.scale
         h, w = (cfg.gt_size, cfg.gt_size) if train else (cfg.height, cfg.width)
         if h % max(spec.scale, 1) or w % max(spec.scale, 1):
             raise ConfigError(f"synthetic data: GT size {h}x{w} is not a multiple of the model scale {spec.scale}")
-        self.h, self.w, self.lq_div = h, w, s
+        self.h, self.w, self.lq_div = h, w, spec.output_ratio
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -84,7 +84,7 @@ class SyntheticSRDataset(Dataset):
         out["lq"] = lq.contiguous() if self.spec.input_kind == "video" else lq[0].contiguous()
         if self.spec.condition == "degradation":
             # Maps of a "no blur, no noise" degradation: zero PCA code and zero noise level.
-            out["maps"] = torch.zeros(16, lq.shape[-2], lq.shape[-1])
+            out["maps"] = torch.zeros(CONDITION_CHANNELS, lq.shape[-2], lq.shape[-1])
         return out
 
 
@@ -209,7 +209,7 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
                                       lmdb_lq=src.lmdb_lq, enlarge_ratio=src.repeat if train else 1)
             parts.append(build_dataset(sub, spec, seed=seed + k, train=train, where=f"{where}.extra_sources[{k - 1}]"))
         return Mixed(parts)
-    scale = 1 if spec.hr_input else spec.scale
+    scale = spec.output_ratio
     if train and cfg.gt_size % scale:
         raise ConfigError(f"{where}.gt_size: expected a multiple of the model scale {scale}, got {cfg.gt_size}")
     if cfg.kind == "synthetic":
@@ -222,11 +222,14 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
         raise ConfigError(f"{where}.kind: 'video' data but the model takes single images; use kind: image")
     if cfg.kind == "image" and spec.input_kind != "image":
         raise ConfigError(f"{where}.kind: 'image' data but the model takes {spec.num_frames}-frame windows; use kind: video")
-    if spec.condition == "degradation" and cfg.degradation.upper() != "SRMD":
-        raise ConfigError(f"{where}.degradation: the model is conditioned on degradation maps; use SRMD (got {cfg.degradation})")
+    if spec.condition is not None:
+        providers = degradations_for(spec.condition)  # the degradations whose samples carry those maps
+        if cfg.degradation.upper() not in providers:
+            raise ConfigError(f"{where}.degradation: the model is conditioned on {spec.condition} maps; "
+                              f"use {' or '.join(providers)} (got {cfg.degradation})")
     common: dict[str, Any] = dict(
         layout=cfg.layout, split=cfg.partition or ("train" if train else "test"), subset=cfg.subset,
-        lr_source=cfg.lmdb_lq, scale=1 if spec.hr_input else spec.scale, degradation=cfg.degradation,
+        lr_source=cfg.lmdb_lq, scale=scale, degradation=cfg.degradation,
         degradation_params=dict(cfg.degradation_params), train=train, gt_patch=cfg.gt_size,
         use_flip=cfg.use_flip, use_rot=cfg.use_rot, seed=seed,
     )

@@ -13,7 +13,7 @@ from typing import Mapping
 import torch
 
 from srkit.errors import ConfigError
-from srkit.models._api import SROutput
+from srkit.models.api import SROutput
 from srkit.train.config import LossConfig
 
 

@@ -75,6 +75,21 @@ def trainable_names(stage: StageConfig, names: list[str]) -> frozenset[str]:
     return frozenset(n for n in names if match(n, stage.trainable) and not match(n, stage.frozen))
 
 
+def _why_absent(model: nn.Module, patterns: list[str]) -> str:
+    """``"; <reason>"`` when the model explains why one of ``patterns`` matches none of its parameters
+    (``model.explain_missing_parameters(pattern)``: e.g. a No-Mem MANA has no memory bank for MANA's
+    memory stages to freeze or train), else ``""``. An ablation's missing module is then named as such,
+    not left to look like a typo in the config."""
+    explain = getattr(model, "explain_missing_parameters", None)
+    if not callable(explain):
+        return ""
+    for pat in patterns:
+        reason = explain(pat)
+        if reason:
+            return f"; {reason}"
+    return ""
+
+
 def resolve_stages(stages: list[StageConfig], model: nn.Module) -> list[Stage]:
     """Match each stage's patterns against the model; a stage that trains nothing is a config error."""
     names = [n for n, _ in model.named_parameters()]
@@ -85,11 +100,13 @@ def resolve_stages(stages: list[StageConfig], model: nn.Module) -> list[Stage]:
             raise ConfigError(
                 f"train.stages[{i}] ({st.name}): its patterns match no parameter of the model "
                 f"(trainable={st.trainable}, frozen={st.frozen}; e.g. names: {', '.join(names[:3])}...)"
+                + _why_absent(model, st.trainable + st.frozen)
             )
         for j, pat in enumerate(st.trainable + st.frozen):
             if pat != "*" and not any(fnmatch.fnmatchcase(n, pat) for n in names):
                 key = "trainable" if j < len(st.trainable) else "frozen"
-                raise ConfigError(f"train.stages[{i}].{key}: pattern {pat!r} matches no parameter of the model")
+                raise ConfigError(f"train.stages[{i}].{key}: pattern {pat!r} matches no parameter of the model"
+                                  + _why_absent(model, [pat]))
         out.append(Stage(i, st.name, chosen))
     return out
 

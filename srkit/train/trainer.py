@@ -31,7 +31,7 @@ from torch import nn
 
 from srkit.errors import CheckpointError, ConfigError
 from srkit.models import as_sr_output, create_model
-from srkit.models._api import SRModel
+from srkit.models.api import SRModel
 from srkit.models.checkpoint import convert_state_dict
 from srkit.train import distributed as D
 from srkit.train.checkpointing import CheckpointStore, load_checkpoint
@@ -418,7 +418,7 @@ class Trainer:
 
     def _misfit(self, state: dict[str, Any], exc: BaseException, path: Path | None) -> CheckpointError:
         """Why a checkpoint's weights do not fit this config's network, naming both networks."""
-        from srkit.models.checkpoint import _diff, _shapes
+        from srkit.models.checkpoint import state_dict_diff, state_dict_shapes
 
         theirs = str((state.get("meta") or {}).get("preset") or "an unknown")
         ours = self.cfg.model.name
@@ -427,7 +427,7 @@ class Trainer:
             return CheckpointError(f"is a checkpoint of {theirs} but the config trains {ours} (model.name): resume a "
                                    f"run with the config that wrote it", path)
         if isinstance(params, dict):
-            diff = _diff(_shapes(params), _shapes(self.model.state_dict()))
+            diff = state_dict_diff(state_dict_shapes(params), state_dict_shapes(self.model.state_dict()))
             if not diff.ok:
                 return CheckpointError(f"its {theirs} network differs from the config's (model.overrides?): "
                                        f"{diff.describe()}", path)

@@ -1,19 +1,29 @@
-"""Device and precision selection shared by inference, evaluation and training."""
+"""Device and precision selection shared by inference, evaluation and training.
+
+Importable without PyTorch (torch is imported inside the functions): the command line takes
+:data:`PRECISIONS` for its choices before any heavy import.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
-
-import torch
+from typing import TYPE_CHECKING, Iterator
 
 from srkit.errors import ConfigError
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+if TYPE_CHECKING:
+    import torch
+
+# autocast precisions (names of torch dtypes)
+PRECISIONS: dict[str, str] = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def select_device(name: str = "auto") -> torch.device:
+def select_device(name: str | torch.device = "auto") -> torch.device:
     """``auto`` picks CUDA, then MPS, then CPU; an explicit device that is absent is an error."""
+    import torch
+
+    if isinstance(name, torch.device):
+        return name
     name = name.lower()
     if name == "auto":
         if torch.cuda.is_available():
@@ -33,11 +43,15 @@ def select_device(name: str = "auto") -> torch.device:
 
 def is_channels_last(t: torch.Tensor) -> bool:
     """Whether ``t`` is laid out NHWC (and not also plain contiguous, as 1-channel or 1x1 maps are)."""
+    import torch
+
     return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
 def autocast(device: torch.device, precision: str = "fp32") -> contextlib.AbstractContextManager:
     """Autocast context for ``precision`` (``fp32`` is a no-op)."""
+    import torch
+
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
     if precision == "fp32":
@@ -45,12 +59,14 @@ def autocast(device: torch.device, precision: str = "fp32") -> contextlib.Abstra
     if precision == "fp16" and device.type == "cpu":
         # CPU fp16 autocast exists but is slow and lossy on most CPUs; bf16 is the CPU choice.
         return torch.autocast("cpu", dtype=torch.float16)
-    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+    return torch.autocast(device.type, dtype=getattr(torch, PRECISIONS[precision]))
 
 
 @contextlib.contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
     """Temporarily set the intra-op thread count (``None`` leaves it alone)."""
+    import torch
+
     if n is None:
         yield
         return
@@ -64,6 +80,8 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 def cpu_has_native_bf16() -> bool | None:
     """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); None when PyTorch cannot tell."""
+    import torch
+
     cpu = getattr(torch, "cpu", None)
     try:
         return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
@@ -73,6 +91,8 @@ def cpu_has_native_bf16() -> bool | None:
 
 def cpu_summary() -> str:
     """One line naming the CPU, its core count and what matters for speed (for benchmarks and model cards)."""
+    import torch
+
     import os
     import platform
 

@@ -179,11 +179,11 @@ class EDVRReference(nn.Module):
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_frame=5, deformable_groups=8,
                  num_extract_block=5, num_reconstruct_block=10, center_frame_idx=None, hr_in=False,
-                 with_predeblur=False, with_tsa=True, scale=None, offset_warn_threshold=None):
+                 with_predeblur=False, with_tsa=True, scale=None, offset_warn_threshold=None, with_pcd=True):
         super().__init__()
         nf = num_feat
         self.center = num_frame // 2 if center_frame_idx is None else center_frame_idx
-        self.hr_in, self.with_predeblur, self.with_tsa = hr_in, with_predeblur, with_tsa
+        self.hr_in, self.with_predeblur, self.with_tsa, self.with_pcd = hr_in, with_predeblur, with_tsa, with_pcd
         if with_predeblur:
             self.predeblur = Predeblur(num_in_ch, nf, hr_in)
             self.conv_1x1 = nn.Conv2d(nf, nf, 1, 1)
@@ -194,11 +194,12 @@ class EDVRReference(nn.Module):
         else:
             self.conv_first = nn.Conv2d(num_in_ch, nf, 3, 1, 1)
         self.feature_extraction = _layer(nf, num_extract_block)
-        self.conv_l2_1 = nn.Conv2d(nf, nf, 3, 2, 1)
-        self.conv_l2_2 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.conv_l3_1 = nn.Conv2d(nf, nf, 3, 2, 1)
-        self.conv_l3_2 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.pcd_align = PCD(nf, deformable_groups)
+        if with_pcd:  # the paper's PCD ablation (with_pcd=False) has no pyramid and no alignment
+            self.conv_l2_1 = nn.Conv2d(nf, nf, 3, 2, 1)
+            self.conv_l2_2 = nn.Conv2d(nf, nf, 3, 1, 1)
+            self.conv_l3_1 = nn.Conv2d(nf, nf, 3, 2, 1)
+            self.conv_l3_2 = nn.Conv2d(nf, nf, 3, 1, 1)
+            self.pcd_align = PCD(nf, deformable_groups)
         self.fusion = TSA(nf, num_frame, self.center) if with_tsa else nn.Conv2d(num_frame * nf, nf, 1, 1)
         self.reconstruction = _layer(nf, num_reconstruct_block)
         self.upconv1 = nn.Conv2d(nf, nf * 4, 3, 1, 1)
@@ -224,6 +225,10 @@ class EDVRReference(nn.Module):
         if self.hr_in:
             h, w = h // 4, w // 4
         l1 = self.feature_extraction(l1)
+        if not self.with_pcd:
+            # Unaligned: every frame's level-1 features go to the fusion as they are.
+            aligned = l1.view(b, t, -1, h, w)
+            return self._tail(aligned, x_center, b, h, w)
         l2 = lrelu(self.conv_l2_2(lrelu(self.conv_l2_1(l1))))
         l3 = lrelu(self.conv_l3_2(lrelu(self.conv_l3_1(l2))))
         l1 = l1.view(b, t, -1, h, w)
@@ -235,6 +240,10 @@ class EDVRReference(nn.Module):
             nbr = [l1[:, i].clone(), l2[:, i].clone(), l3[:, i].clone()]
             aligned.append(self.pcd_align(nbr, ref))
         aligned = torch.stack(aligned, dim=1)
+        return self._tail(aligned, x_center, b, h, w)
+
+    def _tail(self, aligned, x_center, b, h, w):
+        lrelu = lambda t: F.leaky_relu(t, 0.1)  # noqa: E731
         if not self.with_tsa:
             aligned = aligned.view(b, -1, h, w)
         feat = self.fusion(aligned)

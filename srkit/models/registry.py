@@ -4,21 +4,22 @@ Presets are plain functions decorated with :func:`register_model` in the model's
 does). Model files are imported explicitly by :mod:`srkit.models`; nothing is discovered by scanning.
 
 A preset may name weights shipped inside the package (``srkit/weights/<file>.safetensors``, srkit's own
-format: preset and config in the metadata). ``create_model(name, pretrained=True)`` loads them through
-the same path as any checkpoint file.
+format: preset and config in the metadata). :func:`srkit.models.checkpoint.create_model` builds presets
+and loads those (or any checkpoint file): this module knows nothing of checkpoints, so that the
+checkpoint loader can look presets up here without the two importing each other.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Callable, TypeVar
 
 from torch import nn
 
 from srkit.errors import CheckpointError, ConfigError
+from srkit.models.api import ModelSpec
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
@@ -53,7 +54,13 @@ def list_models(family: str | None = None) -> list[str]:
     return sorted(n for n, e in _MODELS.items() if family is None or e.family == family)
 
 
+def list_families() -> list[str]:
+    """Names of the model families that have registered presets, sorted."""
+    return sorted({e.family for e in _MODELS.values()})
+
+
 def model_entry(name: str) -> ModelEntry:
+    """The entry of preset ``name`` (:class:`ConfigError` with close names when it is unknown)."""
     try:
         return _MODELS[name]
     except KeyError:
@@ -84,25 +91,9 @@ def pretrained_path(name: str) -> Path:
     return path
 
 
-def create_model(name: str, *, weights: str | os.PathLike | None = None, pretrained: bool = False,
-                 **overrides: Any) -> nn.Module:
-    """Build preset ``name`` (with config ``overrides``).
+def preset_spec(name: str) -> ModelSpec:
+    """What preset ``name`` consumes and produces, without building its weights (meta device)."""
+    import torch
 
-    ``weights`` loads a checkpoint (any accepted format); ``pretrained=True`` loads the weights shipped
-    with srkit for this preset (see :func:`pretrained_path`). Without either the weights are random.
-    """
-    entry = model_entry(name)
-    if pretrained:
-        if weights is not None:
-            raise ConfigError("give either weights or pretrained=True, not both")
-        weights = pretrained_path(name)
-    try:
-        model = entry.builder(**overrides)
-    except TypeError as exc:
-        raise ConfigError(f"model {name!r}: {exc}") from None
-    model.preset = name
-    if weights is not None:
-        from srkit.models.checkpoint import load_weights
-
-        load_weights(model, weights)
-    return model
+    with torch.device("meta"):
+        return model_entry(name).builder().spec

@@ -8,13 +8,14 @@ checkpoint's metadata (preset name + config) rebuilds the same network.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, Literal, NamedTuple
 
 import torch
 from torch import nn
 
 from srkit.errors import ConfigError
+from srkit.utils.config import typed_field
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,23 @@ class ModelSpec:
     condition: str | None = None
     # True when the input is already at output size (EDVR deblurring "HR-input" mode).
     hr_input: bool = False
+
+    @property
+    def output_ratio(self) -> int:
+        """Output size / input size: ``scale``, or 1 when the input is already at output size (HR input)."""
+        return 1 if self.hr_input else self.scale
+
+    @property
+    def half_window(self) -> int:
+        """Frames a window spans on its longer side of the centre (0 for single frames)."""
+        return max(self.center_index, self.num_frames - 1 - self.center_index)
+
+    @property
+    def window_reach(self) -> int:
+        """How far (in frames) the windows of a clip can reach from their centre, in either direction:
+        ``2 * half_window``, as a window at a clip border is padded (reflection_circle, circle) with
+        frames from past its far side."""
+        return 2 * self.half_window
 
 
 class SROutput(NamedTuple):
@@ -79,8 +97,9 @@ class SRModel(nn.Module):
 
 
 def config_field(default: Any, help: str) -> Any:  # noqa: A002 - mirrors argparse's name
-    """A dataclass field with a description (shown by ``srkit models --details``)."""
-    return field(default=default, metadata={"help": help})
+    """A model-config field with a description (shown by ``srkit models --details``): the typed config
+    engine's field (:func:`srkit.utils.config.typed_field`), so one field helper serves every config."""
+    return typed_field(default, help=help)
 
 
 def check_int_fields(cfg: Any, model: str, *, positive: Iterable[str] = (), non_negative: Iterable[str] = ()) -> None:
