@@ -1,24 +1,27 @@
-"""Does srkit's pipeline learn? Train a small EDVR for a time budget, then score it against bicubic.
+"""Does srkit's pipeline learn? Train a small EDVR from scratch for a time budget, then score it against bicubic.
 
 Trains through the real pipeline (``srkit.train``: typed config, BI x4 synthesised on the fly from
 ``../shared/data``, random crops, Adam, cosine schedule) on the development footage's train split and
 scores the result with ``srkit.eval`` on a held-out clip (BI x4, PSNR on Y, crop 0), next to MATLAB
 bicubic on the same frames. Prints both and the gain, so anyone can see that training works here.
 
-    python benchmarks/learning_check.py                   # 10 minutes of training, set8 -> snowboard
-    python benchmarks/learning_check.py --minutes 3 --val-frames 5
+    python benchmarks/learning_check.py                   # edvr-s from scratch, 10 minutes, set8 -> snowboard
+    python benchmarks/learning_check.py --minutes 20 --val-frames 5
     python benchmarks/learning_check.py --iters 600       # a fixed number of iterations instead
 
 The time budget is turned into a number of iterations by timing a few training steps first (the
-cosine schedule needs its length up front; data loading and logging make the run about 1.5x the
-budget). Measured on a 2-core AMD EPYC (Zen 4): ``--minutes 4 --val-frames 5`` -> 761 iterations in
-6.2 min, bicubic 26.094, model 25.767 dB (-0.33): the 0.23M-parameter tiny EDVR is still near the
-bilinear baseline it starts from (bicubic - ~0.4 dB) after that long. The shipped edvr-s (0.78M,
-batch 8) was +0.67 dB over bicubic after 1000 iterations (docs/MODELS.md). Before EDVR got its
-variance-preserving init (``srkit.models._blocks.leaky_kaiming_init_``) the tiny EDVR never left the
-bilinear baseline at all.
+cosine schedule needs its length up front). The default model is the edvr-s architecture (0.78M
+parameters, batch 8, bf16 where the CPU computes it natively), trained from random weights.
 
-:func:`learning_check` is also what ``tests/test_learning.py`` runs (one clip, overfitted).
+Measured on a 2-core AMD EPYC (Zen 4, native AVX512-BF16, no AMX), default options: one step 0.77 s
+-> 677 iterations; with other work sharing the cores the run took 16.6 min (0.68 it/s); held-out
+snowboard, first 10 frames: bicubic 25.997 dB, model 26.380 dB, **+0.383 dB**. The loss sits near
+the bilinear baseline it starts from for the first ~400 iterations, then falls: shorter budgets end
+below bicubic (the 0.23M-parameter tiny EDVR, batch 4, fp32, 761 iterations: -0.33 dB), and without
+EDVR's variance-preserving init (``srkit.models.blocks.leaky_kaiming_init_``) it never left that
+baseline at all.
+
+:func:`learning_check` is also what ``tests/test_learning.py`` runs (the tiny EDVR overfitting one clip).
 """
 
 from __future__ import annotations
@@ -38,13 +41,13 @@ TINY_EDVR = {"num_feat": 16, "num_frame": 5, "deformable_groups": 2, "num_extrac
              "num_reconstruct_block": 3}
 
 
-def experiment(train_root: Path, train_subset: list[str], iters: int, out_dir: Path, *, gt_size: int = 128,
-               batch_size: int = 4, lr: float = 4e-4, precision: str = "fp32", seed: int = 0,
-               workers: int = 2) -> dict[str, Any]:
-    """The training config (as ``srkit train`` would read it from YAML)."""
+def experiment(train_root: Path, train_subset: list[str], iters: int, out_dir: Path, *, model: str = "edvr-s",
+               overrides: dict[str, Any] | None = None, gt_size: int = 128, batch_size: int = 8, lr: float = 4e-4,
+               precision: str = "fp32", seed: int = 0, workers: int = 2) -> dict[str, Any]:
+    """The training config (as ``srkit train`` would read it from YAML): preset ``model`` from scratch."""
     return {
         "name": "learning-check", "output_dir": str(out_dir), "seed": seed, "precision": precision,
-        "model": {"name": "edvr-m", "overrides": dict(TINY_EDVR)},
+        "model": {"name": model, "overrides": dict(overrides or {})},
         "data": {
             "train": {"kind": "video", "root": str(train_root), "layout": "folders", "subset": list(train_subset),
                       "degradation": "BI", "gt_size": gt_size, "random_reverse": True},
@@ -91,7 +94,7 @@ def learning_check(train_root: Path, train_subset: list[str], val_root: Path, va
         train(cfg)
         seconds = time.perf_counter() - start
         state = torch.load(cfg.run_dir / "checkpoints" / f"iter_{iters:08d}.pt", weights_only=True)["params"]
-        model = create_model("edvr-m", **TINY_EDVR)
+        model = create_model(cfg.model.name, **cfg.model.overrides)
         model.load_state_dict(state)
         model.eval()
         bicubic = score("bicubic", val_root, val_clip, val_frames, work)
@@ -99,14 +102,14 @@ def learning_check(train_root: Path, train_subset: list[str], val_root: Path, va
     return {"bicubic": bicubic, "model": restored, "gain": restored - bicubic, "train_seconds": seconds}
 
 
-def _step_seconds(gt_size: int, batch_size: int, precision: str) -> float:
-    """Seconds of one training step of the tiny EDVR (forward, backward, Adam), timed after a warm-up."""
+def _step_seconds(model_name: str, gt_size: int, batch_size: int, precision: str) -> float:
+    """Seconds of one training step of ``model_name`` (forward, backward, Adam), timed after a warm-up."""
     import torch
 
     from srkit.models import create_model
     from srkit.utils.device import autocast
 
-    model = create_model("edvr-m", **TINY_EDVR)
+    model = create_model(model_name)
     opt = torch.optim.Adam(model.parameters(), 1e-4)
     lq = torch.rand(batch_size, 5, 3, gt_size // 4, gt_size // 4)
     gt = torch.rand(batch_size, 3, gt_size, gt_size)
@@ -128,8 +131,10 @@ def main() -> int:
     ap.add_argument("--minutes", type=float, default=10.0, help="training time budget (default 10)")
     ap.add_argument("--iters", type=int, help="train this many iterations instead of a time budget")
     ap.add_argument("--gt-size", type=int, default=128, help="GT crop (LR crop = gt-size / 4; default 128)")
-    ap.add_argument("--batch-size", type=int, default=4)
-    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    ap.add_argument("--model", default="edvr-s", help="preset trained from scratch (default edvr-s, 0.78M parameters)")
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--precision", choices=("fp32", "bf16"),
+                    help="default: bf16 on CPUs that compute it natively (AVX512-BF16/AMX), fp32 elsewhere")
     ap.add_argument("--val-frames", type=int, default=10, help="first N frames of the held-out clip (default 10)")
     ap.add_argument("--data", type=Path, default=DATA, help=f"video_hr folder (default {DATA})")
     args = ap.parse_args()
@@ -137,18 +142,20 @@ def main() -> int:
     if not set8.is_dir():
         print(f"no development data at {args.data} (needs set8/)", file=sys.stderr)
         return 2
-    from srkit.utils.device import cpu_summary
+    from srkit.utils.device import cpu_has_native_bf16, cpu_summary
 
+    precision = args.precision or ("bf16" if cpu_has_native_bf16() else "fp32")
     iters = args.iters
     if iters is None:
-        step = _step_seconds(args.gt_size, args.batch_size, args.precision)
+        step = _step_seconds(args.model, args.gt_size, args.batch_size, precision)
         iters = max(20, int(args.minutes * 60 / (step * 1.15)))  # ~15% for data loading and logging
         print(f"one training step: {step:.3f} s -> {iters} iterations for {args.minutes:g} minutes")
     print(f"CPU: {cpu_summary()}")
     r = learning_check(set8, ["hypersmooth", "motorbike", "rafting"], set8, "snowboard", iters,
-                       val_frames=args.val_frames, gt_size=args.gt_size, batch_size=args.batch_size,
-                       precision=args.precision)
-    print(f"tiny EDVR ({iters} iterations, {r['train_seconds'] / 60:.1f} min of training) on Set8 "
+                       val_frames=args.val_frames, model=args.model, gt_size=args.gt_size, batch_size=args.batch_size,
+                       precision=precision)
+    print(f"{args.model} from scratch ({iters} iterations of batch {args.batch_size}, {precision}, "
+          f"{r['train_seconds'] / 60:.1f} min of training) on Set8 "
           f"hypersmooth/motorbike/rafting; held-out snowboard, first {args.val_frames} frames, BI x4, Y, crop 0:")
     print(f"  MATLAB bicubic  {r['bicubic']:.3f} dB")
     print(f"  trained model   {r['model']:.3f} dB")

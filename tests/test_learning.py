@@ -36,5 +36,6 @@ def test_small_edvr_fitted_to_one_clip_beats_bicubic_on_it(tmp_path: Path) -> No
         write_image(clip / f"{i:05d}.png", frame)
     check = _learning_check_module()
     result = check.learning_check(clip.parent, ["pan"], clip.parent, "pan", iters=600, val_frames=4,
-                                  workdir=tmp_path, gt_size=128, batch_size=4, lr=4e-4)
+                                  workdir=tmp_path, model="edvr-m", overrides=check.TINY_EDVR, gt_size=128,
+                                  batch_size=4, lr=4e-4)
     assert result["model"] > result["bicubic"] + 0.1, result
