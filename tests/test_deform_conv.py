@@ -444,3 +444,17 @@ def test_batch_pieces_do_not_reenter_the_public_function(monkeypatch):
     with torch.no_grad():
         out = mod(x, offset, mask)
     assert calls == [1] and out.shape == (4, 6, 9, 11)
+
+
+def test_training_after_inference_at_the_same_size():
+    """The sampling grid is cached per geometry; one first built by an inference pass (srkit upscale,
+    validation) must still serve a training step at that size (autograd cannot save inference tensors)."""
+    from srkit.ops import ModulatedDeformConv2d
+
+    m = ModulatedDeformConv2d(4, 4, 3, padding=1)
+    x, mask = torch.rand(1, 4, 11, 13), torch.ones(1, 9, 11, 13)
+    with torch.inference_mode():
+        m(x, torch.zeros(1, 18, 11, 13), mask)
+    offset = torch.zeros(1, 18, 11, 13, requires_grad=True)
+    m(x, offset, mask).sum().backward()
+    assert offset.grad is not None and torch.isfinite(offset.grad).all()

@@ -196,7 +196,13 @@ def _base_grid(
     return base, scale
 
 
-_cached_base_grid = functools.lru_cache(maxsize=32)(_base_grid)
+@functools.lru_cache(maxsize=32)
+def _cached_base_grid(*args) -> tuple[Tensor, Tensor]:
+    """:func:`_base_grid`, computed once per geometry. Built outside inference mode: a grid first made
+    by an inference pass (``srkit upscale``, validation) is reused by training at the same size, and
+    autograd refuses to save inference tensors for backward."""
+    with torch.inference_mode(False):
+        return _base_grid(*args)
 
 
 def _check_args(
