@@ -5,7 +5,8 @@ takes the LR frames from disk when the layout has them for the requested degrada
 them with :func:`srkit.data.degrade.make_degradation`, restores them with
 :func:`srkit.infer.upscale_frames` (any registered model, video or single-image, conditioned or not),
 rounds the outputs to the ground truth's integer type (MATLAB rounding, as published numbers are
-computed on saved images) and scores every frame with :func:`srkit.metrics.psnr` / ``ssim``.
+computed on saved images) and scores every frame with :func:`srkit.metrics.psnr` / ``ssim`` (and,
+with ``lpips=True``, LPIPS-alex through the optional ``lpips`` package, :mod:`srkit.metrics.perceptual`).
 Dataset scores are means of clip means (:class:`srkit.metrics.VideoScores`).
 
 Protocol details that move published numbers, and what is done here:
@@ -75,8 +76,12 @@ class EvalOptions:
     jpeg: int | None = None
     # BD sampling grid: "duf" (13x13, pixels 0, s, 2s...) or "matlab" (BasicSR's MATLAB BD script)
     bd_variant: str = "duf"
+    # PCA basis of the blur codes a conditioned model is given: None/"srkit", "srmd" or a .mat/.npy file
+    pca_basis: str | None = None
     seed: int = 0
     ssim: bool = True
+    # LPIPS (AlexNet, RGB in [-1, 1]) per frame through the optional lpips package (srkit[lpips])
+    lpips: bool = False
     out: str | None = None
     crops: bool = False
     crop_size: int = 128
@@ -114,6 +119,10 @@ class EvalOptions:
 
         if self.bd_variant not in BD_VARIANTS:
             raise ConfigError(f"--bd-variant must be one of {', '.join(BD_VARIANTS)}, got {self.bd_variant!r}")
+        if self.pca_basis is not None:
+            from srkit.data.degrade import load_pca_basis
+
+            load_pca_basis(self.pca_basis)  # a bad name or file: one line before any work
         if self.jpeg is not None and not 1 <= self.jpeg <= 100:
             raise ConfigError(f"--jpeg quality must be in 1..100, got {self.jpeg}")
         if self.model == "bicubic" and self.weights:
@@ -123,6 +132,10 @@ class EvalOptions:
         self.restore_options()  # precision, padding, tile and memory checked as for srkit upscale
         if self.crop_size < 8:
             raise ConfigError(f"crop size must be >= 8, got {self.crop_size}")
+        if self.lpips:
+            from srkit.metrics.perceptual import check_available
+
+            check_available()  # the package missing: one line before any work
 
 
     def restore_options(self) -> RestoreOptions:
@@ -210,12 +223,14 @@ def _modcrop(img: np.ndarray, scale: int) -> np.ndarray:
 
 
 def _degradation(opts: EvalOptions):
-    from srkit.data.degrade import make_degradation
+    from srkit.data.degrade import DEGRADATIONS, make_degradation
 
     deg = opts.degradation.upper()
     params: dict[str, Any] = {}
     if opts.jpeg is not None:
         params["jpeg_quality"] = opts.jpeg
+    if DEGRADATIONS[deg].condition is not None and opts.pca_basis is not None:
+        params["pca_basis"] = opts.pca_basis  # the codes of the samples' own maps
     if deg == "SRMD":
         params["noise"] = float(opts.noise or 0.0)
         if opts.blur is not None:
@@ -385,6 +400,12 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
             raise ConfigError(f"model {getattr(net, 'preset', None) or type(net).__name__} upscales x{spec.scale}, "
                               f"but --scale is {opts.scale}")
     model_name = "bicubic" if bicubic else (getattr(net, "preset", None) or opts.model or type(net).__name__)
+    lpips_fn = None
+    if opts.lpips:
+        from srkit.metrics.perceptual import LPIPS
+
+        # Built before any clip runs: a missing backbone checkpoint is reported up front.
+        lpips_fn = LPIPS("alex", device=restorer.device if restorer is not None else "cpu")
     # frames a video model may read beyond the last scored one: its half-window m, or up to 2m when a
     # window at the clip start is padded with frames from past its far side (reflection_circle, circle)
     context = 0 if spec is None or spec.input_kind != "video" else spec.window_reach
@@ -422,7 +443,8 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
                 if spec.condition == "degradation":
                     # The synthesised samples' own maps, else what --blur/--noise or the degradation imply.
                     condition = maps if maps is not None else assumed_condition(
-                        opts.degradation, opts.scale, blur=opts.blur, noise=float(opts.noise or 0.0))
+                        opts.degradation, opts.scale, blur=opts.blur, noise=float(opts.noise or 0.0),
+                        pca_basis=opts.pca_basis)
                 if opts.repeat_centre and spec.num_frames > 1:
                     # Each scored frame alone, as a clip of num_frames copies: the centre output of
                     # that clip saw no other frame.
@@ -445,6 +467,8 @@ def evaluate(options: EvalOptions, *, model=None) -> EvalReport:
                 values = {"psnr": psnr(out, gt[i], crop_border=opts.crop_border, y_channel=opts.y_channel)}
                 if opts.ssim:
                     values["ssim"] = ssim(out, gt[i], crop_border=opts.crop_border, y_channel=opts.y_channel)
+                if lpips_fn is not None:
+                    values["lpips"] = lpips_fn(out, gt[i], crop_border=opts.crop_border)  # RGB always
                 scores.add(clip.name, names[i], **values)
                 if opts.crops and i == panel_at:
                     top, left, size = detail_window(gt[i], opts.crop_size)
@@ -484,13 +508,14 @@ def format_table(report: EvalReport) -> str:
         untrained += " (every window = centre frame repeated)"
     lines.append(
         f"{report.model_name}{untrained} x{o.scale} {o.degradation}{grid}, {'Y' if o.y_channel else 'RGB'}, crop {o.crop_border}; "
-        f"LR {'/'.join(sources)}; mean of {len(s.clips)} clip means; {report.seconds:.1f} s"
+        f"LR {'/'.join(sources)}; {'LPIPS alex (RGB); ' if 'lpips' in metrics else ''}"
+        f"mean of {len(s.clips)} clip means; {report.seconds:.1f} s"
     )
     return "\n".join(lines)
 
 
 def _fmt(metric: str, value: float) -> str:
-    return f"{value:>10.4f}" if metric == "ssim" else f"{value:>10.3f}"
+    return f"{value:>10.4f}" if metric in ("ssim", "lpips") else f"{value:>10.3f}"
 
 
 def check_report_folder(out: str | Path, *, overwrite: bool) -> Path:

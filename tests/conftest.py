@@ -36,7 +36,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # need another size or option pass it as an override: tiny_model("edvr-m", num_frame=3).
 TINY_OVERRIDES: dict[str, dict] = {
     "edvr": {"num_feat": 8, "deformable_groups": 2, "num_extract_block": 1, "num_reconstruct_block": 1},
+    # A cascade's overrides are per stage (merged into the preset's own stage configs).
+    "edvr-cascade": {s: {"num_feat": 8, "deformable_groups": 2, "num_extract_block": 1, "num_reconstruct_block": 1}
+                     for s in ("stage1", "stage2")},
     "udvd": {"num_feat": 8, "num_blocks": 1, "image_feat": 4, "block_feat": 8, "hr_feat": 4},
+    # num_feat >= 16: the reference's PixelShuffle lift needs num_feat >= scale^2 (x4).
+    "udvd-ref": {"num_feat": 16, "num_blocks": 1, "image_feat": 4, "image_out": 8, "residual_feat": 4},
     "mana": {"num_feat": 16, "encoder_nblocks": 1, "decoder_nblocks": 1, "norm_groups": None},
 }
 

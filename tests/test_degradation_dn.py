@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_eval import _make_vid4 as make_vid4
 
 from srkit.data import degrade as D
 from srkit.data.conditions import DEFAULT_BLUR, assumed_condition, degradations_for
@@ -124,15 +125,8 @@ def test_dn_in_a_training_config_gives_udvd_samples_with_maps(tmp_path):
                       spec, seed=0, train=True, where="data.train")
 
 
-def _make_vid4(root: Path, frames: int = 2, size=(24, 28)) -> Path:
-    rng = np.random.default_rng(0)
-    for c, clip in enumerate(("calendar", "city")):
-        gt_dir = root / "GT" / clip
-        gt_dir.mkdir(parents=True)
-        base = cv2.GaussianBlur(rng.integers(0, 256, size + (3,), dtype=np.uint8), (5, 5), 1.0 + c)
-        for i in range(frames):
-            cv2.imwrite(str(gt_dir / f"{i:08d}.png"), np.roll(base, i, axis=1))
-    return root
+def _make_vid4(root: Path, frames: int = 2) -> Path:
+    return make_vid4(root, frames=frames, size=(24, 28))
 
 
 def test_eval_synthesises_dn_and_conditions_udvd_with_it(tmp_path, tiny_model, capsys):

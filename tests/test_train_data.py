@@ -168,3 +168,75 @@ def test_extra_source_errors_name_the_folder_or_the_config_key(clips) -> None:
 
     with pytest.raises(ConfigError, match=r"data\.train\.extra_sources\[0\]\.repeat"):
         config_from_data({"data": {"train": {"extra_sources": [{"root": "x", "repeat": 0}]}}})
+
+
+IMAGE_SPEC = ModelSpec(scale=4, num_frames=1, center_index=0, input_kind="image", pad_multiple=4)
+
+
+def _image_root(root, names, seed, low=0, high=256):
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True)
+    for name in names:
+        cv2.imwrite(str(root / f"{name}.png"), rng.integers(low, high, (24 + 4 * len(name), 36, 3), dtype=np.uint8))
+    return root
+
+
+def test_image_dataset_from_two_hr_roots_draws_from_both(tmp_path) -> None:
+    # DIV2K + Flickr2K as the UDVD paper trains (BasicSR layout: flat HR folders), kind: image.
+    from collections import Counter
+
+    from srkit.train.config import config_from_data
+    from srkit.train.data import Mixed
+
+    div2k = _image_root(tmp_path / "DIV2K" / "DIV2K_train_HR", ["0001", "0002", "0003"], 1, 0, 120)
+    flickr = _image_root(tmp_path / "Flickr2K" / "Flickr2K_HR", ["000001", "000002"], 2, 136, 256)
+    cfg = config_from_data({"model": {"name": "udvd-x4"}, "data": {"batch_size": 5, "num_workers": 0, "train": {
+        "kind": "image", "root": str(div2k), "layout": "images", "gt_size": 16, "enlarge_ratio": 2,
+        "extra_sources": [{"root": str(flickr), "repeat": 3}]}}})
+    assert cfg.data.train.extra_sources[0].layout is None  # inherits the dataset's layout (images)
+    ds = build_dataset(cfg.data.train, IMAGE_SPEC, seed=3, train=True, where="data.train")
+    assert isinstance(ds, Mixed) and len(ds) == 3 * 2 + 2 * 3
+    item = ds[7]
+    assert item["lq"].shape == (3, 4, 4) and item["gt"].shape == (3, 16, 16)
+    # One epoch of the training stream lists every image enlarge_ratio / repeat times, by source.
+    keys = [k for b in _batches(ds, 0, 0, 12 // 5 + 1) for k in b["key"]][:12]
+    by_image = Counter(k.split("/")[0] for k in keys)
+    assert by_image == {"0001": 2, "0002": 2, "0003": 2, "000001": 3, "000002": 3}, by_image
+    by_source = Counter("flickr" if len(k.split("/")[0]) == 6 else "div2k" for k in keys)
+    assert by_source == {"div2k": 6, "flickr": 6}
+    # Pixels tell the sources apart (DIV2K images are dark, Flickr2K bright): each key's crop is its source's.
+    for i in range(len(ds)):
+        item = ds[i]
+        bright = len(item["key"].split("/")[0]) == 6
+        assert (item["gt"].min() >= 0.5) if bright else (item["gt"].max() < 0.5), item["key"]
+
+
+def test_missing_image_root_is_a_one_line_error_naming_it(tmp_path) -> None:
+    from srkit.errors import SrkitError
+    from srkit.train.config import DatasetConfig, SourceConfig
+
+    div2k = _image_root(tmp_path / "DIV2K_train_HR", ["0001"], 1)
+    missing = tmp_path / "Flickr2K" / "Flickr2K_HR"
+    ds_cfg = DatasetConfig(kind="image", root=str(div2k), layout="images", gt_size=16,
+                           extra_sources=[SourceConfig(root=str(missing), repeat=2)])
+    with pytest.raises(SrkitError) as info:
+        build_dataset(ds_cfg, IMAGE_SPEC, seed=0, train=True, where="data.train")
+    msg = str(info.value)
+    assert "\n" not in msg and str(missing) in msg and "data.train.extra_sources[0].root" in msg, msg
+
+
+def test_shipped_udvd_config_trains_on_div2k_and_flickr2k(tmp_path, monkeypatch) -> None:
+    from srkit.train.config import load_config
+
+    monkeypatch.chdir(tmp_path)  # shipped configs: paths relative to the working directory (BasicSR's datasets/)
+    _image_root(tmp_path / "datasets" / "DIV2K" / "DIV2K_train_HR", ["0001", "0002"], 1)
+    _image_root(tmp_path / "datasets" / "Flickr2K" / "Flickr2K_HR", ["000001"], 2)
+    cfg = load_config("udvd-x4-div2k", ["data.train.gt_size=16"])
+    train = cfg.data.train
+    assert train.kind == "image" and train.root.endswith("datasets/DIV2K/DIV2K_train_HR")
+    assert [s.root.split("datasets/")[-1] for s in train.extra_sources] == ["Flickr2K/Flickr2K_HR"]
+    assert train.extra_sources[0].repeat == train.enlarge_ratio  # images drawn uniformly over both sets
+    spec = ModelSpec(scale=4, num_frames=1, input_kind="image", pad_multiple=4, condition="degradation")
+    ds = build_dataset(train, spec, seed=0, train=True, where="data.train")
+    assert len(ds) == 3 * train.enlarge_ratio
+    assert ds[len(ds) - 1]["key"].startswith("000001") and ds[len(ds) - 1]["maps"].shape == (16, 4, 4)

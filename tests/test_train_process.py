@@ -53,7 +53,14 @@ def _last(run: Path) -> dict:
     return torch.load(sorted((run / "checkpoints").glob("iter_*.pt"))[-1], weights_only=True)
 
 
-def test_sigkill_then_resume_auto_equals_uninterrupted(tmp_path, capfd) -> None:
+# Gradient accumulation (a global batch of 4 as 2 micro-batches of 2) and a curriculum whose pool
+# widens over iterations 1..4: the kill lands inside the curriculum, the resumed part crosses its end.
+ACCUM_CURRICULUM = {**TINY["data"], "batch_size": 4, "micro_batch_size": 2,
+                    "train": {**TINY["data"]["train"], "curriculum": {"start_fraction": 0.4, "full_at_iter": 4}}}
+
+
+@pytest.mark.parametrize("variant", ["plain", "accumulate+curriculum"])
+def test_sigkill_then_resume_auto_equals_uninterrupted(tmp_path, capfd, variant) -> None:
     from srkit.cli import main
 
     # As small as it can be while still covering everything that must survive the kill: 5 iterations,
@@ -62,6 +69,8 @@ def test_sigkill_then_resume_auto_equals_uninterrupted(tmp_path, capfd) -> None:
                        "stages": [{"name": "fusion", "start_iter": 1, "trainable": ["fusion.*"]},
                                   {"name": "all", "start_iter": 3, "reset_optimizer": True}]},
              "checkpoint": {"every": 2, "keep_last": 2}}
+    if variant != "plain":
+        short["data"] = ACCUM_CURRICULUM
     cfg = _write(tmp_path, "killed", **short)
     # Killed by SIGKILL after iteration 3: the last checkpoint is at 2, iteration 3 is lost.
     first = _srkit(str(cfg), "--set", "debug.kill_at_iter=3")
@@ -81,6 +90,9 @@ def test_sigkill_then_resume_auto_equals_uninterrupted(tmp_path, capfd) -> None:
     for key in ("params", "params_ema"):
         for k in a[key]:
             assert torch.equal(a[key][k], b[key][k]), (key, k)
+    if variant != "plain":
+        assert a["data_position"]["accumulation"] == 2
+        assert (tmp_path / "runs" / "killed" / "curriculum_scores.json").is_file()
 
 
 def test_sigterm_saves_a_checkpoint_and_exits(tmp_path) -> None:
@@ -116,7 +128,8 @@ DDP_SCRIPT = textwrap.dedent("""
 def test_torchrun_two_cpu_processes_keep_identical_weights(tmp_path) -> None:
     # 4 iterations: a stage change at 3 (DDP is rebuilt for the new trainable set), checkpoints at 3 and 4,
     # validation at 2 and 4. Most of the time is three interpreter start-ups (torchrun + 2 ranks).
-    cfg = _write(tmp_path, "ddp", data={**TINY["data"], "num_workers": 0,
+    # A global batch of 4 on 2 processes as 2 accumulated micro-batches of 1 each (DDP no_sync on the first).
+    cfg = _write(tmp_path, "ddp", data={**TINY["data"], "num_workers": 0, "batch_size": 4, "micro_batch_size": 1,
                                        "val": {"kind": "synthetic", "length": 1, "height": 16, "width": 16}},
                  train={**TINY["train"], "total_iters": 4, "schedule": {"periods": [4], "restart_weights": [1]},
                         "stages": [{"name": "fusion", "start_iter": 1, "trainable": ["fusion.*"]},
@@ -134,6 +147,7 @@ def test_torchrun_two_cpu_processes_keep_identical_weights(tmp_path) -> None:
     assert start["world_size"] == 2 and len(start["rng"]) == 2  # both ranks' RNG states are saved
     assert not torch.equal(start["rng"][0]["torch"], start["rng"][1]["torch"])
     assert len(start["guard"]) == 2 and start["data_position"]["world_size"] == 2
+    assert start["data_position"]["accumulation"] == 2
     # Only rank 0 logged: one row per iteration, and validation ran.
     rows = (tmp_path / "runs" / "ddp" / "scalars.csv").read_text().splitlines()
     assert sum(1 for r in rows if ",loss," in r) == 4 and sum(1 for r in rows if ",val/psnr," in r) == 2

@@ -66,6 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="blur widths (Gaussian sigma, HR pixels), one per column (default: 0.2:3:6)")
     parser.add_argument("--noise", default="0,15,30", metavar="GRID",
                         help="noise levels (0-255 units), one per row (default: 0,15,30)")
+    parser.add_argument("--pca-basis", metavar="BASIS",
+                        help="PCA basis of the maps' kernel codes: srkit (default), srmd, or an SRMD/KAIR .mat file")
     parser.add_argument("--crop", metavar="REGION", help="sweep on this region of the input only (big photos)")
     parser.add_argument("--cell-width", type=int, metavar="PX",
                         help="resize every output to this width on the sheet (default: output size)")
@@ -201,6 +203,10 @@ def run(args: argparse.Namespace) -> int:
 
     for b in blurs:
         check_blur_width(b, "--blur")
+    if args.pca_basis is not None:
+        from srkit.data.degrade import load_pca_basis
+
+        load_pca_basis(args.pca_basis)  # a bad name or file: one line before the model is built
     if any(n < 0 or n > 255 for n in noises):
         raise ConfigError(f"--noise: levels must be in 0..255, got {args.noise}")
     if args.cell_width is not None and args.cell_width < 8:
@@ -254,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
             for noise in noises:
                 row = []
                 for blur in blurs:
-                    maps = udvd_condition(height, width, blur=blur, noise=noise)
+                    maps = udvd_condition(height, width, blur=blur, noise=noise, pca_basis=args.pca_basis)
                     out = next(restorer.stream([image], condition=maps))
                     cell = from_float(out, np.uint8)
                     if (cell_h, cell_w) != cell.shape[:2]:

@@ -103,6 +103,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dg.add_argument("--angle", type=float, default=0.0, metavar="DEG", help="rotation of an anisotropic blur (degrees)")
     dg.add_argument("--noise", type=float, default=0.0, metavar="N", help="noise level, 0-255 units (default 0)")
     dg.add_argument("--kernel", metavar="FILE.npy", help="blur kernel as a 2-D .npy array (instead of --blur)")
+    dg.add_argument("--pca-basis", metavar="BASIS", default=None,
+                    help="PCA basis of the maps' kernel codes: srkit (default, srkit's models), srmd (SRMD's "
+                         "procedure), or an SRMD/KAIR .mat file (PCA_P.mat): the basis the model was trained with")
 
 
 def degradation_condition(args: argparse.Namespace, conditioned_model: bool = False):
@@ -127,7 +130,8 @@ def degradation_condition(args: argparse.Namespace, conditioned_model: bool = Fa
     if not math.isfinite(args.angle):
         raise ConfigError(f"--angle must be a finite number of degrees, got {args.angle}")
     blur = DEFAULT_BLUR if _no_blur_given(args) else args.blur
-    options = dict(blur=blur, blur2=args.blur2, angle=args.angle, noise=args.noise, kernel=args.kernel)
+    options = dict(blur=blur, blur2=args.blur2, angle=args.angle, noise=args.noise, kernel=args.kernel,
+                   pca_basis=getattr(args, "pca_basis", None))
     udvd_condition(1, 1, **options)  # check the options now, before any input is read
     return lambda h, w: udvd_condition(h, w, **options)
 

@@ -6,6 +6,11 @@ registry (:data:`srkit.data.degrade.DEGRADATIONS`) says which degradations produ
 of those carry their own maps (``DegradedSample.maps``). For any other input the maps are built here
 from the blur and noise the user gives (:func:`udvd_condition`, :func:`udvd_condition_field`), or
 from what the degradation's name implies (:func:`assumed_condition`).
+
+The kernel codes are projections on a PCA basis, which every function here takes as ``pca_basis``:
+None / ``"srkit"`` (srkit's shipped basis, what srkit's own models are trained with), ``"srmd"`` (SRMD's
+procedure) or a MATLAB ``.mat`` file of SRMD / KAIR (:func:`srkit.data.degrade.load_pca_basis`). A model
+must be given the codes of the basis it was trained with.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Union
 
 import numpy as np
 
@@ -30,6 +35,9 @@ __all__ = [
     "udvd_condition",
     "udvd_condition_field",
 ]
+
+# A PCA basis option: a name ("srkit", "srmd"), a .mat / .npy file, an array, or None (srkit's).
+PcaBasis = Union[str, os.PathLike, np.ndarray, None]
 
 # 15 PCA coefficients of the blur kernel + 1 noise level.
 CONDITION_CHANNELS = degrade.PCA_DIM + 1
@@ -54,14 +62,15 @@ def assumed_blur(degradation: str, scale: int) -> float:
 
 
 def assumed_condition(degradation: str, scale: int, *, blur: float | None = None,
-                      noise: float = 0.0) -> Callable[[int, int], np.ndarray]:
+                      noise: float = 0.0, pca_basis: PcaBasis = None) -> Callable[[int, int], np.ndarray]:
     """``(h, w) -> maps`` for inputs whose degradation is known by name (LR frames from disk): an
-    isotropic Gaussian of width ``blur`` (default :func:`assumed_blur`) and noise ``noise`` (0-255).
+    isotropic Gaussian of width ``blur`` (default :func:`assumed_blur`) and noise ``noise`` (0-255),
+    its kernel coded on ``pca_basis``.
 
     Nothing is range-checked here: the caller has validated its options.
     """
     sigma = blur if blur is not None else assumed_blur(degradation, scale)
-    code = degrade.kernel_to_code(degrade.gaussian_kernel(degrade.KERNEL_SIZE, sigma))
+    code = degrade.kernel_to_code(degrade.gaussian_kernel(degrade.KERNEL_SIZE, sigma), pca_basis)
     return lambda h, w: degrade.degradation_maps(code, noise, h, w)
 
 
@@ -95,6 +104,7 @@ def udvd_condition(
     angle: float = 0.0,
     noise: float | np.ndarray = 0.0,
     kernel: np.ndarray | str | os.PathLike | None = None,
+    pca_basis: PcaBasis = None,
 ) -> np.ndarray:
     """Degradation maps ``(16, height, width)`` float32 for an LR image of that size.
 
@@ -105,6 +115,7 @@ def udvd_condition(
         noise: AWGN level in 0-255 units; a scalar, or an ``(height, width)`` array for spatially
             variant noise.
         kernel: an explicit blur kernel (odd square array, or a ``.npy`` file) instead of ``blur``.
+        pca_basis: the basis of the kernel codes (None: srkit's; ``"srmd"``; a ``.mat`` file of SRMD/KAIR).
 
     Use :func:`udvd_condition_field` for a blur kernel that varies per pixel. Give the result to the
     model as ``torch.from_numpy(maps)[None]``.
@@ -125,8 +136,9 @@ def udvd_condition(
         k = degrade.gaussian_kernel(degrade.KERNEL_SIZE, float(blur), None if blur2 is None else float(blur2),
                                     math.radians(angle))
     check_noise(noise, height, width)
+    basis = degrade.load_pca_basis(pca_basis)  # a bad basis option fails as itself, not as the kernel
     try:
-        code = degrade.kernel_to_code(k)
+        code = degrade.kernel_to_code(k, basis)
     except ValueError as exc:
         # Name the .npy file when the kernel came from one (the CLI's --kernel).
         where = Path(kernel) if isinstance(kernel, (str, os.PathLike)) else None
@@ -134,24 +146,26 @@ def udvd_condition(
     return degrade.degradation_maps(code, noise, height, width)
 
 
-def udvd_condition_field(kernels: np.ndarray, noise: float | np.ndarray = 0.0) -> np.ndarray:
+def udvd_condition_field(kernels: np.ndarray, noise: float | np.ndarray = 0.0, *,
+                         pca_basis: PcaBasis = None) -> np.ndarray:
     """Maps ``(16, h, w)`` for a spatially variant blur: ``kernels`` is ``(h, w, k, k)``, one per LR pixel.
 
-    ``noise`` is a scalar or an ``(h, w)`` array (0-255 units). This is the condition that matches
-    :func:`srkit.data.degrade.spatially_variant_degrade`.
+    ``noise`` is a scalar or an ``(h, w)`` array (0-255 units); ``pca_basis`` the basis of the codes.
+    This is the condition that matches :func:`srkit.data.degrade.spatially_variant_degrade`.
     """
     field = np.asarray(kernels, dtype=np.float32)
     if field.ndim != 4 or field.shape[2] != field.shape[3] or field.shape[2] % 2 == 0:
         raise ValueError(f"kernel field must be (h, w, k, k) with odd k, got shape {field.shape}")
     h, w, k, _ = field.shape
     check_noise(noise, h, w)
+    basis = degrade.load_pca_basis(pca_basis)
     if k <= degrade.KERNEL_SIZE:
         # One projection for all pixels: pad every kernel to 15x15 (centred), then codes = P @ vec(k).
         m = (degrade.KERNEL_SIZE - k) // 2
         padded = np.pad(field, ((0, 0), (0, 0), (m, m), (m, m)))
-        codes = np.einsum("pk,hwk->phw", degrade.load_pca_basis(), padded.reshape(h, w, -1), optimize=True)
+        codes = np.einsum("pk,hwk->phw", basis, padded.reshape(h, w, -1), optimize=True)
     else:
-        codes = np.stack([degrade.kernel_to_code(field[a, b]) for a in range(h) for b in range(w)], axis=1)
+        codes = np.stack([degrade.kernel_to_code(field[a, b], basis) for a in range(h) for b in range(w)], axis=1)
         codes = codes.reshape(degrade.PCA_DIM, h, w)
     return degrade.degradation_maps(np.ascontiguousarray(codes, dtype=np.float32), noise, h, w)
 

@@ -32,12 +32,18 @@ PCA codes: ``code = P @ vec(k)`` with ``P`` the shipped ``(15, 225)`` basis (row
 by ``scripts/compute_pca_basis.py`` without mean-centring, as SRMD's ``get_pca_matrix``: the first
 component then carries the kernel's mean shape and ``P.T @ code`` reconstructs ``k`` directly.
 Noise map value: ``sigma / 255`` (so sigma 75 -> 0.294), SRMD's normalisation.
+Other bases are selectable wherever codes are made (``pca_basis`` / ``basis`` arguments, the
+``pca_basis`` parameter of the DN and SRMD degradations): ``"srmd"``, SRMD's own procedure
+(:func:`srmd_pca_basis`: 500 anisotropic kernels, kernels flattened column-major, principal component
+last), or a MATLAB ``.mat`` file of SRMD / KAIR (:func:`load_pca_mat`), so that the maps are those a
+model trained with SRMD's or KAIR's tools was given.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from functools import lru_cache
 from importlib import resources
 from typing import Callable, NamedTuple, Protocol, Sequence
@@ -67,6 +73,12 @@ __all__ = [
     "add_gaussian_noise",
     "jpeg_compress",
     "load_pca_basis",
+    "load_pca_mat",
+    "srmd_pca_basis",
+    "srmd_layout_to_srkit",
+    "srkit_layout_to_srmd",
+    "PCA_BASES",
+    "DEFAULT_PCA_BASIS",
     "kernel_to_code",
     "code_to_kernel",
     "degradation_maps",
@@ -370,9 +382,203 @@ def _basis() -> np.ndarray:
     return basis
 
 
-def load_pca_basis() -> np.ndarray:
-    """The shipped ``(15, 225)`` PCA projection (orthonormal rows) for 15x15 kernels."""
-    return _basis()
+# Named PCA bases (``pca_basis`` options). "srkit": the shipped basis (scripts/compute_pca_basis.py,
+# srkit's kernel distribution, principal component first). "srmd": the SRMD/KAIR procedure
+# (:func:`srmd_pca_basis`: 500 anisotropic kernels, fixed seed). A path to a MATLAB ``.mat`` file
+# (SRMD's ``PCA_P.mat``, KAIR's ``srmd_pca_*.mat``, or one written by KAIR's ``cal_pca_matrix``) or to a
+# ``.npy`` file in srkit's layout names a basis too (:func:`load_pca_basis`).
+PCA_BASES = ("srkit", "srmd")
+DEFAULT_PCA_BASIS = "srkit"
+# The SRMD/KAIR procedure's parameters (KAIR utils_sisr.cal_pca_matrix).
+SRMD_PCA_SAMPLES = 500
+SRMD_PCA_L_MAX = 12.0
+SRMD_PCA_SEED = 0
+# Variable names under which SRMD / KAIR store the matrix in .mat files (SRMD: P; KAIR: p).
+_MAT_KEYS = ("P", "p", "PCA_matrix", "pca_matrix", "PCA_P")
+
+def srmd_layout_to_srkit(basis: np.ndarray) -> np.ndarray:
+    """A ``(d, k*k)`` basis for kernels flattened *column-major* (SRMD/KAIR: MATLAB's ``k(:)``, numpy
+    ``reshape(-1, order="F")``) as the equal basis for srkit's row-major ``k.reshape(-1)``."""
+    b = np.asarray(basis)
+    d, n = b.shape
+    k = math.isqrt(n)
+    return np.ascontiguousarray(b.reshape(d, k, k).transpose(0, 2, 1).reshape(d, n))
+
+
+def srkit_layout_to_srmd(basis: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`srmd_layout_to_srkit` (the transposition is its own inverse)."""
+    return srmd_layout_to_srkit(basis)
+
+
+def kair_anisotropic_gaussian(ksize: int, theta: float, l1: float, l2: float) -> np.ndarray:
+    """KAIR's ``anisotropic_Gaussian`` (float64, sums to 1): covariance ``V diag(l1, l2) V^-1`` with
+    ``v = R(theta) [1, 0]``, ``V = [[v0, v1], [v1, -v0]]``, evaluated at ``(x - c, y - c)`` for pixel
+    ``k[y, x]``, ``c = ksize / 2 - 0.5``. ``l1``, ``l2`` are covariance eigenvalues (variances)."""
+    v = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]]) @ np.array([1.0, 0.0])
+    V = np.array([[v[0], v[1]], [v[1], -v[0]]])
+    sigma = V @ np.diag([l1, l2]) @ np.linalg.inv(V)
+    inv = np.linalg.inv(sigma)
+    r = np.arange(ksize, dtype=np.float64) - (ksize / 2.0 - 0.5)
+    cx, cy = np.meshgrid(r, r)  # cx varies along columns (x), cy along rows (y)
+    d = np.stack([cx, cy], axis=-1)
+    k = np.exp(-0.5 * np.einsum("...i,ij,...j->...", d, inv, d))
+    return k / k.sum()
+
+
+def srmd_pca_basis(num_samples: int = SRMD_PCA_SAMPLES, seed: int | None = SRMD_PCA_SEED, *,
+                   ksize: int = KERNEL_SIZE, l_max: float = SRMD_PCA_L_MAX, dim: int = PCA_DIM,
+                   layout: str = "srkit") -> np.ndarray:
+    """The PCA basis by SRMD's procedure (KAIR ``utils_sisr.cal_pca_matrix``, the UDVD notes' code).
+
+    ``num_samples`` anisotropic Gaussians ``ksize x ksize`` with ``theta = pi U``, ``l1 = 0.1 + l_max U``,
+    ``l2 = 0.1 + (l1 - 0.1) U`` (U ~ U(0, 1), drawn in that order per kernel from
+    ``np.random.RandomState(seed)``: the draws of ``np.random.seed(seed); np.random.rand(1)`` as the
+    code makes them), flattened column-major into the columns of ``X``; the basis rows are the
+    eigenvectors of ``X X^T`` for the ``dim`` largest eigenvalues, in the code's order (``v[:, -dim:].T``:
+    ascending eigenvalue, the principal component LAST). Computed in float64, returned float32.
+
+    Eigenvector signs are not defined by the procedure (LAPACK's choice); here each row is made
+    deterministic: its first entry of magnitude >= 0.1 x the row's largest is positive. A model trained
+    on a basis file made elsewhere needs that very file (:func:`load_pca_mat`), not a recomputation.
+
+    ``layout="srkit"`` (default) returns it for srkit's row-major kernels (``code = P @ k.reshape(-1)``,
+    what :func:`kernel_to_code` uses); ``"srmd"`` in SRMD's own layout (``code = P @ k.reshape(-1, order="F")``).
+    """
+    if layout not in ("srkit", "srmd"):
+        raise ValueError(f"layout must be 'srkit' or 'srmd', got {layout!r}")
+    rs = np.random.RandomState(seed)
+    x = np.empty((ksize * ksize, int(num_samples)), dtype=np.float64)
+    for i in range(int(num_samples)):
+        theta = math.pi * rs.rand()
+        l1 = 0.1 + l_max * rs.rand()
+        l2 = 0.1 + (l1 - 0.1) * rs.rand()
+        x[:, i] = kair_anisotropic_gaussian(ksize, theta, l1, l2).reshape(-1, order="F")
+    _, vecs = np.linalg.eigh(x @ x.T)  # ascending eigenvalues
+    basis = vecs[:, -dim:].T.copy()
+    for row in basis:
+        big = np.abs(row) >= 0.1 * np.abs(row).max()
+        if row[np.argmax(big)] < 0:
+            row *= -1
+    if layout == "srkit":
+        basis = srmd_layout_to_srkit(basis)
+    return basis.astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _srmd_basis() -> np.ndarray:
+    basis = srmd_pca_basis()
+    basis.setflags(write=False)
+    return basis
+
+
+def load_pca_mat(path: "str | os.PathLike", key: str | None = None, *, layout: str = "srmd") -> np.ndarray:
+    """A ``(15, 225)`` PCA basis from a MATLAB ``.mat`` file, returned in srkit's layout.
+
+    The file's matrix is read in SRMD's layout (kernels flattened column-major, as SRMD's MATLAB
+    ``PCA_P.mat`` variable ``P``, KAIR's ``srmd_pca_*.mat`` variable ``p`` and ``cal_pca_matrix``'s output)
+    unless ``layout="srkit"``; a ``(225, 15)`` matrix is transposed. ``key`` names the variable; by
+    default the first of P, p, PCA_matrix, pca_matrix, PCA_P present, else the file's only 2-D array.
+    Needs scipy (``pip install scipy``); MATLAB v7.3 (HDF5) files are not read (re-save with ``-v7``).
+    """
+    from pathlib import Path
+
+    path = Path(os.fspath(path))
+    try:
+        from scipy import io as sio
+    except ImportError:
+        raise ConfigError(f"reading the PCA basis {path}: .mat files need scipy (pip install scipy)") from None
+    if not path.is_file():
+        raise ConfigError(f"PCA basis file not found: {path}")
+    try:
+        data = sio.loadmat(str(path))
+    except NotImplementedError:
+        raise ConfigError(f"PCA basis {path}: MATLAB v7.3 (HDF5) .mat files are not supported; "
+                          "re-save it with save(..., '-v7')") from None
+    except Exception as exc:  # noqa: BLE001 - scipy raises several types for unreadable files
+        raise ConfigError(f"PCA basis {path}: not a readable .mat file ({exc})") from None
+    arrays = {k: v for k, v in data.items() if not k.startswith("__") and isinstance(v, np.ndarray)}
+    if key is not None:
+        if key not in arrays:
+            raise ConfigError(f"PCA basis {path}: no variable {key!r} (has: {', '.join(arrays) or 'none'})")
+        name = key
+    else:
+        known = [k for k in _MAT_KEYS if k in arrays]
+        matrices = [k for k, v in arrays.items() if v.ndim == 2 and np.issubdtype(v.dtype, np.number)]
+        if known:
+            name = known[0]
+        elif len(matrices) == 1:
+            name = matrices[0]
+        else:
+            raise ConfigError(f"PCA basis {path}: cannot tell which variable is the basis "
+                              f"(has: {', '.join(arrays) or 'none'}); name it (key=...)")
+    basis = np.asarray(arrays[name], dtype=np.float64)
+    if basis.shape == (KERNEL_SIZE * KERNEL_SIZE, PCA_DIM):
+        basis = basis.T
+    _check_basis(basis, f"PCA basis {path} ({name})")
+    if layout == "srmd":
+        basis = srmd_layout_to_srkit(basis)
+    elif layout != "srkit":
+        raise ValueError(f"layout must be 'srkit' or 'srmd', got {layout!r}")
+    return basis.astype(np.float32)
+
+
+def _check_basis(basis: np.ndarray, what: str) -> None:
+    if basis.shape != (PCA_DIM, KERNEL_SIZE * KERNEL_SIZE):
+        raise ConfigError(f"{what}: expected a ({PCA_DIM}, {KERNEL_SIZE * KERNEL_SIZE}) matrix "
+                          f"(15 codes of 15x15 kernels), got {basis.shape}")
+    if not np.all(np.isfinite(basis)):
+        raise ConfigError(f"{what}: contains non-finite values")
+
+
+@lru_cache(maxsize=8)
+def _file_basis(path: str, mtime_ns: int) -> np.ndarray:
+    if path.lower().endswith(".mat"):
+        basis = load_pca_mat(path)
+    else:
+        try:
+            basis = np.load(path, allow_pickle=False).astype(np.float32)
+        except (ValueError, OSError) as exc:
+            raise ConfigError(f"PCA basis {path}: not a readable .npy file ({exc})") from None
+        _check_basis(basis, f"PCA basis {path}")
+    basis.setflags(write=False)
+    return basis
+
+
+def load_pca_basis(basis: "str | os.PathLike | np.ndarray | None" = None) -> np.ndarray:
+    """The ``(15, 225)`` PCA projection for 15x15 kernels, in srkit's layout (``code = P @ k.reshape(-1)``).
+
+    ``basis``: None or ``"srkit"`` -- the shipped basis (orthonormal rows); ``"srmd"`` -- SRMD's procedure
+    (:func:`srmd_pca_basis`); a path to a MATLAB ``.mat`` file in SRMD's layout (:func:`load_pca_mat`) or
+    to a ``.npy`` file in srkit's layout; or a ``(15, 225)`` array in srkit's layout (returned as is).
+    The bases of names and files are computed or read once (files again when they change).
+    """
+    if basis is None or (isinstance(basis, str) and basis.lower() == "srkit"):
+        return _basis()
+    if isinstance(basis, str) and basis.lower() == "srmd":
+        return _srmd_basis()
+    if isinstance(basis, np.ndarray):
+        _check_basis(basis, "PCA basis")
+        return basis.astype(np.float32, copy=False)
+    if isinstance(basis, (str, os.PathLike)):
+        path = os.fspath(basis)
+        if not path.lower().endswith((".mat", ".npy")):
+            raise ConfigError(f"pca_basis must be one of {', '.join(PCA_BASES)} or a .mat / .npy file, got {path!r}")
+        if not os.path.isfile(path):
+            raise ConfigError(f"PCA basis file not found: {path}")
+        return _file_basis(os.path.abspath(path), os.stat(path).st_mtime_ns)
+    raise ConfigError(f"pca_basis must be one of {', '.join(PCA_BASES)}, a .mat / .npy file or an array, "
+                      f"got {type(basis).__name__}")
+
+
+def basis_key(basis: "str | os.PathLike | np.ndarray | None") -> "str | None":
+    """A hashable name of a basis option (for caches); None for arrays (not cached)."""
+    if basis is None:
+        return DEFAULT_PCA_BASIS
+    if isinstance(basis, str) and basis.lower() in PCA_BASES:
+        return basis.lower()
+    if isinstance(basis, (str, os.PathLike)):
+        return os.path.abspath(os.fspath(basis))
+    return None
 
 
 def _as_15x15(kernel: np.ndarray) -> np.ndarray:
@@ -393,15 +599,18 @@ def _as_15x15(kernel: np.ndarray) -> np.ndarray:
     return k
 
 
-def kernel_to_code(kernel: np.ndarray) -> np.ndarray:
-    """The 15-D PCA code of a blur kernel (odd size <= 15, or larger with negligible outer mass)."""
-    return (load_pca_basis() @ _as_15x15(kernel).reshape(-1)).astype(np.float32)
+def kernel_to_code(kernel: np.ndarray, basis: "str | os.PathLike | np.ndarray | None" = None) -> np.ndarray:
+    """The 15-D PCA code of a blur kernel (odd size <= 15, or larger with negligible outer mass).
+
+    ``basis``: which PCA basis (:func:`load_pca_basis`; default srkit's shipped one).
+    """
+    return (load_pca_basis(basis) @ _as_15x15(kernel).reshape(-1)).astype(np.float32)
 
 
-def code_to_kernel(code: np.ndarray) -> np.ndarray:
+def code_to_kernel(code: np.ndarray, basis: "str | os.PathLike | np.ndarray | None" = None) -> np.ndarray:
     """Approximate 15x15 kernel from its code (``P.T @ code``); not renormalised, not clipped."""
     code = np.asarray(code, dtype=np.float32).reshape(PCA_DIM)
-    return (load_pca_basis().T @ code).reshape(KERNEL_SIZE, KERNEL_SIZE)
+    return (load_pca_basis(basis).T @ code).reshape(KERNEL_SIZE, KERNEL_SIZE)
 
 
 def degradation_maps(code: np.ndarray, noise_sigma_255: float | np.ndarray, height: int, width: int) -> np.ndarray:
@@ -500,8 +709,12 @@ def spatially_variant_degrade(
     noise_sigma_255: float | np.ndarray,
     scale: int,
     rng: np.random.Generator,
+    *,
+    pca_basis: str | os.PathLike | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Spatially variant SRMD degradation; returns ``(lr, maps)`` with ``maps`` ``(16, h, w)``.
+
+    ``pca_basis`` chooses the basis of the maps' kernel codes (:func:`load_pca_basis`).
 
     ``kernels`` is given on the LR grid, ``h = ceil(H/scale)``, ``w = ceil(W/scale)``: either an array
     ``(h, w, k, k)`` or a function ``field(v, u) -> (k, k)`` of the LR pixel centre's relative position
@@ -541,7 +754,8 @@ def spatially_variant_degrade(
     noise = np.asarray(noise_sigma_255, dtype=np.float32)
     if np.any(noise > 0):
         lr = add_gaussian_noise(lr, noise, rng)
-    codes = np.stack([kernel_to_code(field[a, b]) for a in range(h) for b in range(w)]).reshape(h, w, PCA_DIM)
+    basis = load_pca_basis(pca_basis)
+    codes = np.stack([kernel_to_code(field[a, b], basis) for a in range(h) for b in range(w)]).reshape(h, w, PCA_DIM)
     maps = degradation_maps(np.ascontiguousarray(codes.transpose(2, 0, 1)), noise, h, w)
     return (lr[:, :, 0:1] if np.ndim(hr) == 2 else lr), maps
 
@@ -644,13 +858,32 @@ class BDDegradation(BIDegradation):
         return bd_downsample(f, self.scale, self.sigma, self.kernel_size, self.variant)
 
 
-@lru_cache(maxsize=1)
-def _no_blur_code() -> np.ndarray:
-    """PCA code of "no blur beyond the bicubic downscaling": the Gaussian of width DEFAULT_BLUR, the
-    blur the condition maps describe for BI inputs (:func:`srkit.data.conditions.assumed_blur`)."""
-    code = kernel_to_code(gaussian_kernel(KERNEL_SIZE, DEFAULT_BLUR))
+@lru_cache(maxsize=8)
+def _no_blur_code_cached(key: str) -> np.ndarray:
+    code = kernel_to_code(gaussian_kernel(KERNEL_SIZE, DEFAULT_BLUR), key)
     code.setflags(write=False)
     return code
+
+
+def _no_blur_code(basis: "str | os.PathLike | np.ndarray | None" = None) -> np.ndarray:
+    """PCA code of "no blur beyond the bicubic downscaling": the Gaussian of width DEFAULT_BLUR, the
+    blur the condition maps describe for BI inputs (:func:`srkit.data.conditions.assumed_blur`)."""
+    key = basis_key(basis)
+    if key is None:
+        return kernel_to_code(gaussian_kernel(KERNEL_SIZE, DEFAULT_BLUR), basis)
+    return _no_blur_code_cached(key)
+
+
+def _check_pca_basis_option(basis: object, what: str) -> None:
+    """Resolve a degradation's ``pca_basis`` when it is built (a bad name or file fails there, once)."""
+    if basis is None:
+        return
+    if not isinstance(basis, (str, os.PathLike)):
+        raise ConfigError(f"{what}: pca_basis must be {' or '.join(PCA_BASES)} or a .mat / .npy file, got {basis!r}")
+    try:
+        load_pca_basis(basis)
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
 
 
 @dataclasses.dataclass
@@ -664,14 +897,17 @@ class DNDegradation:
     what the noise-level map describes and what SRMD/UDVD train on. The samples carry the 16 condition
     maps (non-blind models, UDVD): the PCA code of no blur beyond the bicubic (``DEFAULT_BLUR``) and
     the drawn level. ``noise`` has no default: a DN without a level would silently be BI.
+    ``pca_basis``: the basis of the maps' kernel codes (:func:`load_pca_basis`; None: srkit's).
     """
 
     scale: int = 4
     noise: float | tuple[float, float] | None = None
     clip: bool = False
     jpeg_quality: int | tuple[int, int] | None = None
+    pca_basis: str | None = None
 
     def __post_init__(self) -> None:
+        _check_pca_basis_option(self.pca_basis, "degradation DN")
         # Checked when built (a training config, `srkit eval`), not inside a DataLoader worker.
         n = self.noise
         if n is None:
@@ -695,7 +931,7 @@ class DNDegradation:
         if q is not None:
             lr = [jpeg_compress(f, q) for f in lr]
         h, w = lr[0].shape[:2]
-        maps = degradation_maps(_no_blur_code(), sigma, h, w)
+        maps = degradation_maps(_no_blur_code(self.pca_basis), sigma, h, w)
         return DegradedSample(lr, maps, {"noise": sigma, "jpeg_quality": q})
 
 
@@ -706,6 +942,8 @@ class SRMDDegradation:
     ``blur``: fixed isotropic sigma, a ``(lo, hi)`` range, or None for SRMD's range for ``scale``.
     ``anisotropic_prob``: probability of an anisotropic kernel instead (ignored when ``blur`` is fixed).
     ``noise``: fixed sigma (0-255) or range (SRMD: [0, 75]). ``jpeg_quality``: None, fixed, or range.
+    ``pca_basis``: the basis of the maps' kernel codes: None (srkit's), ``"srmd"`` (SRMD's procedure) or
+    a ``.mat`` / ``.npy`` file (:func:`load_pca_basis`).
     """
 
     scale: int = 4
@@ -714,6 +952,10 @@ class SRMDDegradation:
     noise: float | tuple[float, float] = SRMD_NOISE_RANGE
     jpeg_quality: int | tuple[int, int] | None = None
     kernel_size: int = KERNEL_SIZE
+    pca_basis: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_pca_basis_option(self.pca_basis, "degradation SRMD")
 
     def draw_kernel(self, rng: np.random.Generator) -> np.ndarray:
         if self.blur is not None and np.isscalar(self.blur):
@@ -729,7 +971,7 @@ class SRMDDegradation:
         q = _draw_quality(self.jpeg_quality, rng)
         lr = [srmd_degrade(f, kernel, sigma, self.scale, rng, jpeg_quality=q) for f in _as_float_frames(frames)]
         h, w = lr[0].shape[:2]
-        maps = degradation_maps(kernel_to_code(kernel), sigma, h, w)
+        maps = degradation_maps(kernel_to_code(kernel, self.pca_basis), sigma, h, w)
         return DegradedSample(lr, maps, {"kernel": kernel, "noise": sigma, "jpeg_quality": q})
 
 

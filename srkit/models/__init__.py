@@ -12,7 +12,9 @@ from srkit.models.registry import (has_pretrained, list_models, model_entry, pre
 
 # Model files (explicit imports; each registers its presets).
 from srkit.models import edvr  # noqa: F401
+from srkit.models import edvr_cascade  # noqa: F401
 from srkit.models import udvd  # noqa: F401
+from srkit.models import udvd_ref  # noqa: F401  (the design notes' reference UDVD code)
 from srkit.models import mana  # noqa: F401
 
 __all__ = [

@@ -73,6 +73,7 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "LoadedCheckpoint",
+    "StateDictDiff",
     "TRAIN_FORMAT",
     "convert_state_dict",
     "create_model",
@@ -83,8 +84,10 @@ __all__ = [
     "register_checkpoint_support",
     "register_config_inferrer",
     "register_key_adapter",
+    "safe_torch_load",
     "safetensors_header_length",
     "save_model",
+    "stored_preset",
     "state_dict_diff",
     "state_dict_shapes",
 ]
@@ -384,7 +387,9 @@ def state_dict_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int,
 
 
 @dataclass
-class _Diff:
+class StateDictDiff:
+    """How a state dict's keys and shapes differ from what a model expects (``ok`` when they match)."""
+
     missing: list[str]
     unexpected: list[str]
     shape: list[str]
@@ -412,13 +417,13 @@ class _Diff:
         return "; ".join(parts)
 
 
-def state_dict_diff(state: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> _Diff:
+def state_dict_diff(state: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]]) -> StateDictDiff:
     """How shape table ``state`` differs from ``expected``: missing keys, unexpected keys, other shapes."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     shape = [f"{k} {list(state[k])} vs {list(expected[k])}" for k in expected
              if k in state and tuple(state[k]) != tuple(expected[k])]
-    return _Diff(missing, unexpected, shape)
+    return StateDictDiff(missing, unexpected, shape)
 
 
 def _candidates(state: StateDict, family: str | None) -> list[tuple[str, StateDict]]:
@@ -440,7 +445,7 @@ def _candidates(state: StateDict, family: str | None) -> list[tuple[str, StateDi
 def _best_preset(state: StateDict, family: str | None, path: Path | None,
                  preferred: str | None = None) -> tuple[str, dict[str, Any], StateDict]:
     """Find (preset, overrides, converted state) whose keys and shapes equal the checkpoint's."""
-    best: tuple[float, str, _Diff] | None = None
+    best: tuple[float, str, StateDictDiff] | None = None
     for fam, converted in _candidates(state, family):
         shapes = state_dict_shapes(converted)
         names = list_models(fam)
@@ -522,7 +527,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra_metadata: Mappin
     return path
 
 
-def _fit_error(path: Path | None, target: str, diff: _Diff, state: StateDict, family: str | None) -> CheckpointError:
+def _fit_error(path: Path | None, target: str, diff: StateDictDiff, state: StateDict, family: str | None) -> CheckpointError:
     closest = ""
     try:
         scored = []
@@ -538,11 +543,11 @@ def _fit_error(path: Path | None, target: str, diff: _Diff, state: StateDict, fa
     return CheckpointError(f"does not fit {target}: {diff.describe()}{closest}", path)
 
 
-def _convert_for(model: nn.Module, state: StateDict) -> tuple[StateDict, _Diff]:
+def _convert_for(model: nn.Module, state: StateDict) -> tuple[StateDict, StateDictDiff]:
     """The converted state (by the model family's adapters, or as-is) that fits ``model`` best."""
     expected = state_dict_shapes(model.state_dict())
     family = getattr(model, "family", None) or None
-    best: tuple[float, StateDict, _Diff] | None = None
+    best: tuple[float, StateDict, StateDictDiff] | None = None
     for _, converted in _candidates(state, family):
         d = state_dict_diff(state_dict_shapes(converted), expected)
         if d.ok:

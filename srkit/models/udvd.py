@@ -77,6 +77,7 @@ __all__ = [
     "UDVDConfig",
     "DynamicBlock",
     "bilinear_upsample_kernels",
+    "expand_maps",
     "infer_config",
 ]
 
@@ -235,6 +236,30 @@ class DynamicBlock(nn.Module):
         return self.apply_kernels(image, kernels, residual)
 
 
+def expand_maps(x: torch.Tensor, maps: torch.Tensor | np.ndarray | None, channels: int, model: str) -> torch.Tensor:
+    """Degradation maps checked against the image ``x`` (N, C, H, W) and expanded to ``(N, channels, H, W)``.
+
+    Accepted: ``(N, channels, H, W)``, ``(1, channels, H, W)``, ``(channels, H, W)`` (one for the batch),
+    ``(N, channels)`` / ``(N, channels, 1, 1)`` (spatially uniform). ``model`` names the caller in errors.
+    """
+    cc = channels
+    if maps is None:
+        raise ValueError(f"{model} needs degradation maps (N, {cc}, H, W); build them with udvd_condition()")
+    maps = torch.as_tensor(maps, dtype=x.dtype, device=x.device)
+    n, _, h, w = x.shape
+    if maps.dim() == 3:  # one (16, H, W) for the whole batch
+        maps = maps.unsqueeze(0)
+    if maps.dim() == 2:  # (N, 16): one degradation per image, spatially uniform
+        maps = maps[:, :, None, None]
+    fits = maps.dim() == 4 and maps.shape[1] == cc and maps.shape[0] in (1, n)
+    if not fits or maps.shape[2:] not in ((1, 1), (h, w)):
+        raise ValueError(
+            f"degradation maps must be (N, {cc}, H, W) matching the image {tuple(x.shape)} "
+            f"(or (N, {cc}) / ({cc}, H, W) to broadcast), got {tuple(maps.shape)}"
+        )
+    return maps.expand(n, cc, h, w)
+
+
 class UDVD(SRModel):
     """UDVD; ``forward(x (N, 3, H, W), maps (N, 16, H, W)) -> SROutput(I_3, stages=(I_1, I_2, I_3))``."""
 
@@ -266,22 +291,7 @@ class UDVD(SRModel):
                          pad_multiple=1, condition="degradation")
 
     def _check_maps(self, x: torch.Tensor, maps: torch.Tensor | np.ndarray | None) -> torch.Tensor:
-        cc = self.config.condition_channels
-        if maps is None:
-            raise ValueError(f"UDVD needs degradation maps (N, {cc}, H, W); build them with udvd_condition()")
-        maps = torch.as_tensor(maps, dtype=x.dtype, device=x.device)
-        n, _, h, w = x.shape
-        if maps.dim() == 3:  # one (16, H, W) for the whole batch
-            maps = maps.unsqueeze(0)
-        if maps.dim() == 2:  # (N, 16): one degradation per image, spatially uniform
-            maps = maps[:, :, None, None]
-        fits = maps.dim() == 4 and maps.shape[1] == cc and maps.shape[0] in (1, n)
-        if not fits or maps.shape[2:] not in ((1, 1), (h, w)):
-            raise ValueError(
-                f"degradation maps must be (N, {cc}, H, W) matching the image {tuple(x.shape)} "
-                f"(or (N, {cc}) / ({cc}, H, W) to broadcast), got {tuple(maps.shape)}"
-            )
-        return maps.expand(n, cc, h, w)
+        return expand_maps(x, maps, self.config.condition_channels, "UDVD")
 
     def features(self, x: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """Body features ``F`` (N, num_feat, H, W) of the LR image and its (checked) maps."""

@@ -41,6 +41,11 @@ class ModelConfig:
     init_allow_missing: list[str] = _f(
         factory=list, help="glob patterns of parameter names allowed to be absent from init_from (e.g. 'fusion.*')"
     )
+    init_from_parts: dict[str, str] = _f(
+        factory=dict, help="weights for parts of the network, {submodule: checkpoint}, loaded after init_from: e.g. a "
+                           "cascade's {stage1: runs/edvr-m-reds/checkpoints/iter_00600000.pt} (foreign names renamed, "
+                           "init_key as for init_from; init_allow_missing patterns apply with the part's prefix)"
+    )
 
 
 @dataclass
@@ -48,12 +53,36 @@ class SourceConfig:
     """Another footage source mixed into a dataset (same crops, degradation and augmentation)."""
 
     root: str | None = _f(None, help="dataset folder (relative paths are relative to the config file)")
-    layout: str = _f("folders", help="folder layout: folders, reds, vimeo, vid4, images, videos")
+    layout: str | None = _f(None, help="folder layout: folders, reds, vimeo, vid4, images, videos (null: the dataset's)")
     partition: str | None = _f(None, help="layout partition/split, e.g. train, all")
     subset: list[str] | None = _f(None, help="only these clip names")
     lmdb: str | None = _f(None, help="LMDB of GT frames (read instead of the folders)")
     lmdb_lq: str | None = _f(None, help="LMDB of LQ frames (optional)")
     repeat: int = _f(1, check="positive", help="list this source's samples this many times per epoch (balancing)")
+
+
+@dataclass
+class CurriculumConfig:
+    """Curriculum learning (EDVR's training advice: easy data first, then harder data).
+
+    Samples are ranked by the difficulty score of their clip; iteration 1 draws its batch from the
+    easiest ``start_fraction`` of the training set, and the pool widens (linearly, or in ``steps`` equal
+    jumps) to the whole set at ``full_at_iter``. From then on batches are the plain epoch stream.
+    Every batch is a function of (seed, iteration), so resumed runs draw the same samples.
+    """
+
+    score: Literal["motion", "file"] = _f(
+        "motion", help="motion: mean optical flow of each clip (as `srkit data motion-rank`); file: read score_file"
+    )
+    score_file: str | None = _f(
+        None, help="clip scores: `srkit data motion-rank --top 1 -o F` output, 'name score' lines, or a JSON {name: score}"
+    )
+    easy: Literal["low", "high"] = _f("low", help="which end of the score is easy (motion: low)")
+    start_fraction: float = _f(0.3, check="unit", help="fraction of the set (the easiest) used at iteration 1")
+    full_at_iter: int = _f(1, check="ge1", help="iteration from which the whole set is used")
+    steps: int | None = _f(None, check="positive", help="widen in this many equal steps (null: linearly every iteration)")
+    motion_max_frames: int | None = _f(None, check="positive", help="score: motion: use the first N frames of each clip")
+    motion_max_side: int | None = _f(None, check="positive", help="score: motion: flow on frames shrunk to this long side")
 
 
 @dataclass
@@ -83,6 +112,7 @@ class DatasetConfig:
         factory=list, help="more footage mixed in (each: root/lmdb, layout, partition, subset, repeat)"
     )
     max_frames: int | None = _f(None, check="positive", help="validation: use only the first N frames per clip")
+    curriculum: CurriculumConfig | None = _f(None, help="training: widen the set from easy to hard clips (see CurriculumConfig)")
     length: int = _f(64, check="positive", help="synthetic: number of samples")
     height: int = _f(64, check="positive", help="synthetic: GT height")
     width: int = _f(64, check="positive", help="synthetic: GT width")
@@ -92,7 +122,12 @@ class DatasetConfig:
 class DataConfig:
     train: DatasetConfig = _f(factory=DatasetConfig)
     val: DatasetConfig | None = _f(None)
-    batch_size: int = _f(4, check="positive", help="samples per process and iteration")
+    batch_size: int = _f(4, check="positive", help="samples per optimiser step over all processes (the global batch)")
+    micro_batch_size: int | None = _f(
+        None, check="positive",
+        help="samples per forward pass and process (null: batch_size / processes); gradients of "
+             "batch_size / (micro_batch_size x processes) micro-batches are accumulated per optimiser step",
+    )
     num_workers: int = _f(2, check="non_negative", help="DataLoader worker processes per process")
     persistent_workers: bool = _f(True, help="keep workers alive between epochs")
     prefetch_factor: int = _f(2, check="positive", help="batches prefetched per worker")
@@ -293,8 +328,25 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
                 raise ConfigError(f"train.stages[{i}].loss_weights.{k}: unknown loss term{hint}")
             if st.loss_weights[k] < 0:
                 raise ConfigError(f"train.stages[{i}].loss_weights.{k}: expected a non-negative float")
+    d = cfg.data
+    if d.micro_batch_size is not None and d.batch_size % d.micro_batch_size:
+        raise ConfigError(f"data.micro_batch_size: {d.micro_batch_size} does not divide data.batch_size {d.batch_size} "
+                          "(the global batch is a whole number of micro-batches)")
+    if d.val is not None and d.val.curriculum is not None:
+        raise ConfigError("data.val.curriculum: a curriculum applies to the training set only")
+    cur = d.train.curriculum
+    if cur is not None:
+        if cur.score == "file" and not cur.score_file:
+            raise ConfigError("data.train.curriculum.score_file: score: file needs a score file")
+        if cur.score != "file" and cur.score_file:
+            raise ConfigError("data.train.curriculum.score_file: given, but score is 'motion' (set score: file to use it)")
+        if cur.start_fraction <= 0.0:
+            raise ConfigError(f"data.train.curriculum.start_fraction: expected a float in (0, 1], got {cur.start_fraction!r}")
     if cfg.model.init_from is not None and not cfg.model.init_from:
         raise ConfigError("model.init_from: expected a path or null, got an empty string")
+    for part, path in cfg.model.init_from_parts.items():
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"model.init_from_parts.{part}: expected a checkpoint path, got {path!r}")
     return cfg
 
 
@@ -485,11 +537,16 @@ def _resolve_paths(cfg: ExperimentConfig, base: Path, fallback: Path | None = No
         if ds is not None:
             for src in (ds, *ds.extra_sources):
                 src.root, src.lmdb, src.lmdb_lq = fix(src.root), fix(src.lmdb), fix(src.lmdb_lq)
+            if ds.curriculum is not None:
+                ds.curriculum.score_file = fix(ds.curriculum.score_file)
     # init_from is relative to the working directory (it usually points into runs/), unless absent there.
     if cfg.model.init_from and not Path(cfg.model.init_from).exists():
         alt = base / cfg.model.init_from
         if alt.exists():
             cfg.model.init_from = str(alt.resolve())
+    for part, path in cfg.model.init_from_parts.items():
+        if not Path(path).exists() and (base / path).exists():
+            cfg.model.init_from_parts[part] = str((base / path).resolve())
 
 
 def dump_yaml(cfg: ExperimentConfig) -> str:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from srkit.data.conditions import CONDITION_CHANNELS, degradations_for
-from srkit.errors import ConfigError
+from srkit.errors import ConfigError, InputError
 from srkit.models.api import ModelSpec
 from srkit.train.config import DataConfig, DatasetConfig
 from srkit.train.distributed import DistInfo, ResumableBatchSampler
@@ -55,6 +55,15 @@ class SyntheticSRDataset(Dataset):
 
     def __len__(self) -> int:
         return self.cfg.length
+
+    def motion_magnitude(self, index: int) -> float:
+        """Camera motion of sample ``index`` in pixels/frame (0 for images): its curriculum difficulty."""
+        if self.spec.input_kind != "video":
+            return 0.0
+        rng = sample_rng(self.seed, 0, index)
+        rng.random((1, 3, 6, 6), dtype=np.float32)  # the same draws as __getitem__
+        dy, dx = (int(v) for v in rng.integers(-1, 2, size=2))
+        return float(np.hypot(dy, dx))
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         # Content depends on the index only (a fixed "dataset"); augmentation on (epoch, index).
@@ -199,12 +208,14 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
     """The dataset a config section describes (``where`` names it in errors: ``data.train``).
 
     ``extra_sources`` are built with the same settings and listed after the main source; each gets
-    its own seed (``seed + k``), so sources do not share crop positions or degradations.
+    its own seed (``seed + k``), so sources do not share crop positions or degradations, its own
+    ``repeat`` (instead of ``enlarge_ratio``) and, unless it names one, the dataset's layout. This works
+    for every kind: several HR image roots (DIV2K + Flickr2K) make one ``kind: image`` training set.
     """
     if cfg.extra_sources:
         parts = [build_dataset(dataclasses.replace(cfg, extra_sources=[]), spec, seed=seed, train=train, where=where)]
         for k, src in enumerate(cfg.extra_sources, start=1):
-            sub = dataclasses.replace(cfg, extra_sources=[], root=src.root, layout=src.layout,
+            sub = dataclasses.replace(cfg, extra_sources=[], root=src.root, layout=src.layout or cfg.layout,
                                       partition=src.partition, subset=src.subset, lmdb=src.lmdb,
                                       lmdb_lq=src.lmdb_lq, enlarge_ratio=src.repeat if train else 1)
             parts.append(build_dataset(sub, spec, seed=seed + k, train=train, where=f"{where}.extra_sources[{k - 1}]"))
@@ -218,6 +229,10 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
     source = cfg.lmdb or cfg.root
     if source is None:
         raise ConfigError(f"{where}.root: a {cfg.kind} dataset needs a root folder (or {where}.lmdb)")
+    if not os.path.exists(source):
+        # One line naming the folder and the config key (which of several sources is missing).
+        key = f"{where}.lmdb" if cfg.lmdb else f"{where}.root"
+        raise InputError(f"no such dataset {'LMDB' if cfg.lmdb else 'folder'} ({key})", source)
     if cfg.kind == "video" and spec.input_kind != "video":
         raise ConfigError(f"{where}.kind: 'video' data but the model takes single images; use kind: image")
     if cfg.kind == "image" and spec.input_kind != "image":
@@ -254,10 +269,12 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
 
 
 def make_train_loader(dataset: Dataset, cfg: DataConfig, *, seed: int, dist_info: DistInfo, device: torch.device,
-                      start_iteration: int) -> DataLoader:
-    """A loader that yields batch ``start_iteration``, ``start_iteration + 1``, ... of the endless stream."""
-    sampler = ResumableBatchSampler(len(dataset), cfg.batch_size, seed=seed, rank=dist_info.rank,
-                                    world_size=dist_info.world_size, start_iteration=start_iteration)
+                      start_iteration: int, batch_sampler: Any = None) -> DataLoader:
+    """A loader that yields batch ``start_iteration``, ``start_iteration + 1``, ... of the endless stream
+    (or the batches of ``batch_sampler``: the trainer's micro-batches, see :mod:`srkit.train.curriculum`)."""
+    sampler = batch_sampler if batch_sampler is not None else ResumableBatchSampler(
+        len(dataset), cfg.batch_size, seed=seed, rank=dist_info.rank, world_size=dist_info.world_size,
+        start_iteration=start_iteration)
     pin = cfg.pin_memory == "on" or (cfg.pin_memory == "auto" and device.type == "cuda")
     workers = cfg.num_workers
     return DataLoader(

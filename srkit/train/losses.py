@@ -59,9 +59,14 @@ class LossSet:
         return [t.name for t in self.terms]
 
     def __call__(
-        self, out: SROutput, gt: torch.Tensor, weights: Mapping[str, float] | None = None
+        self, out: SROutput, gt: torch.Tensor, weights: Mapping[str, float] | None = None,
+        scales: tuple[float, float] | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Total loss and its weighted parts. ``weights`` overrides term weights by name (stage schedules)."""
+        """Total loss and its weighted parts. ``weights`` overrides term weights by name (stage schedules).
+
+        ``scales``: ``(mean_scale, sum_scale)`` factors of mean- and sum-reduced terms of a micro-batch
+        (gradient accumulation, :func:`srkit.train.curriculum.loss_scales`); the parts are scaled too.
+        """
         parts: dict[str, torch.Tensor] = {}
         total: torch.Tensor | None = None
         for term in self.terms:
@@ -69,6 +74,8 @@ class LossSet:
             if w == 0.0:
                 continue  # skipped entirely: a stage that trains only the aux loss pays nothing for it
             value = self._term(term, out, gt)
+            if scales is not None:
+                w = w * (scales[1] if term.type != "aux" and term.reduction == "sum" else scales[0])
             part = w * value
             parts[term.name] = part.detach()
             total = part if total is None else total + part

@@ -36,7 +36,16 @@ from srkit.models.checkpoint import convert_state_dict
 from srkit.train import distributed as D
 from srkit.train.checkpointing import CheckpointStore, load_checkpoint
 from srkit.train.config import ExperimentConfig, dump_yaml
+from srkit.train.curriculum import (
+    CurriculumBatchSampler,
+    accumulation,
+    clip_scores,
+    loss_scales,
+    rank_samples,
+    sample_clips,
+)
 from srkit.train.data import build_dataset, make_train_loader, make_val_loader
+from srkit.train.distributed import ResumableBatchSampler
 from srkit.train.ema import ModelEMA
 from srkit.train.guard import DivergenceGuard
 from srkit.train.logging import RunLogger, side_by_side
@@ -118,6 +127,19 @@ def init_model_from(model: nn.Module, path: str, key: str, allow_missing: list[s
     keep = {k: v for k, v in state.items() if k in own and k not in mismatched}
     model.load_state_dict(keep, strict=False)
     return sorted(set(missing) | set(mismatched)) + ([f"(ignored unexpected: {len(unexpected)})"] if unexpected else [])
+
+
+def init_parts_from(model: nn.Module, parts: dict[str, str], key: str, allow_missing: list[str]) -> None:
+    """``model.init_from_parts``: load each checkpoint into the submodule it names, as :func:`init_model_from`
+    loads a whole model (e.g. a cascade's ``stage1`` from an EDVR run); ``allow_missing`` patterns
+    apply with the part's prefix (``stage2.fusion.*``)."""
+    children = dict(model.named_children())
+    for part, path in parts.items():
+        if part not in children:
+            raise ConfigError(f"model.init_from_parts.{part}: the model has no part {part!r} "
+                              f"(its parts: {', '.join(children) or 'none'})")
+        prefix = f"{part}."
+        init_model_from(children[part], path, key, [p[len(prefix):] for p in allow_missing if p.startswith(prefix)])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,6 +314,9 @@ class Trainer:
         if cfg.model.init_from and resume_path is None:
             missing = init_model_from(self.model, cfg.model.init_from, cfg.model.init_key, cfg.model.init_allow_missing)
             self._log(f"initialised from {cfg.model.init_from}" + (f"; fresh: {len(missing)} keys" if missing else ""))
+        if cfg.model.init_from_parts and resume_path is None:
+            init_parts_from(self.model, cfg.model.init_from_parts, cfg.model.init_key, cfg.model.init_allow_missing)
+            self._log("initialised " + ", ".join(f"{k} from {v}" for k, v in cfg.model.init_from_parts.items()))
         self.stages = resolve_stages(cfg.train.stages, self.model)
         self.optimizer = build_optimizer(self.model, cfg.train)
         self.ema = ModelEMA(self.model, cfg.train.ema.decay, cfg.train.ema.start_iter) if cfg.train.ema.enabled else None
@@ -312,6 +337,21 @@ class Trainer:
         self.train_set = build_dataset(cfg.data.train, self.spec, seed=cfg.seed, train=True, where="data.train")
         if len(self.train_set) == 0:
             raise ConfigError("data.train: the training set is empty")
+        # The config's batch is the global batch: micro-batches per process, accumulated per optimiser step.
+        self.micro_batch, self.accum_steps = accumulation(cfg.data, self.dist.world_size)
+        self.loss_scales = loss_scales(self.accum_steps, self.dist.world_size)
+        if self.accum_steps > 1:
+            self._log(f"global batch {cfg.data.batch_size} = {self.accum_steps} accumulated micro-batches of "
+                      f"{self.micro_batch} x {self.dist.world_size} process{'es' if self.dist.world_size > 1 else ''}")
+        self._curriculum_order: list[int] | None = None
+        cur = cfg.data.train.curriculum
+        if cur is not None:
+            # Rank 0 scores the clips (motion scores are cached in the run folder, so a resume ranks the same way).
+            scores = None
+            if self.dist.is_main:
+                scores = clip_scores(self.train_set, cur, cache=self.run_dir / "curriculum_scores.json", log=self._log)
+            scores = D.broadcast_object(self.dist, scores)
+            self._curriculum_order = rank_samples(sample_clips(self.train_set)[0], scores, cur.easy)
         self.validator: Validator | None = None
         if cfg.data.val is not None and self.dist.is_main:
             val_set = build_dataset(cfg.data.val, self.spec, seed=cfg.seed, train=False, where="data.val")
@@ -359,7 +399,8 @@ class Trainer:
         """The full training state (called on every rank: RNG states are gathered from all of them)."""
         rngs = D.gather_objects(self.dist, rng_state())
         guards = D.gather_objects(self.dist, self.guard.state_dict())  # each rank judges its own losses
-        epoch, offset = divmod(self.iteration * self.cfg.data.batch_size, -(-len(self.train_set) // self.dist.world_size))
+        per_step = self.micro_batch * self.accum_steps  # this process's samples per optimiser step
+        epoch, offset = divmod(self.iteration * per_step, -(-len(self.train_set) // self.dist.world_size))
         return {
             "params": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "params_ema": None if self.ema is None else {k: v.detach().cpu() for k, v in self.ema.state_dict().items()},
@@ -370,8 +411,10 @@ class Trainer:
             "rng": rngs,
             "world_size": self.dist.world_size,
             "guard": guards,
-            # Informational: the sampler position follows from (iteration, batch size, world size).
+            # Informational: the sampler position follows from (iteration, batch size, world size), and
+            # during a curriculum from (seed, iteration).
             "data_position": {"epoch": epoch, "offset": offset, "batch_size": self.cfg.data.batch_size,
+                              "micro_batch_size": self.micro_batch, "accumulation": self.accum_steps,
                               "world_size": self.dist.world_size, "dataset_len": len(self.train_set)},
             "best": self.best,
             "meta": {"preset": self.cfg.model.name, "model_config": json.dumps(self.model.config_dict(), default=str),
@@ -479,9 +522,20 @@ class Trainer:
             g["lr"] = g["base_lr"] * f
         return self.cfg.train.optim.lr * f
 
+    def _batch_sampler(self, start_iteration: int) -> Any:
+        """Micro-batches of this process from the start of iteration ``start_iteration + 1`` on."""
+        if self._curriculum_order is not None:
+            return CurriculumBatchSampler(self._curriculum_order, self.cfg.data.train.curriculum,
+                                          global_batch=self.cfg.data.batch_size, micro_batch=self.micro_batch,
+                                          seed=self.cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size,
+                                          start_iteration=start_iteration)
+        return ResumableBatchSampler(len(self.train_set), self.micro_batch, seed=self.cfg.seed, rank=self.dist.rank,
+                                     world_size=self.dist.world_size, start_iteration=start_iteration * self.accum_steps)
+
     def _batches(self) -> Iterator[dict[str, Any]]:
         loader = make_train_loader(self.train_set, self.cfg.data, seed=self.cfg.seed, dist_info=self.dist,
-                                   device=self.device, start_iteration=self.iteration)
+                                   device=self.device, start_iteration=self.iteration,
+                                   batch_sampler=self._batch_sampler(self.iteration))
         return iter(loader)
 
     def _install_signals(self) -> dict[int, Any]:
@@ -542,28 +596,44 @@ class Trainer:
             i = self.iteration + 1
             self._set_stage(i)
             lr = self._set_lr(i)
-            t0 = time.perf_counter()
-            batch = to_device(next(batches), self.device)
-            t1 = time.perf_counter()
-
             weights = cfg.train.stages[self._stage_idx].loss_weights
-            with autocast(self.device, cfg.precision):
-                out = as_sr_output(model_forward(self._ddp, batch, self.spec))
-            loss, parts = self.losses(out, batch["gt"], weights)
-            if cfg.debug.inject_nan_at_iter == i and not self._nan_injected:
-                self._nan_injected = True
-                loss = loss * float("nan")
-            if cfg.debug.inject_spike_at_iter == i and not self._spike_injected:
-                self._spike_injected = True
-                loss = loss * 1000.0
+            inject_nan = cfg.debug.inject_nan_at_iter == i and not self._nan_injected
+            inject_spike = cfg.debug.inject_spike_at_iter == i and not self._spike_injected
+            self._nan_injected |= inject_nan
+            self._spike_injected |= inject_spike
             self.optimizer.zero_grad(set_to_none=True)
+            # One optimiser step = accum_steps micro-batches per process; each micro-loss is scaled so the
+            # accumulated gradient is the global batch's (see srkit.train.curriculum). DDP synchronises
+            # gradients on the last micro-batch only.
+            loss_value = 0.0
+            parts: dict[str, float] = {}
+            t0 = time.perf_counter()
+            t_wait = 0.0
+            for j in range(self.accum_steps):
+                tj = time.perf_counter()
+                batch = to_device(next(batches), self.device)
+                t_wait += time.perf_counter() - tj
+                sync = self._ddp is self.model or j == self.accum_steps - 1
+                with contextlib.nullcontext() if sync else self._ddp.no_sync():
+                    with autocast(self.device, cfg.precision):
+                        out = as_sr_output(model_forward(self._ddp, batch, self.spec))
+                    loss, micro_parts = self.losses(out, batch["gt"], weights, self.loss_scales)
+                    if inject_nan:
+                        loss = loss * float("nan")
+                    if inject_spike:
+                        loss = loss * 1000.0
+                    if self.scaler is not None:
+                        self.scaler.scale(loss).backward()
+                    else:
+                        loss.backward()
+                loss_value += float(loss.detach())
+                for k, v in micro_parts.items():
+                    parts[k] = parts.get(k, 0.0) + float(v)
+                del out, loss
+            t1 = t0 + t_wait
             if self.scaler is not None:
-                self.scaler.scale(loss).backward()
                 self.scaler.unscale_(self.optimizer)
-            else:
-                loss.backward()
             grad_norm = self._grad_norm()
-            loss_value = float(loss.detach())
             offset = self._offset_mean()
             # Under fp16 loss scaling an overflowing gradient is routine: the scaler skips that step
             # and lowers its scale, so only the loss and offsets are the guard's business then.
@@ -585,7 +655,7 @@ class Trainer:
             self.guard.accept(loss_value)
             self.iteration = i
             t2 = time.perf_counter()
-            t_data += t1 - t0
+            t_data += t1 - t0  # time waiting for data (summed over the micro-batches)
             run_data += t1 - t0
             run_step += t2 - t0
             run_iters += 1
