@@ -40,7 +40,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from srkit.data.degrade import DEGRADATIONS, check_blur_width
+from srkit.data.degrade import BD_VARIANTS, DEGRADATIONS, check_blur_width, load_pca_basis, make_degradation
 from srkit.errors import ConfigError, InputError, OutputError
 from srkit.infer.options import RestoreOptions
 from srkit.io.atomic import atomic_path, atomic_write_text, check_output_path
@@ -115,13 +115,9 @@ class EvalOptions:
         entry = DEGRADATIONS.get(self.degradation)
         if self.blur is not None and entry is not None and entry.condition is not None:
             check_blur_width(self.blur)  # the maps its samples carry cannot describe wider blurs
-        from srkit.data.degrade import BD_VARIANTS
-
         if self.bd_variant not in BD_VARIANTS:
             raise ConfigError(f"--bd-variant must be one of {', '.join(BD_VARIANTS)}, got {self.bd_variant!r}")
         if self.pca_basis is not None:
-            from srkit.data.degrade import load_pca_basis
-
             load_pca_basis(self.pca_basis)  # a bad name or file: one line before any work
         if self.jpeg is not None and not 1 <= self.jpeg <= 100:
             raise ConfigError(f"--jpeg quality must be in 1..100, got {self.jpeg}")
@@ -223,8 +219,6 @@ def _modcrop(img: np.ndarray, scale: int) -> np.ndarray:
 
 
 def _degradation(opts: EvalOptions):
-    from srkit.data.degrade import DEGRADATIONS, make_degradation
-
     deg = opts.degradation.upper()
     params: dict[str, Any] = {}
     if opts.jpeg is not None:
