@@ -28,7 +28,7 @@ from srkit.errors import ConfigError, InputError
 from srkit.io.atomic import atomic_write_text, check_output_path
 
 __all__ = ["ClipMotion", "FarnebackParams", "MotionPreset", "MOTION_PRESETS", "mean_flow_magnitude", "clip_motion",
-           "rank_clips", "select_top", "write_subset"]
+           "rank_clips", "select_top", "write_subset", "window_flow"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,8 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
 
     if rgb.dtype == np.uint16:  # Farnebäck wants 8-bit; the flow does not care about the last bits
         rgb = (rgb.astype(np.float32) * (255.0 / 65535.0) + 0.5).astype(np.uint8)
+    elif rgb.dtype.kind == "f":  # [0, 1] floats
+        rgb = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if rgb.ndim == 2:
         return rgb
     if rgb.shape[2] == 1:
@@ -119,6 +121,41 @@ def mean_flow_magnitude(frames: Iterable[np.ndarray], *, params: FarnebackParams
             pairs += 1
         prev = gray
     return (total / pairs if pairs else 0.0), pairs
+
+
+# Flow on training crops: a level more than the ranking's, for the up to ~40 px a 5-frame window of fast
+# GoPro footage moves between its centre and its ends at full resolution.
+WINDOW_FLOW_PARAMS = FarnebackParams(levels=4)
+
+
+def window_flow(frames: Sequence[np.ndarray], center: int, scale: int, *,
+                params: FarnebackParams = WINDOW_FLOW_PARAMS) -> np.ndarray:
+    """Optical flow from ``frames[center]`` to every frame of a window, at ``1/scale`` of its size.
+
+    ``frames`` are same-size RGB/gray arrays (uint8, uint16 or [0, 1] floats) whose sides are multiples of
+    ``scale`` (the GT crops of a training window). Returns ``(T, 2, H/scale, W/scale)`` float32: ``(dx, dy)``
+    such that ``centre(p) ~ frame_t(p + flow_t(p))``, averaged over each ``scale x scale`` block and divided
+    by ``scale`` (LR pixels); zero for the centre. Computed on the full-resolution frames, where the
+    Farnebäck polynomial fit has the detail the LR frames lost. This is the flow EDVR's offset-fidelity
+    loss compares its alignment offsets with (:func:`srkit.models.edvr.offset_fidelity_loss`).
+    """
+    import cv2
+
+    gray = [_gray(np.asarray(f)) for f in frames]
+    h, w = gray[center].shape
+    if h % scale or w % scale:
+        raise InputError(f"window_flow: frame size {w}x{h} is not a multiple of the scale x{scale}")
+    out = np.zeros((len(gray), 2, h // scale, w // scale), np.float32)
+    for t, g in enumerate(gray):
+        if t == center:
+            continue
+        if g.shape != (h, w):
+            raise InputError(f"window_flow: frame {t} is {g.shape[1]}x{g.shape[0]}, the centre {w}x{h}")
+        flow = cv2.calcOpticalFlowFarneback(gray[center], g, None, params.pyr_scale, params.levels, params.winsize,
+                                            params.iterations, params.poly_n, params.poly_sigma, 0)
+        blocks = flow.reshape(h // scale, scale, w // scale, scale, 2).mean(axis=(1, 3)) / scale
+        out[t] = blocks.transpose(2, 0, 1)
+    return out
 
 
 def _clip_frames(clip: Clip, max_frames: int | None) -> Iterator[np.ndarray]:

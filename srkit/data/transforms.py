@@ -121,8 +121,8 @@ def crop_pair(lr_frames: Sequence[np.ndarray], gt: np.ndarray, scale: int, lq_pa
 
 
 def synth_pair(gt_frames: Sequence[np.ndarray], degradation, scale: int, lq_patch: int | None,
-               rng: np.random.Generator, *, margin: int = 24, what: str = "sample",
-               ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
+               rng: np.random.Generator, *, margin: int = 24, what: str = "sample", flow: bool = False,
+               ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Crop GT frames and synthesise their LR with ``degradation`` (see the module docstring).
 
     Args:
@@ -131,9 +131,11 @@ def synth_pair(gt_frames: Sequence[np.ndarray], degradation, scale: int, lq_patc
             one call per sample, so all frames share one random kernel / noise level.
         lq_patch: LR patch size, or None for whole (mod-cropped) frames.
         margin: GT pixels degraded around the crop (rounded up to a multiple of ``scale``).
+        flow: also compute the optical flow from the middle frame to each frame
+            (:func:`srkit.data.motion.window_flow` on the GT region with its margin, cropped like the LR).
 
     Returns:
-        ``(lr_frames float32, gt_crop, maps (16, p, p) or None)``.
+        ``(lr_frames float32, gt_crop, maps (16, p, p) or None, flow (T, 2, p, p) or None)``.
     """
     frames = [mod_crop(f, scale) for f in gt_frames]
     H, W = frames[0].shape[:2]
@@ -159,6 +161,12 @@ def synth_pair(gt_frames: Sequence[np.ndarray], degradation, scale: int, lq_patc
     maps = None
     if sample.maps is not None:
         maps = np.ascontiguousarray(sample.maps[:, y: y + ph, x: x + pw], dtype=np.float32)
+    flows = None
+    if flow:
+        from srkit.data.motion import window_flow
+
+        raw = [f[r0 * scale: r1 * scale, c0 * scale: c1 * scale] for f in frames]
+        flows = np.ascontiguousarray(window_flow(raw, len(frames) // 2, scale)[:, :, y: y + ph, x: x + pw])
     target = frames[len(frames) // 2]
     gt = target[top * scale: (top + ph) * scale, left * scale: (left + pw) * scale]
-    return lrs, gt, maps
+    return lrs, gt, maps, flows

@@ -45,6 +45,7 @@ from srkit.data.layouts import Clip, discover_clips, read_name_list
 from srkit.data.lmdb_store import PACK_INFO_NAME
 from srkit.data.sources import (DEFAULT_VIDEO_CACHE_BYTES, CentreOnly, FrameSource, clip_source, is_lmdb,
                                 lmdb_sources)
+from srkit.data.motion import window_flow
 from srkit.data.transforms import check_pair_sizes, check_patch, crop_pair, draw_augment, synth_pair, to_tensor
 from srkit.data.windows import check_window, strided_window, window_fits, window_indices
 from srkit.errors import ConfigError, InputError
@@ -175,6 +176,9 @@ class VideoSRDataset(Dataset):
         centers: ``"auto"`` (every frame; Vimeo-90K: the middle one), ``"all"`` or ``"middle"``.
         seed: base of every random draw (see Determinism in the module docstring).
         degrade_margin: GT pixels degraded around a crop when synthesising LR (exactness, see transforms).
+        flow: also return ``"flow"`` ``(T, 2, h, w)``: the optical flow from the centre frame to every frame
+            of the window in LR pixels (:func:`srkit.data.motion.window_flow`; on the GT frames when the LR
+            is synthesised, else on the LR crops), for EDVR's offset-fidelity loss.
     """
 
     def __init__(self, source, *, layout: str = "auto", split: str = "train", subset=None, lr_source=None,
@@ -182,7 +186,8 @@ class VideoSRDataset(Dataset):
                  degradation_params: dict | None = None, lr_from_disk: bool = True, train: bool = True,
                  gt_patch: int = 256, interval_list: Sequence[int] = (1,), random_reverse: bool = False,
                  use_flip: bool = True, use_rot: bool = True, border: str = "pad", centers: str = "auto",
-                 seed: int = 0, degrade_margin: int = 24, max_video_bytes: int = DEFAULT_VIDEO_CACHE_BYTES):
+                 seed: int = 0, degrade_margin: int = 24, max_video_bytes: int = DEFAULT_VIDEO_CACHE_BYTES,
+                 flow: bool = False):
         check_window(num_frames, padding)
         if scale < 1:
             raise ConfigError(f"scale must be >= 1, got {scale}")
@@ -197,6 +202,7 @@ class VideoSRDataset(Dataset):
         self.interval_list = [int(i) for i in interval_list]
         self.random_reverse, self.use_flip, self.use_rot = random_reverse, use_flip, use_rot
         self.border, self.seed, self.degrade_margin = border, int(seed), degrade_margin
+        self.flow = bool(flow)
         deg_name = degradation if isinstance(degradation, str) else "BI"
         self.clips = build_clips(source, layout=layout, split=split, subset=subset, lr_source=lr_source,
                                  degradation_name=deg_name, scale=scale, lr_from_disk=lr_from_disk, centers=centers,
@@ -279,8 +285,8 @@ class VideoSRDataset(Dataset):
                 # Checked before augmentation so the message gives the frame size as stored (W x H).
                 check_patch(self.lq_patch, frames[0].shape[0] // self.scale, frames[0].shape[1] // self.scale, key)
                 frames = [aug.apply(f) for f in frames]
-            lrs, gt, maps = synth_pair(frames, self.degradation, self.scale, lq_patch, rng,
-                                       margin=self.degrade_margin, what=key)
+            lrs, gt, maps, flows = synth_pair(frames, self.degradation, self.scale, lq_patch, rng,
+                                              margin=self.degrade_margin, what=key, flow=self.flow)
         else:
             lr_frames = read_window(clip.lr, indices)
             gt = clip.gt.read(center)
@@ -290,9 +296,12 @@ class VideoSRDataset(Dataset):
                 lr_frames = [aug.apply(f) for f in lr_frames]
                 gt = aug.apply(gt)
             lrs, gt = crop_pair(lr_frames, gt, self.scale, lq_patch, rng, what=key)
+            flows = window_flow(lrs, len(lrs) // 2, 1) if self.flow else None
         out = {"lq": to_tensor(lrs), "gt": to_tensor(gt), "key": key}
         if maps is not None:
             out["maps"] = torch.from_numpy(maps)
+        if flows is not None:
+            out["flow"] = torch.from_numpy(flows)
         return out
 
     def __repr__(self) -> str:

@@ -34,6 +34,11 @@ Differences from BasicSR are in execution only (outputs agree to float rounding;
 * training aligns the T neighbours in ONE batched PCD pass and computes the temporal attention as one
   batched product; inference (no autograd) aligns them one at a time, as BasicSR does, but writes
   each weighted frame straight into the fusion input (smaller, cache-resident intermediates);
+* training may take the window's optical flow (``forward(x, flow=...)``) and return the
+  **offset-fidelity loss** of Chan et al. ("Understanding Deformable Alignment in Video
+  Super-Resolution", AAAI 2021) as the aux loss ``offset_fidelity`` (:func:`offset_fidelity_loss`): each
+  DCN offset is pulled towards the flow only where it is more than a threshold away, which teaches PCD
+  to align from the first iterations instead of after many thousands (the network is unchanged);
 * a **feature cache** for streaming: :meth:`EDVR.encode` computes a frame's pyramid once and
   :meth:`EDVR.decode` restores the centre frame from T cached pyramids; ``forward`` is exactly
   ``decode(encode(frames))``.
@@ -53,7 +58,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from srkit.errors import ConfigError, InputError
-from srkit.models.api import ModelSpec, SRModel, check_int_fields, config_field
+from srkit.models.api import ModelSpec, SRModel, SROutput, check_int_fields, config_field
 from srkit.models.blocks import (ResidualBlockNoBN, crop_to, leaky_kaiming_init_, make_layer, pad_to_multiple,
                                   scaled_kaiming_init_)
 from srkit.models.checkpoint import StateDict, register_checkpoint_support
@@ -124,6 +129,10 @@ class DCNv2Pack(ModulatedDeformConv2d):
         nn.init.zeros_(self.conv_offset.weight)
         nn.init.zeros_(self.conv_offset.bias)
         self.monitor = OffsetMonitor(threshold=offset_warn_threshold) if offset_warn_threshold else None
+        # Set by EDVR.forward(flow=...) for the offset-fidelity loss: the training path keeps its
+        # offsets (in the autograd graph) in ``last_offset``.
+        self.keep_offset = False
+        self.last_offset: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         conv = self.conv_offset
@@ -133,6 +142,8 @@ class DCNv2Pack(ModulatedDeformConv2d):
             n = out.shape[1] // 3
             offset = out[:, : 2 * n]
             mask = torch.sigmoid(out[:, 2 * n :])
+            if self.keep_offset:
+                self.last_offset = offset
         else:
             # Inference: the offsets and the mask logits as two convolutions (the weight split along
             # output channels: same result, same cost).  With channels_last features each output is
@@ -332,6 +343,9 @@ class EDVRConfig:
     scale: int = config_field(4, "output / input size: 4 for super-resolution, 1 with hr_in")
     offset_warn_threshold: float | None = config_field(
         50.0, "warn (once per interval) when a DCN's mean |offset| exceeds this; None disables monitoring")
+    offset_fidelity_threshold: float = config_field(
+        1.0, "training with flow: offsets within this many pixels (of their level) of the flow are not "
+             "penalised by the offset-fidelity loss")
 
 
 class EDVR(SRModel):
@@ -422,6 +436,7 @@ class EDVR(SRModel):
             pad_multiple=(4 if self.hr_in else 1) * (4 if self.with_pcd or self.with_tsa else 1),
             condition=None,
             hr_input=self.hr_in,
+            takes_flow=self.with_pcd,
         )
 
     def max_offset_abs_mean(self) -> float | None:
@@ -536,8 +551,15 @@ class EDVR(SRModel):
         return out + base
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x (N, T, C, H, W)`` -> restored centre frame ``(N, C, H*s, W*s)``."""
+    def forward(self, x: torch.Tensor, flow: torch.Tensor | None = None) -> torch.Tensor | SROutput:
+        """``x (N, T, C, H, W)`` -> restored centre frame ``(N, C, H*s, W*s)``.
+
+        With ``flow (N, T, 2, H', W')`` (training; ``(dx, dy)`` from the centre frame to each frame, in
+        pixels of the level-1 features: H' = H, or H/4 with HR input) the result is an :class:`SROutput`
+        whose aux loss ``offset_fidelity`` compares every DCN's offsets with it.
+        """
+        if flow is not None:
+            return self._forward_with_offset_fidelity(x, flow)
         if x.dim() != 5:
             raise InputError(f"EDVR expects (N, T, C, H, W) frames, got a tensor of shape {tuple(x.shape)}")
         n, t, c = x.shape[:3]
@@ -552,6 +574,60 @@ class EDVR(SRModel):
         feat = self._align_and_fuse([[lv[:, i] for lv in levels] for i in range(t)], levels)
         out = self._reconstruct(feat, x[:, self.center_frame_idx])
         return crop_to(out, size, self.config.scale)
+
+
+    def _forward_with_offset_fidelity(self, x: torch.Tensor, flow: torch.Tensor) -> SROutput:
+        if not self.with_pcd:
+            raise ConfigError("EDVR without PCD has no alignment offsets: the offset-fidelity loss does not apply")
+        n, t = x.shape[:2]
+        feat_h, feat_w = (s // 4 for s in x.shape[-2:]) if self.hr_in else x.shape[-2:]
+        if flow.dim() != 5 or tuple(flow.shape) != (n, t, 2, feat_h, feat_w):
+            raise InputError(f"EDVR flow: expected shape {(n, t, 2, feat_h, feat_w)}, got {tuple(flow.shape)}")
+        dcns = {"l1": self.pcd_align.dcn_pack["l1"], "l2": self.pcd_align.dcn_pack["l2"],
+                "l3": self.pcd_align.dcn_pack["l3"], "cascade": self.pcd_align.cas_dcnpack}
+        for m in dcns.values():
+            m.keep_offset, m.last_offset = True, None
+        try:
+            with torch.enable_grad():  # the batched training path, which is the one that keeps offsets
+                image = self.forward(x)
+            offsets = {k: m.last_offset for k, m in dcns.items()}
+        finally:
+            for m in dcns.values():
+                m.keep_offset, m.last_offset = False, None
+        if any(o is None for o in offsets.values()):  # pragma: no cover - the grad path always sets them
+            raise RuntimeError("EDVR: the DCN offsets were not recorded")
+        flow, _ = pad_to_multiple(flow.flatten(0, 1), self.spec.pad_multiple // (4 if self.hr_in else 1), "replicate")
+        loss = offset_fidelity_loss(offsets, flow, self.config.offset_fidelity_threshold)
+        return SROutput(image, (image,), {"offset_fidelity": loss})
+
+
+def offset_fidelity_loss(offsets: dict[str, torch.Tensor], flow: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Chan et al.'s offset-fidelity loss over PCD's four DCNs: ``mean(H(|o - f| - t) * |o - f|)``.
+
+    ``offsets``: ``l1``, ``l2``, ``l3`` (the pyramid levels' DCNs) and ``cascade``, each
+    ``(B, 2 * G * k * k, h, w)`` in torchvision's ``(dy, dx)`` per-tap layout. ``flow`` ``(B, 2, H, W)``
+    ``(dx, dy)`` at level 1. A level-``l`` DCN aligns level-``l`` features, so its target is the flow
+    averaged over ``2^(l-1)`` blocks and divided by ``2^(l-1)``; the cascading DCN works on features
+    already aligned, so its target is zero. Every tap of every group is compared (a DCN offset is the
+    displacement of its tap's sampling point), and only the part beyond ``threshold`` pixels is
+    penalised, which leaves the offsets their diversity around the flow. The mean of the four terms.
+    """
+    target = flow.float().flip(1)  # (dx, dy) -> (dy, dx), the offsets' order
+    terms = []
+    for name, factor in (("l1", 1), ("l2", 2), ("l3", 4), ("cascade", 1)):
+        o = offsets[name].float()
+        if name == "cascade":
+            f = torch.zeros_like(target)
+        elif factor > 1:
+            f = F.avg_pool2d(target, factor, ceil_mode=True) / factor
+        else:
+            f = target
+        if f.shape[-2:] != o.shape[-2:] or f.shape[0] != o.shape[0]:
+            raise InputError(f"offset_fidelity_loss: {name} offsets are {tuple(o.shape)} but the flow gives "
+                             f"{tuple(f.shape)}")
+        diff = (o.unflatten(1, (-1, 2)) - f.unsqueeze(1)).abs()
+        terms.append(torch.where(diff > threshold, diff, torch.zeros_like(diff)).mean())
+    return torch.stack(terms).mean()
 
 
 def _validate(cfg: EDVRConfig) -> None:
@@ -570,6 +646,9 @@ def _validate(cfg: EDVRConfig) -> None:
     if cfg.scale != expected:
         bad(f"scale {cfg.scale} is not possible with hr_in={cfg.hr_in} (EDVR upsamples x4 from its "
             f"feature level: scale 4 for LR input, 1 for HR input)")
+    t = cfg.offset_fidelity_threshold
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+        bad(f"offset_fidelity_threshold must be a finite number >= 0, got {t!r}")
     if cfg.offset_warn_threshold is not None and not (
         isinstance(cfg.offset_warn_threshold, (int, float)) and math.isfinite(cfg.offset_warn_threshold)
         and cfg.offset_warn_threshold > 0

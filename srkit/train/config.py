@@ -112,6 +112,8 @@ class DatasetConfig:
         factory=list, help="more footage mixed in (each: root/lmdb, layout, partition, subset, repeat)"
     )
     max_frames: int | None = _f(None, check="positive", help="validation: use only the first N frames per clip")
+    flow: bool = _f(False, help="video training: give each sample the optical flow from its centre frame to every "
+                                "frame (LR pixels), for EDVR's offset_fidelity loss")
     curriculum: CurriculumConfig | None = _f(None, help="training: widen the set from easy to hard clips (see CurriculumConfig)")
     length: int = _f(64, check="positive", help="synthetic: number of samples")
     height: int = _f(64, check="positive", help="synthetic: GT height")

@@ -223,6 +223,11 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
     scale = spec.output_ratio
     if train and cfg.gt_size % scale:
         raise ConfigError(f"{where}.gt_size: expected a multiple of the model scale {scale}, got {cfg.gt_size}")
+    if cfg.flow and cfg.kind != "video":
+        raise ConfigError(f"{where}.flow: the optical flow is computed for video windows only (kind: video, not {cfg.kind})")
+    if cfg.flow and not spec.takes_flow:
+        raise ConfigError(f"{where}.flow: this model has no alignment offsets to compare with a flow "
+                          "(offset_fidelity is an EDVR loss); remove flow")
     if cfg.kind == "synthetic":
         ds: Dataset = SyntheticSRDataset(cfg, spec, seed=seed, train=train)
         return Repeated(ds, cfg.enlarge_ratio) if train and cfg.enlarge_ratio > 1 else ds
@@ -252,7 +257,7 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
         from srkit.data.video_dataset import VideoSRDataset
 
         ds = VideoSRDataset(source, num_frames=spec.num_frames, padding=cfg.padding, interval_list=list(cfg.interval_list),
-                            random_reverse=cfg.random_reverse, border=cfg.border, **common)
+                            random_reverse=cfg.random_reverse, border=cfg.border, flow=cfg.flow and train, **common)
     else:
         from srkit.data.image_dataset import ImageSRDataset
 

@@ -87,7 +87,9 @@ class LossSet:
         if term.type == "aux":
             if term.key not in out.aux_losses:
                 have = ", ".join(out.aux_losses) or "none"
-                raise ConfigError(f"loss {term.name!r}: the model returned no {term.key!r} loss (it returns: {have})")
+                hint = ("; EDVR returns it when the samples carry their flow (data.train.flow: true)"
+                        if term.key == "offset_fidelity" else "")
+                raise ConfigError(f"loss {term.name!r}: the model returned no {term.key!r} loss (it returns: {have}){hint}")
             return out.aux_losses[term.key].float()
         if term.target == "image":
             return pixel_loss(term, out.image, gt)

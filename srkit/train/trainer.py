@@ -61,6 +61,8 @@ def model_forward(model: nn.Module, batch: dict[str, Any], spec: Any) -> Any:
     """Call a model with a batch, whatever its kind (video window, image, image + degradation maps)."""
     if spec.condition == "degradation":
         return model(batch["lq"], batch["maps"])
+    if "flow" in batch:  # EDVR's offset-fidelity loss (data.train.flow)
+        return model(batch["lq"], flow=batch["flow"])
     return model(batch["lq"])
 
 

@@ -1,0 +1,188 @@
+"""EDVR's offset-fidelity training (Chan et al., AAAI 2021): the window flow the dataset gives, the loss
+against a hand-written formula, the model's aux loss, and a training run that uses them."""
+
+from __future__ import annotations
+
+import csv
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_overrides
+
+from srkit.data.motion import window_flow
+from srkit.errors import ConfigError, InputError
+from srkit.models import create_model
+from srkit.models.api import ModelSpec
+from srkit.models.edvr import offset_fidelity_loss
+from srkit.train.config import DatasetConfig, config_from_data
+from srkit.train.data import build_dataset
+from srkit.models import as_sr_output
+from srkit.train.trainer import Trainer, model_forward
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TINY_EDVR = tiny_overrides("edvr", num_frame=3, deformable_groups=1)
+
+
+def _textured(size: int = 200, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return cv2.GaussianBlur((rng.random((size, size, 3)) * 255).astype(np.uint8), (0, 0), 2)
+
+
+@pytest.mark.parametrize("dy, dx", [(1, 3), (-2, 1)])
+def test_window_flow_measures_a_known_shift_in_lr_pixels(dy, dx) -> None:
+    base = _textured()
+    # frame t is the base moved by (t - 2) * (dy, dx): centre(p) = frame_t(p + (t - 2) * d)
+    frames = [np.roll(base, ((t - 2) * dy, (t - 2) * dx), axis=(0, 1))[36:164, 36:164] for t in range(5)]
+    flow = window_flow(frames, 2, 4)
+    assert flow.shape == (5, 2, 32, 32) and flow.dtype == np.float32
+    assert not flow[2].any()
+    inner = flow[:, :, 4:-4, 4:-4]  # away from the borders, where content leaves the crop
+    for t in range(5):
+        assert np.median(inner[t, 0]) == pytest.approx((t - 2) * dx / 4, abs=0.06)
+        assert np.median(inner[t, 1]) == pytest.approx((t - 2) * dy / 4, abs=0.06)
+    # float frames in [0, 1] give the same flow
+    np.testing.assert_allclose(window_flow([f / 255.0 for f in frames], 2, 4), flow, atol=0.05)
+    with pytest.raises(InputError, match="not a multiple of the scale x4"):
+        window_flow([f[:30] for f in frames], 2, 4)
+
+
+def _reference_loss(offsets, flow, t):
+    """The loss written out tap by tap, level by level."""
+    terms = []
+    for name, factor in (("l1", 1), ("l2", 2), ("l3", 4), ("cascade", 1)):
+        o = offsets[name]
+        b, c, h, w = o.shape
+        if name == "cascade":
+            fx = fy = torch.zeros(b, h, w)
+        else:
+            fx = torch.nn.functional.avg_pool2d(flow[:, 0:1], factor)[:, 0] / factor
+            fy = torch.nn.functional.avg_pool2d(flow[:, 1:2], factor)[:, 0] / factor
+        total = 0.0
+        for k in range(c // 2):
+            for d in ((o[:, 2 * k] - fy).abs(), (o[:, 2 * k + 1] - fx).abs()):
+                total = total + (d * (d > t)).sum()
+        terms.append(total / o.numel())
+    return sum(terms) / 4
+
+
+def test_offset_fidelity_loss_matches_the_formula_and_is_zero_on_the_flow() -> None:
+    g = torch.Generator().manual_seed(0)
+    flow = torch.randn(3, 2, 8, 12, generator=g) * 3
+    taps = 2 * 2 * 9  # 2 groups of 3x3 taps, (dy, dx) each
+    offsets = {"l1": torch.randn(3, taps, 8, 12, generator=g) * 3, "l2": torch.randn(3, taps, 4, 6, generator=g),
+               "l3": torch.randn(3, taps, 2, 3, generator=g), "cascade": torch.randn(3, taps, 8, 12, generator=g)}
+    for t in (0.0, 0.5, 2.0):
+        assert float(offset_fidelity_loss(offsets, flow, t)) == pytest.approx(float(_reference_loss(offsets, flow, t)),
+                                                                              rel=1e-5)
+    # Offsets equal to each level's flow (cascade: zero) cost nothing; within the threshold neither.
+    yx = flow.flip(1)
+    exact = {"l1": yx.repeat(1, taps // 2, 1, 1),
+             "l2": (torch.nn.functional.avg_pool2d(yx, 2) / 2).repeat(1, taps // 2, 1, 1),
+             "l3": (torch.nn.functional.avg_pool2d(yx, 4) / 4).repeat(1, taps // 2, 1, 1),
+             "cascade": torch.zeros(3, taps, 8, 12)}
+    assert float(offset_fidelity_loss(exact, flow, 0.0)) == pytest.approx(0.0, abs=1e-6)
+    near = {k: v + 0.4 for k, v in exact.items()}
+    assert float(offset_fidelity_loss(near, flow, 0.5)) == 0.0
+    assert float(offset_fidelity_loss(near, flow, 0.3)) == pytest.approx(0.4, rel=1e-5)
+    with pytest.raises(InputError, match="l2 offsets are"):
+        offset_fidelity_loss({**exact, "l2": exact["l2"][..., :2, :]}, flow, 0.5)
+
+
+def test_edvr_with_flow_returns_its_image_and_the_loss_of_its_offsets() -> None:
+    torch.manual_seed(0)
+    model = create_model("edvr-m", **TINY_EDVR, offset_fidelity_threshold=0.25).train()
+    x = torch.rand(2, 3, 3, 12, 16)
+    flow = torch.randn(2, 3, 2, 12, 16)
+    out = model(x, flow=flow)
+    torch.testing.assert_close(out.image, model(x))
+    # A fresh EDVR predicts zero offsets: the loss is that of zero offsets against the flow.
+    zero = {k: torch.zeros(6, 2 * 9, h, w) for k, h, w in (("l1", 12, 16), ("l2", 6, 8), ("l3", 3, 4), ("cascade", 12, 16))}
+    expected = _reference_loss(zero, flow.flatten(0, 1), 0.25)
+    assert out.aux_losses["offset_fidelity"].item() == pytest.approx(float(expected), rel=1e-5)
+    out.aux_losses["offset_fidelity"].backward()
+    assert model.pcd_align.dcn_pack["l1"].conv_offset.weight.grad.abs().sum() > 0
+    assert all(not m.keep_offset and m.last_offset is None for m in model.modules() if hasattr(m, "keep_offset"))
+    # The offsets are those of the DCNs: a bias equal to the flow's mean shift lowers the loss.
+    with torch.no_grad():
+        const = torch.zeros(2, 3, 2, 12, 16)
+        const[:, :, 0] = 1.5  # dx
+        for level, f in (("l1", 1.5), ("l2", 0.75), ("l3", 0.375)):
+            model.pcd_align.dcn_pack[level].conv_offset.bias[1:18:2] = f
+        fitted = model(x, flow=const).aux_losses["offset_fidelity"]
+    assert float(fitted) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(InputError, match=r"EDVR flow: expected shape \(2, 3, 2, 12, 16\)"):
+        model(x, flow=flow[..., :8])
+    wopcd = create_model("edvr-m-wopcd", **{k: v for k, v in TINY_EDVR.items() if k != "deformable_groups"})
+    assert not wopcd.spec.takes_flow and model.spec.takes_flow
+    with pytest.raises(ConfigError, match="no alignment offsets"):
+        wopcd(x, flow=flow)
+    with pytest.raises(ConfigError, match="offset_fidelity_threshold"):
+        create_model("edvr-m", **TINY_EDVR, offset_fidelity_threshold=-1.0)
+
+
+@pytest.fixture
+def clips(tmp_path):
+    """Two short clips of a textured scene panning by (1, 3) GT pixels per frame."""
+    base = _textured(160)
+    for name, d in (("a", (1, 3)), ("b", (-2, 1))):
+        folder = tmp_path / "clips" / name
+        folder.mkdir(parents=True)
+        for i in range(6):
+            cv2.imwrite(str(folder / f"{i:03d}.png"), np.roll(base, (i * d[0], i * d[1]), axis=(0, 1))[40:104, 40:120])
+    return tmp_path / "clips"
+
+
+def test_training_samples_carry_the_window_flow(clips) -> None:
+    spec = ModelSpec(scale=4, num_frames=3, center_index=1, input_kind="video", pad_multiple=4, takes_flow=True)
+    cfg = DatasetConfig(kind="video", root=str(clips), layout="folders", gt_size=32, subset=["a"],
+                        use_flip=False, use_rot=False, flow=True)
+    ds = build_dataset(cfg, spec, seed=0, train=True, where="data.train")
+    sample = ds[2]  # centre frame 2 of clip a: neighbours 1 and 3, away from the clip ends
+    assert sample["flow"].shape == (3, 2, 8, 8) and sample["lq"].shape == (3, 3, 8, 8)
+    # scene content moves by +(1, 3) per frame: centre(p) = next(p + (3, 1)) in (dx, dy), /4 at LR
+    inner = sample["flow"][:, :, 2:-2, 2:-2]
+    assert float(inner[2, 0].median()) == pytest.approx(0.75, abs=0.1)
+    assert float(inner[2, 1].median()) == pytest.approx(0.25, abs=0.1)
+    assert float(inner[0, 0].median()) == pytest.approx(-0.75, abs=0.1)
+    assert not sample["flow"][1].any()
+    # Validation samples and flow-less configs have no flow; wrong kinds and models are refused.
+    assert "flow" not in build_dataset(cfg, spec, seed=0, train=False, where="data.val")[0]
+    with pytest.raises(ConfigError, match="data.train.flow: the optical flow is computed for video windows only"):
+        build_dataset(DatasetConfig(kind="image", root=str(clips), flow=True), spec, seed=0, train=True,
+                      where="data.train")
+    plain = ModelSpec(scale=4, num_frames=3, center_index=1, input_kind="video", pad_multiple=4)
+    with pytest.raises(ConfigError, match="data.train.flow: this model has no alignment offsets"):
+        build_dataset(cfg, plain, seed=0, train=True, where="data.train")
+
+
+def test_the_trainer_feeds_the_flow_and_adds_the_weighted_offset_fidelity_loss(clips, tmp_path) -> None:
+    cfg = config_from_data({
+        "name": "of", "output_dir": str(tmp_path / "runs"), "seed": 0, "threads": 1,
+        "model": {"name": "edvr-m", "overrides": {**TINY_EDVR, "offset_fidelity_threshold": 0.1}},
+        "data": {"train": {"kind": "video", "root": str(clips), "layout": "folders", "gt_size": 32, "flow": True},
+                 "batch_size": 2, "num_workers": 0},
+        "train": {"total_iters": 3, "optim": {"lr": 1e-3}, "schedule": {"type": "constant"}, "ema": {"enabled": False},
+                  "losses": [{"name": "pixel", "type": "l1"},
+                             {"name": "offset_fidelity", "type": "aux", "key": "offset_fidelity", "weight": 0.5}]},
+        "checkpoint": {"every": 100}, "log": {"every": 1, "tensorboard": False, "progress": "off"},
+    })
+    tr = Trainer(cfg)
+    batch = next(iter(tr._batches()))
+    assert batch["flow"].shape == (2, 3, 2, 8, 8)
+    out = as_sr_output(model_forward(tr.model, batch, tr.spec))
+    total, parts = tr.losses(out, batch["gt"])
+    of = float(parts["offset_fidelity"])
+    assert of > 0 and of == pytest.approx(0.5 * out.aux_losses["offset_fidelity"].item(), rel=1e-6)
+    assert total.item() == pytest.approx((out.image - batch["gt"]).abs().mean().item() + of, rel=1e-5)
+    tr.fit()
+    with open(tmp_path / "runs" / "of" / "scalars.csv", newline="") as fh:
+        tags = [r[1] for r in csv.reader(fh)]
+    assert tags.count("loss/offset_fidelity") == 3
+    # A loss that needs the flow without data.train.flow names the missing key.
+    cfg.data.train.flow = False
+    cfg.name = "of2"
+    with pytest.raises(ConfigError, match=r"no 'offset_fidelity' loss .*\(data.train.flow: true\)"):
+        Trainer(cfg).fit()
