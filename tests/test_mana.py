@@ -533,3 +533,53 @@ def test_memory_stages_are_refused_for_nomem_with_the_reason():
     assert stage.trainable == {n for n, _ in model.named_parameters()}
     # A full MANA with a typo'd pattern gets no such explanation.
     assert create_model("mana", **TINY).explain_missing_parameters("nonloc_spatial.mb") is None
+
+
+@pytest.mark.parametrize("window", [None, 3.0])
+def test_correspondence_loss_is_the_attention_read_out_of_the_neighbours_pixels(window):
+    torch.manual_seed(0)
+    model = _randomise(create_model("mana", **TINY, num_frame=3, correspondence_loss=True,
+                                    attention_window=window, attention_window_stride=None)).train()
+    x = torch.rand(2, 3, 3, 6, 7)
+    out = model(x)
+    # Reference: the attention weights written densely read the frames' pixels and a constant 1.
+    ns = model.nonloc_spatial
+    b, t, _, h, w = x.shape
+    feats = model.encode(x.flatten(0, 1))[0]
+    normed = ns.norm(feats)
+    keys = ns.theta(normed).reshape(b, t, -1, h, w)
+    query = ns.phi(normed.reshape(b, t, -1, h, w)[:, 1])
+    values = torch.cat([x, torch.ones_like(x[:, :, :1])], dim=2)
+    read = (dense_attention(query, keys, values, ns.std) if window is None
+            else dense_window_attention(query, keys, values, ns.std, window))
+    estimate = read[:, [0, 2], :3] / read[:, [0, 2], 3:]
+    expected = (estimate - x[:, 1:2]).abs().mean()
+    torch.testing.assert_close(out.aux_losses["correspondence"], expected, rtol=1e-4, atol=1e-6)
+    # The network's output is unchanged, and evaluation (no gradients) does not compute the loss.
+    model.config.correspondence_loss = False
+    torch.testing.assert_close(model(x).image, out.image)
+    model.config.correspondence_loss = True
+    with torch.no_grad():
+        assert "correspondence" not in model(x).aux_losses
+    # Its gradient trains the matching (queries, keys, Gaussian width), not the values or the decoder.
+    model.zero_grad()
+    out.aux_losses["correspondence"].backward()
+    for name in ("phi", "theta"):
+        assert getattr(ns, name).weight.grad.abs().sum() > 0
+    assert ns.std.grad is not None and ns.std.grad.abs().sum() > 0
+    assert ns.g.weight.grad is None or not ns.g.weight.grad.any()
+    assert all(p.grad is None or not p.grad.any() for p in model.decoder.parameters())
+
+
+def test_correspondence_loss_is_zero_where_the_read_out_is_the_centre():
+    from srkit.models.mana import correspondence_loss
+
+    pixels = torch.rand(1, 3, 3, 4, 5)
+    weight = torch.rand(1, 3, 1, 4, 5) * 0.5 + 0.1
+    exact = torch.cat([pixels[:, 1:2].expand(-1, 3, -1, -1, -1) * weight, weight], dim=2)
+    assert float(correspondence_loss(exact, pixels, 1)) == pytest.approx(0.0, abs=1e-6)
+    # A read-out off by 0.1 everywhere (in the neighbours; the centre is not counted) costs 0.1.
+    off = exact.clone()
+    off[:, :, :3] += 0.1 * weight
+    off[:, 1] = 7.0
+    assert float(correspondence_loss(off, pixels, 1)) == pytest.approx(0.1, rel=1e-4)

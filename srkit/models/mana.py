@@ -74,7 +74,8 @@ from srkit.models.checkpoint import register_checkpoint_support
 from srkit.models.registry import register_model
 from srkit.ops.attention import gaussian_nonlocal_attention
 
-__all__ = ["MANA", "MANAConfig", "NonLocalMemoryAttention", "MEMORY_PARAMS", "official_key_adapter"]
+__all__ = ["MANA", "MANAConfig", "NonLocalMemoryAttention", "MEMORY_PARAMS", "correspondence_loss",
+           "official_key_adapter"]
 
 # Parameter-name patterns of the memory branch (fnmatch style, as training configs use them).
 MEMORY_PARAMS: tuple[str, ...] = ("nonloc_spatial.mb", "nonloc_spatial.W_z1.*")
@@ -112,6 +113,10 @@ class MANAConfig:
     init: str = config_field(
         "official", "weight init of the convolution trunk: official (PyTorch's default, as jiy173/MANA) or "
                     "kaiming (variance-preserving; what srkit's own models train from)")
+    correspondence_loss: bool = config_field(
+        False, "training: also return the 'correspondence' aux loss: each neighbour's LR pixels read out "
+               "by the attention weights must reproduce the centre frame (a training aid; the network is "
+               "unchanged)")
 
 
 class NonLocalMemoryAttention(nn.Module):
@@ -157,25 +162,57 @@ class NonLocalMemoryAttention(nn.Module):
         recon = torch.matmul(att, mb.t())
         return recon, (q - recon).abs().mean()
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, pixels: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """``x (B, T, C, H, W)`` -> ``(z, quantization loss or None, correspondence loss or None)``.
+
+        ``pixels (B, T, 3, H, W)``: the input frames, for the correspondence loss (see :func:`correspondence_loss`).
+        """
         b, t, c, h, w = x.shape
         center = x[:, self.center]
         normed = self.norm(x.reshape(b * t, c, h, w))
         keys = self.theta(normed).reshape(b, t, self.inter_channels, h, w)
         values = self.g(normed).reshape(b, t, self.inter_channels, h, w)
         query = self.phi(normed.reshape(b, t, c, h, w)[:, self.center])  # (B, C/2, H, W)
+        if pixels is not None:
+            # The same attention weights read the frames' pixels and a constant 1 (their sum, as the
+            # Gaussian is applied after the softmax): one attention pass with 4 more value channels.
+            extra = torch.cat([pixels, torch.ones_like(pixels[:, :, :1])], dim=2).to(values.dtype)
+            values = torch.cat([values, extra], dim=2)
 
         y = gaussian_nonlocal_attention(query, keys, values, self.std, chunk_size=self.chunk,
                                         memory_budget_mb=self.memory_mb, window=self.window,
                                         window_stride=self.window_stride, checkpoint=self.grad_checkpoint)
+        closs = None
+        if pixels is not None:
+            y, read = y[:, :, : self.inter_channels], y[:, :, self.inter_channels:]
+            closs = correspondence_loss(read, pixels, self.center)
         # (B, T, C/2, H, W) -> (B, T*C/2, H, W): frame 0's channels first, as torch.cat(corr_l, 1).
         w_y = self.W_z(y.reshape(b, t * self.inter_channels, h, w))
         if not self.has_memory:
-            return w_y + center, None
+            return w_y + center, None, closs
 
         recon, qloss = self.read_memory(query.flatten(2).transpose(1, 2))
         w_y1 = self.W_z1(recon.transpose(1, 2).reshape(b, self.inter_channels, h, w))
-        return w_y + center + w_y1, qloss
+        return w_y + center + w_y1, qloss, closs
+
+
+def correspondence_loss(read: torch.Tensor, pixels: torch.Tensor, center: int, eps: float = 1e-3) -> torch.Tensor:
+    """How well the attention finds each centre position in the other frames (a self-supervised training aid).
+
+    ``read (B, T, 4, H, W)``: the attention's read-out of every frame's pixels (3 channels) and of a
+    constant 1 (the total weight, < 1 as the Gaussian follows the softmax); ``pixels (B, T, 3, H, W)``
+    the frames. For every frame but the centre, ``read[:3] / read[3]`` is the frame's pixels averaged
+    with the attention weights of a centre position; where the attention sits on the position's true
+    correspondence it equals the centre pixel, where it is spread out it is a blur. The loss is the mean
+    absolute difference to the centre pixels (fp32), so its gradient sharpens the queries' and keys'
+    matching (and the Gaussian width) towards correspondences; the values and the decoder are untouched.
+    """
+    t = read.shape[1]
+    others = [i for i in range(t) if i != center]
+    read = read[:, others].float()
+    estimate = read[:, :, :3] / read[:, :, 3:].clamp_min(eps)
+    return (estimate - pixels[:, center: center + 1].float()).abs().mean()
 
 
 class MANA(SRModel):
@@ -264,14 +301,15 @@ class MANA(SRModel):
             raise InputError(f"MANA decode: expected {self.config.num_frame} frame encodings, got {len(feats)}")
         return self._decode(torch.stack([f[0] for f in feats], dim=1), center)[0]
 
-    def _decode(self, feats: torch.Tensor, center: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        res, qloss = self.nonloc_spatial(feats)
+    def _decode(self, feats: torch.Tensor, center: torch.Tensor, pixels: torch.Tensor | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        res, qloss, closs = self.nonloc_spatial(feats, pixels)
         out = self.decoder(res)
         out = F.leaky_relu(F.pixel_shuffle(self.upconv1(out), 2), 0.1, inplace=True)
         out = F.leaky_relu(F.pixel_shuffle(self.upconv2(out), 2), 0.1, inplace=True)
         out = F.leaky_relu(self.conv_hr(out), 0.1, inplace=True)
         out = self.conv_last(out)
-        return out + F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False), qloss
+        return out + F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False), qloss, closs
 
     def forward(self, x: torch.Tensor) -> SROutput:
         """``x (N, T, 3, H, W)`` -> ``SROutput(image (N, 3, 4H, 4W), (image,), {"quantization": q})``."""
@@ -282,8 +320,13 @@ class MANA(SRModel):
             raise InputError(f"MANA ({self.preset or 'custom'}) expects {self.config.num_frame} RGB frames, "
                              f"got {t} frames of {c} channels")
         feats = self.encode(x.reshape(n * t, c, h, w))[0].reshape(n, t, -1, h, w)
-        image, qloss = self._decode(feats, x[:, self.center_frame_idx])
-        return SROutput(image, (image,), {} if qloss is None else {"quantization": qloss})
+        # The correspondence loss is a training signal: computed only when gradients are (training).
+        pixels = x if self.config.correspondence_loss and torch.is_grad_enabled() else None
+        image, qloss, closs = self._decode(feats, x[:, self.center_frame_idx], pixels)
+        aux = {} if qloss is None else {"quantization": qloss}
+        if closs is not None:
+            aux["correspondence"] = closs
+        return SROutput(image, (image,), aux)
 
     def explain_missing_parameters(self, pattern: str) -> str | None:
         """Why a training-config pattern that matches no parameter cannot match here, when the reason is
