@@ -575,7 +575,6 @@ class EDVR(SRModel):
         out = self._reconstruct(feat, x[:, self.center_frame_idx])
         return crop_to(out, size, self.config.scale)
 
-
     def _forward_with_offset_fidelity(self, x: torch.Tensor, flow: torch.Tensor) -> SROutput:
         if not self.with_pcd:
             raise ConfigError("EDVR without PCD has no alignment offsets: the offset-fidelity loss does not apply")
