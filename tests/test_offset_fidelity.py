@@ -11,7 +11,9 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
-from srkit.data.motion import window_flow
+from srkit.data import motion
+from srkit.data.motion import FlowCache, frame_flow, window_flow
+from srkit.data.transforms import Augment, draw_augment
 from srkit.errors import ConfigError, InputError
 from srkit.models import create_model
 from srkit.models.api import ModelSpec
@@ -47,6 +49,57 @@ def test_window_flow_measures_a_known_shift_in_lr_pixels(dy, dx) -> None:
     np.testing.assert_allclose(window_flow([f / 255.0 for f in frames], 2, 4), flow, atol=0.05)
     with pytest.raises(InputError, match="not a multiple of the scale x4"):
         window_flow([f[:30] for f in frames], 2, 4)
+
+
+@pytest.mark.parametrize("aug", [Augment(h, v, t) for h in (False, True) for v in (False, True) for t in (False, True)])
+def test_an_augmented_flow_is_the_flow_of_the_augmented_frames(aug) -> None:
+    base = _textured(160, seed=1)
+    src, dst = base[16:144, 8:136], np.roll(base, (2, -5), axis=(0, 1))[16:144, 8:136]
+    turned = aug.apply_flow(frame_flow(src, dst, 4))
+    direct = frame_flow(np.ascontiguousarray(aug.apply(src)), np.ascontiguousarray(aug.apply(dst)), 4)
+    assert turned.shape == direct.shape == (2, 32, 32)
+    inner = (slice(None), slice(4, -4), slice(4, -4))
+    np.testing.assert_allclose(np.median(turned[inner], axis=(1, 2)), np.median(direct[inner], axis=(1, 2)), atol=0.05)
+    # dst(p) = src(p - (dx, dy)) with (dx, dy) = (-5, 2) GT px, so src(p) = dst(p + (-5, 2)): (-1.25, 0.5) at LR
+    dx, dy = np.median(frame_flow(src, dst, 4)[inner], axis=(1, 2))
+    assert (dx, dy) == (pytest.approx(-1.25, abs=0.06), pytest.approx(0.5, abs=0.06))
+
+
+def test_whole_frame_flow_measures_motion_a_small_crop_cannot() -> None:
+    # 28 GT px per frame (7 LR px): a fast Set8 pan. Texture at several scales, as in real footage, so the
+    # coarse Farneback levels see structure.
+    rng = np.random.default_rng(2)
+    base = sum(cv2.GaussianBlur(rng.random((320, 320, 3)).astype(np.float32), (0, 0), s) * s for s in (2, 6, 16))
+    base = ((base - base.min()) / (base.max() - base.min()) * 255).astype(np.uint8)
+    src, dst = base, np.roll(base, (0, -28), axis=(0, 1))  # src(p) = dst(p + (-28, 0))
+    whole = frame_flow(src, dst, 4)[:, 8:-8, 8:-8]
+    assert np.median(whole[0]) == pytest.approx(-7.0, abs=0.1) and np.median(whole[1]) == pytest.approx(0.0, abs=0.1)
+    crop = frame_flow(src[96:224, 96:224], dst[96:224, 96:224], 4)  # what a 32x32 LR training crop alone gives
+    assert abs(np.median(crop[0])) < 1.0
+
+
+def test_flow_cache_computes_each_pair_once_and_drops_the_least_recent(monkeypatch) -> None:
+    calls = []
+
+    def counting(src, dst, scale, **kw):
+        calls.append(scale)
+        return np.full((2, src.shape[0] // scale, src.shape[1] // scale), len(calls), np.float32)
+
+    monkeypatch.setattr(motion, "frame_flow", counting)
+    frame = np.zeros((16, 16, 3), np.uint8)
+    cache = FlowCache(4, max_bytes=2 * 2 * 4 * 4 * 4)  # room for two 2x4x4 float32 flows
+    first = cache.get("a", frame, frame)
+    assert cache.get("a", frame, frame) is first and calls == [4]
+    with pytest.raises(ValueError):
+        first[0, 0, 0] = 1.0  # shared by every later sample of the pair: read-only
+    cache.get("b", frame, frame)
+    cache.get("a", frame, frame)  # "a" is now the most recent
+    cache.get("c", frame, frame)  # over budget: "b" goes
+    assert len(cache) == 2 and len(calls) == 3
+    cache.get("a", frame, frame)
+    assert len(calls) == 3
+    cache.get("b", frame, frame)
+    assert len(calls) == 4
 
 
 def _reference_loss(offsets, flow, t):
@@ -156,6 +209,26 @@ def test_training_samples_carry_the_window_flow(clips) -> None:
     plain = ModelSpec(scale=4, num_frames=3, center_index=1, input_kind="video", pad_multiple=4)
     with pytest.raises(ConfigError, match="data.train.flow: this model has no alignment offsets"):
         build_dataset(cfg, plain, seed=0, train=True, where="data.train")
+
+
+def test_augmented_reversed_samples_carry_the_flow_of_their_own_frames(clips) -> None:
+    spec = ModelSpec(scale=4, num_frames=3, center_index=1, input_kind="video", pad_multiple=4, takes_flow=True)
+    cfg = DatasetConfig(kind="video", root=str(clips), layout="folders", gt_size=32, subset=["a"],
+                        use_flip=True, use_rot=True, random_reverse=True, flow=True)
+    ds = build_dataset(cfg, spec, seed=3, train=True, where="data.train")
+    seen = set()
+    for index in range(1, 5):  # centres 1-4: no padded frames in the window
+        rng = ds.rng_for(index)
+        _, centre, indices = ds.window(index, rng)  # the draws __getitem__ makes, in its order
+        aug = draw_augment(rng)
+        seen.add((aug.hflip, aug.vflip, aug.transpose, indices[0] > indices[-1]))
+        flow = ds[index]["flow"].numpy()
+        for t, j in enumerate(indices):
+            # clip a moves by (dx, dy) = (3, 1) GT px per frame: centre(p) = frame_j(p + (j - centre) * (3, 1))
+            still = np.full((2, 16, 20), 1.0, np.float32) * np.array([3.0, 1.0], np.float32)[:, None, None]
+            expected = aug.apply_flow(still * (j - centre) / 4)
+            np.testing.assert_allclose(np.median(flow[t, :, 2:-2, 2:-2], axis=(1, 2)), expected[:, 0, 0], atol=0.1)
+    assert len(seen) > 2  # the draws did cover several augmentations
 
 
 def test_the_trainer_feeds_the_flow_and_adds_the_weighted_offset_fidelity_loss(clips, tmp_path) -> None:

@@ -28,7 +28,8 @@ from srkit.errors import ConfigError, InputError
 from srkit.io.atomic import atomic_write_text, check_output_path
 
 __all__ = ["ClipMotion", "FarnebackParams", "MotionPreset", "MOTION_PRESETS", "mean_flow_magnitude", "clip_motion",
-           "rank_clips", "select_top", "write_subset", "window_flow"]
+           "rank_clips", "select_top", "write_subset", "frame_flow", "window_flow",
+           "FlowCache"]
 
 
 @dataclass(frozen=True)
@@ -123,39 +124,88 @@ def mean_flow_magnitude(frames: Iterable[np.ndarray], *, params: FarnebackParams
     return (total / pairs if pairs else 0.0), pairs
 
 
-# Flow on training crops: a level more than the ranking's, for the up to ~40 px a 5-frame window of fast
-# GoPro footage moves between its centre and its ends at full resolution.
+# Flow for EDVR's offset-fidelity loss: a level more than the ranking's, for the up to ~40 px a 5-frame
+# window of fast GoPro footage moves between its centre and its ends at full resolution.
 WINDOW_FLOW_PARAMS = FarnebackParams(levels=4)
+
+
+def frame_flow(src: np.ndarray, dst: np.ndarray, scale: int, *,
+               params: FarnebackParams = WINDOW_FLOW_PARAMS) -> np.ndarray:
+    """Optical flow from ``src`` to ``dst``, whole frames, averaged over ``scale x scale`` blocks.
+
+    ``src``/``dst``: same-size RGB/gray arrays (uint8, uint16 or [0, 1] floats) whose sides are multiples of
+    ``scale``. Returns ``(2, H/scale, W/scale)`` float32 ``(dx, dy)`` in units of ``scale`` pixels (LR pixels
+    for GT frames), such that ``src(p) ~ dst(p + flow(p))``.
+
+    Give whole frames, not training crops: Farnebäck needs the context. On Set8 windows (+-2 frames,
+    4-5 LR px median motion) the flow of a 128x128 crop, even with 64 px of context around it, came out
+    at half the magnitude of the whole frame's and 2.4 LR px off it. For even scales the flow is computed
+    at half resolution: its warp error was within 1% of the full-resolution flow's at a fifth of the time
+    (22 vs 119 ms for a 960x540 pair).
+    """
+    import cv2
+
+    a, b = _gray(np.asarray(src)), _gray(np.asarray(dst))
+    h, w = a.shape
+    if h % scale or w % scale:
+        raise InputError(f"frame_flow: frame size {w}x{h} is not a multiple of the scale x{scale}")
+    if b.shape != a.shape:
+        raise InputError(f"frame_flow: frames of different sizes ({w}x{h} and {b.shape[1]}x{b.shape[0]})")
+    work = 2 if scale % 2 == 0 else 1
+    if work > 1:
+        a = cv2.resize(a, (w // work, h // work), interpolation=cv2.INTER_AREA)
+        b = cv2.resize(b, (w // work, h // work), interpolation=cv2.INTER_AREA)
+    flow = cv2.calcOpticalFlowFarneback(a, b, None, params.pyr_scale, params.levels, params.winsize,
+                                        params.iterations, params.poly_n, params.poly_sigma, 0)
+    block = scale // work
+    blocks = flow.reshape(h // scale, block, w // scale, block, 2).mean(axis=(1, 3)) / block
+    return np.ascontiguousarray(blocks.transpose(2, 0, 1), dtype=np.float32)
 
 
 def window_flow(frames: Sequence[np.ndarray], center: int, scale: int, *,
                 params: FarnebackParams = WINDOW_FLOW_PARAMS) -> np.ndarray:
-    """Optical flow from ``frames[center]`` to every frame of a window, at ``1/scale`` of its size.
-
-    ``frames`` are same-size RGB/gray arrays (uint8, uint16 or [0, 1] floats) whose sides are multiples of
-    ``scale`` (the GT crops of a training window). Returns ``(T, 2, H/scale, W/scale)`` float32: ``(dx, dy)``
-    such that ``centre(p) ~ frame_t(p + flow_t(p))``, averaged over each ``scale x scale`` block and divided
-    by ``scale`` (LR pixels); zero for the centre. Computed on the full-resolution frames, where the
-    Farnebäck polynomial fit has the detail the LR frames lost. This is the flow EDVR's offset-fidelity
-    loss compares its alignment offsets with (:func:`srkit.models.edvr.offset_fidelity_loss`).
-    """
-    import cv2
-
-    gray = [_gray(np.asarray(f)) for f in frames]
-    h, w = gray[center].shape
+    """:func:`frame_flow` from ``frames[center]`` to every frame of a window: ``(T, 2, H/scale, W/scale)``,
+    zero for the centre. Give whole frames (see :func:`frame_flow`)."""
+    h, w = np.asarray(frames[center]).shape[:2]
     if h % scale or w % scale:
         raise InputError(f"window_flow: frame size {w}x{h} is not a multiple of the scale x{scale}")
-    out = np.zeros((len(gray), 2, h // scale, w // scale), np.float32)
-    for t, g in enumerate(gray):
-        if t == center:
-            continue
-        if g.shape != (h, w):
-            raise InputError(f"window_flow: frame {t} is {g.shape[1]}x{g.shape[0]}, the centre {w}x{h}")
-        flow = cv2.calcOpticalFlowFarneback(gray[center], g, None, params.pyr_scale, params.levels, params.winsize,
-                                            params.iterations, params.poly_n, params.poly_sigma, 0)
-        blocks = flow.reshape(h // scale, scale, w // scale, scale, 2).mean(axis=(1, 3)) / scale
-        out[t] = blocks.transpose(2, 0, 1)
-    return out
+    zero = np.zeros((2, h // scale, w // scale), np.float32)
+    return np.stack([zero if t == center else frame_flow(frames[center], f, scale, params=params)
+                     for t, f in enumerate(frames)])
+
+
+class FlowCache:
+    """:func:`frame_flow` of frame pairs, each computed once per process and kept up to ``max_bytes``.
+
+    A training window's flow is that of whole frames (a crop's is wrong, see :func:`frame_flow`), far too
+    slow to recompute for every sample; the pairs of a clip recur every epoch. Keys are the caller's
+    (e.g. ``(clip, src frame, dst frame)``); the least recently used pairs go first when full. Each
+    DataLoader worker holds its own cache.
+    """
+
+    def __init__(self, scale: int, max_bytes: int = 1 << 30):
+        from collections import OrderedDict
+
+        self.scale, self.max_bytes = int(scale), int(max_bytes)
+        self._flows: OrderedDict = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def get(self, key, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """The flow of ``key``: from the cache, or computed from ``src`` and ``dst``."""
+        flow = self._flows.get(key)
+        if flow is not None:
+            self._flows.move_to_end(key)
+            return flow
+        flow = frame_flow(src, dst, self.scale)
+        flow.setflags(write=False)  # shared by every later sample of this pair
+        self._flows[key] = flow
+        self._bytes += flow.nbytes
+        while self._bytes > self.max_bytes and len(self._flows) > 1:
+            self._bytes -= self._flows.popitem(last=False)[1].nbytes
+        return flow
 
 
 def _clip_frames(clip: Clip, max_frames: int | None) -> Iterator[np.ndarray]:

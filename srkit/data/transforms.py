@@ -58,6 +58,17 @@ class Augment:
         """Apply to a CHW array (condition maps); returns a view."""
         return np.moveaxis(self.apply(np.moveaxis(arr, 0, -1)), -1, 0)
 
+    def apply_flow(self, flow: np.ndarray) -> np.ndarray:
+        """Apply to a ``(2, H, W)`` ``(dx, dy)`` flow field: it moves like an image and its vectors turn with it."""
+        dx, dy = flow[0], flow[1]
+        if self.hflip:
+            dx, dy = -dx[:, ::-1], dy[:, ::-1]
+        if self.vflip:
+            dx, dy = dx[::-1], -dy[::-1]
+        if self.transpose:
+            dx, dy = dy.T, dx.T
+        return np.stack([dx, dy])
+
 
 def draw_augment(rng: np.random.Generator, *, use_flip: bool = True, use_rot: bool = True) -> Augment:
     """Random augmentation: horizontal flip (``use_flip``), vertical flip and transpose (``use_rot``), each p=0.5.
@@ -101,27 +112,31 @@ def check_pair_sizes(lr_frames: Sequence[np.ndarray], gt: np.ndarray, scale: int
 
 
 def crop_pair(lr_frames: Sequence[np.ndarray], gt: np.ndarray, scale: int, lq_patch: int | None,
-              rng: np.random.Generator | None, *, what: str = "sample") -> tuple[list[np.ndarray], np.ndarray]:
+              rng: np.random.Generator | None, *, what: str = "sample", flows: np.ndarray | None = None,
+              ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
     """Aligned random crop of LR frames read from disk and their GT (``lq_patch=None``: whole frames).
 
     GT must be ``scale`` times the LR size, up to the ``scale - 1`` rows/columns that mod-crop removes.
+    ``flows`` ``(T, 2, h, w)`` at the LR frames' size are cropped like them (third item; None without).
     """
     check_pair_sizes(lr_frames, gt, scale, what)
     h, w = lr_frames[0].shape[:2]
     gt = gt[: h * scale, : w * scale]
     if lq_patch is None:
-        return list(lr_frames), gt
+        return list(lr_frames), gt, flows
     check_patch(lq_patch, h, w, what)
     assert rng is not None
     top = int(rng.integers(0, h - lq_patch + 1))
     left = int(rng.integers(0, w - lq_patch + 1))
     lrs = [f[top: top + lq_patch, left: left + lq_patch] for f in lr_frames]
     g = gt[top * scale: (top + lq_patch) * scale, left * scale: (left + lq_patch) * scale]
-    return lrs, g
+    if flows is not None:
+        flows = np.ascontiguousarray(flows[:, :, top: top + lq_patch, left: left + lq_patch])
+    return lrs, g, flows
 
 
 def synth_pair(gt_frames: Sequence[np.ndarray], degradation, scale: int, lq_patch: int | None,
-               rng: np.random.Generator, *, margin: int = 24, what: str = "sample", flow: bool = False,
+               rng: np.random.Generator, *, margin: int = 24, what: str = "sample", flows: np.ndarray | None = None,
                ) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Crop GT frames and synthesise their LR with ``degradation`` (see the module docstring).
 
@@ -131,8 +146,8 @@ def synth_pair(gt_frames: Sequence[np.ndarray], degradation, scale: int, lq_patc
             one call per sample, so all frames share one random kernel / noise level.
         lq_patch: LR patch size, or None for whole (mod-cropped) frames.
         margin: GT pixels degraded around the crop (rounded up to a multiple of ``scale``).
-        flow: also compute the optical flow from the middle frame to each frame
-            (:func:`srkit.data.motion.window_flow` on the GT region with its margin, cropped like the LR).
+        flows: ``(T, 2, H/scale, W/scale)`` flows of the whole (mod-cropped) frames in LR pixels
+            (:func:`srkit.data.motion.frame_flow`), cropped like the LR.
 
     Returns:
         ``(lr_frames float32, gt_crop, maps (16, p, p) or None, flow (T, 2, p, p) or None)``.
@@ -161,12 +176,10 @@ def synth_pair(gt_frames: Sequence[np.ndarray], degradation, scale: int, lq_patc
     maps = None
     if sample.maps is not None:
         maps = np.ascontiguousarray(sample.maps[:, y: y + ph, x: x + pw], dtype=np.float32)
-    flows = None
-    if flow:
-        from srkit.data.motion import window_flow
-
-        raw = [f[r0 * scale: r1 * scale, c0 * scale: c1 * scale] for f in frames]
-        flows = np.ascontiguousarray(window_flow(raw, len(frames) // 2, scale)[:, :, y: y + ph, x: x + pw])
+    if flows is not None:
+        if flows.shape[-2:] != (h, w):
+            raise InputError(f"{what}: flows are {flows.shape[-1]}x{flows.shape[-2]} but the LR frames {w}x{h}")
+        flows = np.ascontiguousarray(flows[:, :, top: top + ph, left: left + pw])
     target = frames[len(frames) // 2]
     gt = target[top * scale: (top + ph) * scale, left * scale: (left + pw) * scale]
     return lrs, gt, maps, flows

@@ -45,8 +45,9 @@ from srkit.data.layouts import Clip, discover_clips, read_name_list
 from srkit.data.lmdb_store import PACK_INFO_NAME
 from srkit.data.sources import (DEFAULT_VIDEO_CACHE_BYTES, CentreOnly, FrameSource, clip_source, is_lmdb,
                                 lmdb_sources)
-from srkit.data.motion import window_flow
-from srkit.data.transforms import check_pair_sizes, check_patch, crop_pair, draw_augment, synth_pair, to_tensor
+from srkit.data.motion import FlowCache
+from srkit.data.transforms import (check_pair_sizes, check_patch, crop_pair, draw_augment, mod_crop, synth_pair,
+                                   to_tensor)
 from srkit.data.windows import check_window, strided_window, window_fits, window_indices
 from srkit.errors import ConfigError, InputError
 
@@ -177,8 +178,9 @@ class VideoSRDataset(Dataset):
         seed: base of every random draw (see Determinism in the module docstring).
         degrade_margin: GT pixels degraded around a crop when synthesising LR (exactness, see transforms).
         flow: also return ``"flow"`` ``(T, 2, h, w)``: the optical flow from the centre frame to every frame
-            of the window in LR pixels (:func:`srkit.data.motion.window_flow`; on the GT frames when the LR
-            is synthesised, else on the LR crops), for EDVR's offset-fidelity loss.
+            of the window in LR pixels, for EDVR's offset-fidelity loss. Computed on the whole frames (GT when
+            the LR is synthesised, else LR; :func:`srkit.data.motion.frame_flow`), once per frame pair and
+            worker (:class:`srkit.data.motion.FlowCache`), then flipped/transposed and cropped like the sample.
     """
 
     def __init__(self, source, *, layout: str = "auto", split: str = "train", subset=None, lr_source=None,
@@ -203,6 +205,7 @@ class VideoSRDataset(Dataset):
         self.random_reverse, self.use_flip, self.use_rot = random_reverse, use_flip, use_rot
         self.border, self.seed, self.degrade_margin = border, int(seed), degrade_margin
         self.flow = bool(flow)
+        self._flows: dict[int, FlowCache] = {}  # per scale of the frames the flow is computed on
         deg_name = degradation if isinstance(degradation, str) else "BI"
         self.clips = build_clips(source, layout=layout, split=split, subset=subset, lr_source=lr_source,
                                  degradation_name=deg_name, scale=scale, lr_from_disk=lr_from_disk, centers=centers,
@@ -281,28 +284,45 @@ class VideoSRDataset(Dataset):
         maps = None
         if clip.lr is None:
             frames = read_window(clip.gt, indices)
+            flows = None
+            if self.flow:  # mod-cropped before augmentation so the flow's blocks stay the augmented LR's pixels
+                frames = [mod_crop(f, self.scale) for f in frames]
+                flows = self._window_flow(ci, indices, frames, self.scale)
             if aug is not None:
                 # Checked before augmentation so the message gives the frame size as stored (W x H).
                 check_patch(self.lq_patch, frames[0].shape[0] // self.scale, frames[0].shape[1] // self.scale, key)
                 frames = [aug.apply(f) for f in frames]
+                flows = None if flows is None else np.stack([aug.apply_flow(f) for f in flows])
             lrs, gt, maps, flows = synth_pair(frames, self.degradation, self.scale, lq_patch, rng,
-                                              margin=self.degrade_margin, what=key, flow=self.flow)
+                                              margin=self.degrade_margin, what=key, flows=flows)
         else:
             lr_frames = read_window(clip.lr, indices)
             gt = clip.gt.read(center)
+            flows = self._window_flow(ci, indices, lr_frames, 1)
             if aug is not None:
                 check_pair_sizes(lr_frames, gt, self.scale, key)  # sizes as stored in messages
                 check_patch(self.lq_patch, lr_frames[0].shape[0], lr_frames[0].shape[1], key)
                 lr_frames = [aug.apply(f) for f in lr_frames]
                 gt = aug.apply(gt)
-            lrs, gt = crop_pair(lr_frames, gt, self.scale, lq_patch, rng, what=key)
-            flows = window_flow(lrs, len(lrs) // 2, 1) if self.flow else None
+                flows = None if flows is None else np.stack([aug.apply_flow(f) for f in flows])
+            lrs, gt, flows = crop_pair(lr_frames, gt, self.scale, lq_patch, rng, what=key, flows=flows)
         out = {"lq": to_tensor(lrs), "gt": to_tensor(gt), "key": key}
         if maps is not None:
             out["maps"] = torch.from_numpy(maps)
         if flows is not None:
             out["flow"] = torch.from_numpy(flows)
         return out
+
+    def _window_flow(self, ci: int, indices: Sequence[int], frames: Sequence[np.ndarray],
+                     scale: int) -> np.ndarray | None:
+        """Flow centre -> each frame of the window (whole frames, cached per pair), or None without ``flow``."""
+        if not self.flow:
+            return None
+        cache = self._flows.setdefault(scale, FlowCache(scale))
+        mid = len(indices) // 2
+        zero = np.zeros((2, frames[mid].shape[0] // scale, frames[mid].shape[1] // scale), np.float32)
+        return np.stack([zero if j == indices[mid] else cache.get((ci, indices[mid], j), frames[mid], frames[t])
+                         for t, j in enumerate(indices)])
 
     def __repr__(self) -> str:
         mode = "train" if self.train else "test"
