@@ -13,7 +13,7 @@ from conftest import tiny_overrides
 
 from srkit.data import motion
 from srkit.data.motion import FlowCache, frame_flow, window_flow
-from srkit.data.transforms import Augment, draw_augment
+from srkit.data.transforms import Augment, draw_augment, synthetic_motion_window
 from srkit.errors import ConfigError, InputError
 from srkit.models import create_model
 from srkit.models.api import ModelSpec
@@ -229,6 +229,62 @@ def test_augmented_reversed_samples_carry_the_flow_of_their_own_frames(clips) ->
             expected = aug.apply_flow(still * (j - centre) / 4)
             np.testing.assert_allclose(np.median(flow[t, :, 2:-2, 2:-2], axis=(1, 2)), expected[:, 0, 0], atol=0.1)
     assert len(seen) > 2  # the draws did cover several augmentations
+
+
+def test_synthetic_motion_windows_move_by_exactly_their_flow() -> None:
+    frame = _textured(120, seed=4)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        views, shifts = synthetic_motion_window(frame, 5, rng, max_speed=6.0, jitter=2, scale=4)
+        assert len(views) == 5 and all(v.shape == views[0].shape for v in views)
+        assert views[0].shape[0] % 4 == 0 and views[0].shape[1] % 4 == 0
+        assert shifts.shape == (5, 2) and not shifts[2].any()
+        h, w = views[0].shape[:2]
+        for view, (dx, dy) in zip(views, shifts.astype(int)):
+            # centre(p) = view(p + (dx, dy)) wherever both are inside the views
+            ys, xs = slice(max(0, -dy), min(h, h - dy)), slice(max(0, -dx), min(w, w - dx))
+            moved = view[max(0, dy): min(h, h + dy), max(0, dx): min(w, w + dx)]
+            np.testing.assert_array_equal(views[2][ys, xs], moved)
+        assert np.abs(shifts).max() <= 2 * 6 + 2
+    with pytest.raises(InputError, match="too small for 14 px of motion"):
+        synthetic_motion_window(frame[:20], 5, rng, max_speed=6.0, scale=4)
+
+
+def test_synthetic_motion_samples_carry_their_exact_flow(clips) -> None:
+    spec = ModelSpec(scale=4, num_frames=3, center_index=1, input_kind="video", pad_multiple=4, takes_flow=True)
+    cfg = DatasetConfig(kind="video", root=str(clips), layout="folders", gt_size=32, subset=["b"], use_flip=True,
+                        use_rot=True, flow=True, synthetic_motion=1.0, synthetic_speed=5.0)
+    ds = build_dataset(cfg, spec, seed=0, train=True, where="data.train")
+    checked = 0
+    for index in range(len(ds)):
+        sample = ds[index]
+        flow = sample["flow"].numpy()
+        assert flow.shape == (3, 2, 8, 8) and not flow[1].any()
+        # one global translation per view: the same vector at every pixel, in quarter LR pixels
+        assert np.ptp(flow, axis=(2, 3)).max() == 0.0
+        assert np.allclose(flow * 4, np.round(flow * 4)) and np.abs(flow).max() <= (5 + 2) / 4
+        # and it is the motion of the LR views: a neighbour sampled at p + flow gives the centre
+        lq = sample["lq"].numpy().mean(1)
+        gy, gx = np.mgrid[0:8, 0:8].astype(np.float32)
+        for t in (0, 2):
+            dx, dy = flow[t, :, 0, 0]
+            if max(abs(dx), abs(dy)) < 0.5:
+                continue
+            warped = cv2.remap(lq[t], gx + dx, gy + dy, cv2.INTER_LINEAR)
+            inside = (gx + dx >= 0) & (gx + dx <= 7) & (gy + dy >= 0) & (gy + dy <= 7)
+            checked += 1
+            assert np.abs(warped - lq[1])[inside].mean() < 0.6 * np.abs(lq[t] - lq[1])[inside].mean()
+    assert checked >= 4
+    # Windows from real frames are unchanged by the option at probability 0 (same random stream).
+    plain = dict(kind="video", root=str(clips), layout="folders", gt_size=32, subset=["b"], flow=True)
+    a = build_dataset(DatasetConfig(**plain), spec, seed=0, train=True, where="d")[2]
+    b = build_dataset(DatasetConfig(**plain, synthetic_motion=0.0), spec, seed=0, train=True, where="d")[2]
+    torch.testing.assert_close(a["lq"], b["lq"])
+    with pytest.raises(ConfigError, match="synthetic_motion: synthetic motion makes video windows"):
+        build_dataset(DatasetConfig(kind="image", root=str(clips), synthetic_motion=0.5), spec, seed=0, train=True,
+                      where="data.train")
+    with pytest.raises(ConfigError, match="synthetic_motion.*in \\[0, 1\\]"):
+        config_from_data({"name": "x", "model": {"name": "edvr-s"}, "data": {"train": {"synthetic_motion": 2}}})
 
 
 def test_the_trainer_feeds_the_flow_and_adds_the_weighted_offset_fidelity_loss(clips, tmp_path) -> None:

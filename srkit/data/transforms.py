@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from srkit.errors import InputError
+from srkit.errors import ConfigError, InputError
 from srkit.io.images import to_float
 
 
@@ -133,6 +133,40 @@ def crop_pair(lr_frames: Sequence[np.ndarray], gt: np.ndarray, scale: int, lq_pa
     if flows is not None:
         flows = np.ascontiguousarray(flows[:, :, top: top + lq_patch, left: left + lq_patch])
     return lrs, g, flows
+
+
+def synthetic_motion_window(frame: np.ndarray, num_frames: int, rng: np.random.Generator, *, max_speed: float,
+                            jitter: int = 2, scale: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
+    """A window of ``num_frames`` views of one frame under a random global translation, and its exact motion.
+
+    A velocity ``v`` is drawn uniformly in ``[-max_speed, max_speed]`` pixels per frame on each axis; view
+    ``t`` is the frame displaced by ``round((t - c) v)`` plus up to ``jitter`` pixels (``c`` the middle
+    view, never jittered). The views are crops of the frame shrunk by the largest possible displacement
+    on every side (and mod-cropped to ``scale``), so no view leaves the frame.
+
+    Returns ``(views, shifts)``: ``shifts (T, 2)`` float32 ``(dx, dy)`` in pixels such that
+    ``centre(p) = view_t(p + shifts[t])`` exactly: the optical flow from the centre to each view, the same
+    at every pixel. Alignment networks learn to measure motion from such windows with an exact target
+    (FlyingChairs-style), where real footage offers few clips and a noisy estimated flow.
+    """
+    if num_frames < 1 or max_speed < 0 or jitter < 0:
+        raise ConfigError(f"synthetic motion: need num_frames >= 1, max_speed >= 0, jitter >= 0 "
+                          f"(got {num_frames}, {max_speed}, {jitter})")
+    c = num_frames // 2
+    reach = int(math.ceil(max(c, num_frames - 1 - c) * max_speed)) + jitter
+    h, w = frame.shape[:2]
+    hh, ww = (h - 2 * reach) // scale * scale, (w - 2 * reach) // scale * scale
+    if hh <= 0 or ww <= 0:
+        raise InputError(f"synthetic motion: a {w}x{h} frame is too small for {reach} px of motion either side")
+    v = rng.uniform(-max_speed, max_speed, 2)
+    disp = np.zeros((num_frames, 2), np.int64)
+    for t in range(num_frames):
+        if t != c:
+            disp[t] = np.round((t - c) * v).astype(np.int64) + rng.integers(-jitter, jitter + 1, 2)
+    disp = np.clip(disp, -reach, reach)
+    views = [frame[reach + dy: reach + dy + hh, reach + dx: reach + dx + ww] for dx, dy in disp]
+    # view_t(q) = frame(q + r + d_t), so centre(p) = frame(p + r + d_c) = view_t(p + d_c - d_t)
+    return views, (disp[c] - disp).astype(np.float32)
 
 
 def synth_pair(gt_frames: Sequence[np.ndarray], degradation, scale: int, lq_patch: int | None,

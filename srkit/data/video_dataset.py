@@ -47,7 +47,7 @@ from srkit.data.sources import (DEFAULT_VIDEO_CACHE_BYTES, CentreOnly, FrameSour
                                 lmdb_sources)
 from srkit.data.motion import FlowCache
 from srkit.data.transforms import (check_pair_sizes, check_patch, crop_pair, draw_augment, mod_crop, synth_pair,
-                                   to_tensor)
+                                   synthetic_motion_window, to_tensor)
 from srkit.data.windows import check_window, strided_window, window_fits, window_indices
 from srkit.errors import ConfigError, InputError
 
@@ -181,6 +181,9 @@ class VideoSRDataset(Dataset):
             of the window in LR pixels, for EDVR's offset-fidelity loss. Computed on the whole frames (GT when
             the LR is synthesised, else LR; :func:`srkit.data.motion.frame_flow`), once per frame pair and
             worker (:class:`srkit.data.motion.FlowCache`), then flipped/transposed and cropped like the sample.
+        synthetic_motion: training, LR synthesised: probability that a window is replaced by views of its
+            centre frame under a random global translation (:func:`srkit.data.transforms.synthetic_motion_window`),
+            whose flow is exact; up to ``synthetic_speed`` GT pixels per frame on each axis.
     """
 
     def __init__(self, source, *, layout: str = "auto", split: str = "train", subset=None, lr_source=None,
@@ -189,7 +192,7 @@ class VideoSRDataset(Dataset):
                  gt_patch: int = 256, interval_list: Sequence[int] = (1,), random_reverse: bool = False,
                  use_flip: bool = True, use_rot: bool = True, border: str = "pad", centers: str = "auto",
                  seed: int = 0, degrade_margin: int = 24, max_video_bytes: int = DEFAULT_VIDEO_CACHE_BYTES,
-                 flow: bool = False):
+                 flow: bool = False, synthetic_motion: float = 0.0, synthetic_speed: float = 16.0):
         check_window(num_frames, padding)
         if scale < 1:
             raise ConfigError(f"scale must be >= 1, got {scale}")
@@ -205,6 +208,10 @@ class VideoSRDataset(Dataset):
         self.random_reverse, self.use_flip, self.use_rot = random_reverse, use_flip, use_rot
         self.border, self.seed, self.degrade_margin = border, int(seed), degrade_margin
         self.flow = bool(flow)
+        if not 0.0 <= synthetic_motion <= 1.0 or synthetic_speed < 0:
+            raise ConfigError(f"synthetic_motion must be a probability and synthetic_speed >= 0 "
+                              f"(got {synthetic_motion}, {synthetic_speed})")
+        self.synthetic_motion, self.synthetic_speed = float(synthetic_motion) if train else 0.0, float(synthetic_speed)
         self._flows: dict[int, FlowCache] = {}  # per scale of the frames the flow is computed on
         deg_name = degradation if isinstance(degradation, str) else "BI"
         self.clips = build_clips(source, layout=layout, split=split, subset=subset, lr_source=lr_source,
@@ -214,6 +221,9 @@ class VideoSRDataset(Dataset):
             raise InputError("dataset has no clips", source if isinstance(source, (str, os.PathLike)) else None)
         needs_synthesis = any(c.lr is None for c in self.clips)
         self.degradation = resolve_degradation(degradation, scale, degradation_params) if needs_synthesis else None
+        if self.synthetic_motion and not needs_synthesis:
+            raise ConfigError("synthetic_motion builds windows from GT frames and synthesises their LR, but every clip "
+                              "here has LR frames on disk (lr_from_disk: false to synthesise)")
         if needs_synthesis and self.degradation is None:
             missing = next(c.name for c in self.clips if c.lr is None)
             raise InputError(f"clip {missing} has no LR frames on disk and degradation is None")
@@ -283,11 +293,19 @@ class VideoSRDataset(Dataset):
         lq_patch = self.lq_patch if self.train else None
         maps = None
         if clip.lr is None:
-            frames = read_window(clip.gt, indices)
-            flows = None
-            if self.flow:  # mod-cropped before augmentation so the flow's blocks stay the augmented LR's pixels
-                frames = [mod_crop(f, self.scale) for f in frames]
-                flows = self._window_flow(ci, indices, frames, self.scale)
+            # Drawn only when enabled, so runs without synthetic motion keep their random stream.
+            if self.synthetic_motion and rng.random() < self.synthetic_motion:
+                frames, shifts = synthetic_motion_window(clip.gt.read(center), len(indices), rng,
+                                                         max_speed=self.synthetic_speed, scale=self.scale)
+                h, w = frames[0].shape[0] // self.scale, frames[0].shape[1] // self.scale
+                flows = np.ascontiguousarray(np.broadcast_to((shifts / self.scale)[:, :, None, None],
+                                                             (len(frames), 2, h, w))) if self.flow else None
+            else:
+                frames = read_window(clip.gt, indices)
+                flows = None
+                if self.flow:  # mod-cropped before augmentation so the flow's blocks stay the augmented LR's pixels
+                    frames = [mod_crop(f, self.scale) for f in frames]
+                    flows = self._window_flow(ci, indices, frames, self.scale)
             if aug is not None:
                 # Checked before augmentation so the message gives the frame size as stored (W x H).
                 check_patch(self.lq_patch, frames[0].shape[0] // self.scale, frames[0].shape[1] // self.scale, key)

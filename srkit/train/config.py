@@ -114,6 +114,10 @@ class DatasetConfig:
     max_frames: int | None = _f(None, check="positive", help="validation: use only the first N frames per clip")
     flow: bool = _f(False, help="video training: give each sample the optical flow from its centre frame to every "
                                 "frame (LR pixels), for EDVR's offset_fidelity loss")
+    synthetic_motion: float = _f(0.0, check="unit",
+                                 help="video training: probability that a window is views of its centre frame under "
+                                      "a random global translation (exact flow: alignment learns from it)")
+    synthetic_speed: float = _f(16.0, check="non_negative", help="synthetic_motion: largest speed, GT px per frame per axis")
     curriculum: CurriculumConfig | None = _f(None, help="training: widen the set from easy to hard clips (see CurriculumConfig)")
     length: int = _f(64, check="positive", help="synthetic: number of samples")
     height: int = _f(64, check="positive", help="synthetic: GT height")

@@ -225,6 +225,8 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
         raise ConfigError(f"{where}.gt_size: expected a multiple of the model scale {scale}, got {cfg.gt_size}")
     if cfg.flow and cfg.kind != "video":
         raise ConfigError(f"{where}.flow: the optical flow is computed for video windows only (kind: video, not {cfg.kind})")
+    if cfg.synthetic_motion and cfg.kind != "video":
+        raise ConfigError(f"{where}.synthetic_motion: synthetic motion makes video windows (kind: video, not {cfg.kind})")
     if cfg.flow and not spec.takes_flow:
         raise ConfigError(f"{where}.flow: this model has no alignment offsets to compare with a flow "
                           "(offset_fidelity is an EDVR loss); remove flow")
@@ -257,7 +259,9 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
         from srkit.data.video_dataset import VideoSRDataset
 
         ds = VideoSRDataset(source, num_frames=spec.num_frames, padding=cfg.padding, interval_list=list(cfg.interval_list),
-                            random_reverse=cfg.random_reverse, border=cfg.border, flow=cfg.flow and train, **common)
+                            random_reverse=cfg.random_reverse, border=cfg.border, flow=cfg.flow and train,
+                            synthetic_motion=cfg.synthetic_motion if train else 0.0, synthetic_speed=cfg.synthetic_speed,
+                            **common)
     else:
         from srkit.data.image_dataset import ImageSRDataset
 
