@@ -59,15 +59,15 @@ class Augment:
         return np.moveaxis(self.apply(np.moveaxis(arr, 0, -1)), -1, 0)
 
     def apply_flow(self, flow: np.ndarray) -> np.ndarray:
-        """Apply to a ``(2, H, W)`` ``(dx, dy)`` flow field: it moves like an image and its vectors turn with it."""
-        dx, dy = flow[0], flow[1]
+        """Apply to ``(..., 2, H, W)`` ``(dx, dy)`` flow fields: they move like an image and their vectors turn."""
+        dx, dy = flow[..., 0, :, :], flow[..., 1, :, :]
         if self.hflip:
-            dx, dy = -dx[:, ::-1], dy[:, ::-1]
+            dx, dy = -dx[..., ::-1], dy[..., ::-1]
         if self.vflip:
-            dx, dy = dx[::-1], -dy[::-1]
+            dx, dy = dx[..., ::-1, :], -dy[..., ::-1, :]
         if self.transpose:
-            dx, dy = dy.T, dx.T
-        return np.stack([dx, dy])
+            dx, dy = dy.swapaxes(-1, -2), dx.swapaxes(-1, -2)
+        return np.stack([dx, dy], axis=-3)
 
 
 def draw_augment(rng: np.random.Generator, *, use_flip: bool = True, use_rot: bool = True) -> Augment:

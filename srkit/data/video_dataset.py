@@ -310,7 +310,7 @@ class VideoSRDataset(Dataset):
                 # Checked before augmentation so the message gives the frame size as stored (W x H).
                 check_patch(self.lq_patch, frames[0].shape[0] // self.scale, frames[0].shape[1] // self.scale, key)
                 frames = [aug.apply(f) for f in frames]
-                flows = None if flows is None else np.stack([aug.apply_flow(f) for f in flows])
+                flows = None if flows is None else aug.apply_flow(flows)
             lrs, gt, maps, flows = synth_pair(frames, self.degradation, self.scale, lq_patch, rng,
                                               margin=self.degrade_margin, what=key, flows=flows)
         else:
@@ -322,7 +322,7 @@ class VideoSRDataset(Dataset):
                 check_patch(self.lq_patch, lr_frames[0].shape[0], lr_frames[0].shape[1], key)
                 lr_frames = [aug.apply(f) for f in lr_frames]
                 gt = aug.apply(gt)
-                flows = None if flows is None else np.stack([aug.apply_flow(f) for f in flows])
+                flows = None if flows is None else aug.apply_flow(flows)
             lrs, gt, flows = crop_pair(lr_frames, gt, self.scale, lq_patch, rng, what=key, flows=flows)
         out = {"lq": to_tensor(lrs), "gt": to_tensor(gt), "key": key}
         if maps is not None:
