@@ -102,6 +102,34 @@ def test_flow_cache_computes_each_pair_once_and_drops_the_least_recent(monkeypat
     assert len(calls) == 4
 
 
+def test_window_flow_through_a_cache_zeroes_copies_of_the_centre_and_reuses_pairs(monkeypatch) -> None:
+    real, calls = motion.frame_flow, []
+
+    def counting(*args, **kw):
+        calls.append(1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(motion, "frame_flow", counting)
+    base = _textured()
+    moved = np.roll(base, (0, 4), axis=(0, 1))[36:164, 36:164]
+    centre = base[36:164, 36:164]
+    # a window at a clip's start: frame 0 padded by copies of itself (reflect/replicate padding)
+    frames, ids = [centre, centre, centre, moved, moved], [0, 0, 0, 1, 1]
+    cache = FlowCache(4)
+    flow = window_flow(frames, 2, 4, frame_ids=ids, cache=cache, clip_key="clip")
+    assert not flow[:3].any()  # the centre's copies: exact zeros, never an estimate of them
+    assert np.median(flow[3, 0, 4:-4, 4:-4]) == pytest.approx(1.0, abs=0.06)  # content moved 4 GT px right
+    assert len(cache) == 1 and len(calls) == 1  # (clip, 0, 1) once, though the window holds frame 1 twice
+    np.testing.assert_array_equal(window_flow(frames, 2, 4, frame_ids=ids, cache=cache, clip_key="clip"), flow)
+    assert len(calls) == 1  # the second window is served from the cache
+    np.testing.assert_array_equal(window_flow(frames, 2, 4, frame_ids=ids), flow)  # same as uncached
+    assert len(calls) == 3
+    with pytest.raises(InputError, match="2 frame ids for 5 frames"):
+        window_flow(frames, 2, 4, frame_ids=[0, 1])
+    with pytest.raises(InputError, match="the cache holds x4 flows, asked for x2"):
+        window_flow(frames, 2, 2, frame_ids=ids, cache=cache)
+
+
 def _reference_loss(offsets, flow, t):
     """The loss written out tap by tap, level by level."""
     terms = []

@@ -163,15 +163,34 @@ def frame_flow(src: np.ndarray, dst: np.ndarray, scale: int, *,
 
 
 def window_flow(frames: Sequence[np.ndarray], center: int, scale: int, *,
-                params: FarnebackParams = WINDOW_FLOW_PARAMS) -> np.ndarray:
-    """:func:`frame_flow` from ``frames[center]`` to every frame of a window: ``(T, 2, H/scale, W/scale)``,
-    zero for the centre. Give whole frames (see :func:`frame_flow`)."""
+                params: FarnebackParams = WINDOW_FLOW_PARAMS, frame_ids: Sequence[int] | None = None,
+                cache: FlowCache | None = None, clip_key: object = None) -> np.ndarray:
+    """:func:`frame_flow` from ``frames[center]`` to every frame of a window: ``(T, 2, H/scale, W/scale)``.
+    Give whole frames (see :func:`frame_flow`).
+
+    ``frame_ids`` (default: the positions) name the frames in their clip: a frame with the centre's id
+    (the centre, or a copy of it padding a window at the clip's ends) gets exactly zero flow. With a
+    ``cache`` (its scale must be ``scale``; it uses its own Farneback parameters), each pair is looked up
+    as ``(clip_key, centre id, frame id)`` and computed once.
+    """
     h, w = np.asarray(frames[center]).shape[:2]
     if h % scale or w % scale:
         raise InputError(f"window_flow: frame size {w}x{h} is not a multiple of the scale x{scale}")
+    ids = list(range(len(frames))) if frame_ids is None else list(frame_ids)
+    if len(ids) != len(frames):
+        raise InputError(f"window_flow: {len(ids)} frame ids for {len(frames)} frames")
+    if cache is not None and cache.scale != scale:
+        raise InputError(f"window_flow: the cache holds x{cache.scale} flows, asked for x{scale}")
     zero = np.zeros((2, h // scale, w // scale), np.float32)
-    return np.stack([zero if t == center else frame_flow(frames[center], f, scale, params=params)
-                     for t, f in enumerate(frames)])
+
+    def flow_to(t: int) -> np.ndarray:
+        if ids[t] == ids[center]:
+            return zero
+        if cache is not None:
+            return cache.get((clip_key, ids[center], ids[t]), frames[center], frames[t])
+        return frame_flow(frames[center], frames[t], scale, params=params)
+
+    return np.stack([flow_to(t) for t in range(len(frames))])
 
 
 class FlowCache:

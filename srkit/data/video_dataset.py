@@ -45,7 +45,7 @@ from srkit.data.layouts import Clip, discover_clips, read_name_list
 from srkit.data.lmdb_store import PACK_INFO_NAME
 from srkit.data.sources import (DEFAULT_VIDEO_CACHE_BYTES, CentreOnly, FrameSource, clip_source, is_lmdb,
                                 lmdb_sources)
-from srkit.data.motion import FlowCache
+from srkit.data.motion import FlowCache, window_flow
 from srkit.data.transforms import (check_pair_sizes, check_patch, crop_pair, draw_augment, mod_crop, synth_pair,
                                    synthetic_motion_window, to_tensor)
 from srkit.data.windows import check_window, strided_window, window_fits, window_indices
@@ -336,11 +336,9 @@ class VideoSRDataset(Dataset):
         """Flow centre -> each frame of the window (whole frames, cached per pair), or None without ``flow``."""
         if not self.flow:
             return None
-        cache = self._flows.setdefault(scale, FlowCache(scale))
         mid = len(indices) // 2
-        zero = np.zeros((2, frames[mid].shape[0] // scale, frames[mid].shape[1] // scale), np.float32)
-        return np.stack([zero if j == indices[mid] else cache.get((ci, indices[mid], j), frames[mid], frames[t])
-                         for t, j in enumerate(indices)])
+        return window_flow(frames, mid, scale, frame_ids=indices, clip_key=ci,
+                           cache=self._flows.setdefault(scale, FlowCache(scale)))
 
     def __repr__(self) -> str:
         mode = "train" if self.train else "test"
