@@ -583,3 +583,100 @@ def test_correspondence_loss_is_zero_where_the_read_out_is_the_centre():
     off[:, :, :3] += 0.1 * weight
     off[:, 1] = 7.0
     assert float(correspondence_loss(off, pixels, 1)) == pytest.approx(0.1, rel=1e-4)
+
+
+# ------------------------------------------------------------------------------ attention fidelity
+def _fidelity_reference(query, keys, flow, center, positions, radius):
+    """attention_fidelity_loss written out query by query and frame by frame."""
+    b, t, c, h, w = keys.shape
+    total, count = 0.0, 0
+    for i in range(b):
+        for f in range(t):
+            if f == center:
+                continue
+            for p in positions[i].tolist():
+                py, px = divmod(p, w)
+                logits = torch.einsum("c,chw->hw", query[i, :, py, px], keys[i, f]).double()
+                yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+                seen = torch.ones(h, w, dtype=torch.bool)
+                if radius is not None:
+                    seen = (yy - py) ** 2 + (xx - px) ** 2 <= radius ** 2
+                logp = torch.log_softmax(logits.masked_fill(~seen, float("-inf")).flatten(), 0).reshape(h, w)
+                tx, ty = px + float(flow[i, f, 0, py, px]), py + float(flow[i, f, 1, py, px])
+                x0, y0 = math.floor(tx), math.floor(ty)
+                ax, ay = tx - x0, ty - y0
+                ce, ok = 0.0, True
+                for cx, cy, wgt in ((x0, y0, (1 - ax) * (1 - ay)), (x0 + 1, y0, ax * (1 - ay)),
+                                    (x0, y0 + 1, (1 - ax) * ay), (x0 + 1, y0 + 1, ax * ay)):
+                    if wgt == 0:
+                        continue
+                    if not (0 <= cx < w and 0 <= cy < h) or not seen[cy, cx]:
+                        ok = False
+                        break
+                    ce -= wgt * float(logp[cy, cx])
+                if ok:
+                    total, count = total + ce, count + 1
+    return total / count
+
+
+@pytest.mark.parametrize("radius", [None, 2.5])
+def test_attention_fidelity_loss_matches_a_per_query_reference(radius):
+    from srkit.models.mana import attention_fidelity_loss
+
+    torch.manual_seed(0)
+    b, t, c, h, w = 2, 3, 4, 6, 7
+    query, keys = torch.randn(b, c, h, w), torch.randn(b, t, c, h, w)
+    flow = torch.rand(b, t, 2, h, w) * 4 - 2
+    flow[:, :, :, 0, 0] = torch.tensor([1.0, 2.0])  # an integer target: its zero-weight corners may be anywhere
+    positions = torch.stack([torch.randperm(h * w)[:9] for _ in range(b)])
+    positions[:, 0] = 0
+    loss = attention_fidelity_loss(query, keys, flow, 1, positions, radius)
+    assert float(loss) == pytest.approx(_fidelity_reference(query, keys, flow, 1, positions, radius), rel=1e-5)
+    # targets out of reach everywhere: zero, and still part of the graph
+    query.requires_grad_(True)
+    far = attention_fidelity_loss(query, keys, torch.full_like(flow, 50.0), 1, positions, radius)
+    assert far.item() == 0.0 and far.requires_grad
+    with pytest.raises(InputError, match="flow is"):
+        attention_fidelity_loss(query, keys, flow[:, :2], 1, positions, radius)
+
+
+def test_attention_fidelity_is_near_zero_on_the_correspondence_and_large_off_it():
+    from srkit.models.mana import attention_fidelity_loss
+
+    # One-hot position codes: q_p . k_t[j] is large exactly where frame t's content of p sits, p + d_t.
+    h, w = 5, 6
+    codes = torch.eye(h * w).reshape(h * w, h, w) * 30.0
+    shifts = [(1, 0), (0, 0), (-1, 2)]  # (dx, dy) per frame, centre 1
+    keys = torch.stack([torch.roll(codes, (dy, dx), dims=(1, 2)) for dx, dy in shifts])[None]
+    flow = torch.zeros(1, 3, 2, h, w)
+    for f, (dx, dy) in enumerate(shifts):
+        flow[0, f, 0], flow[0, f, 1] = dx, dy
+    positions = torch.tensor([[8, 9, 14, 15]])  # (1,2), (1,3), (2,2), (2,3): targets stay inside the frame
+    good = attention_fidelity_loss(codes[None], keys, flow, 1, positions)
+    bad = attention_fidelity_loss(codes[None], keys, -flow, 1, positions)
+    assert float(good) < 1e-6 and float(bad) > 25.0
+
+
+def test_mana_attention_fidelity_trains_the_matching_only_and_leaves_the_output_alone():
+    torch.manual_seed(0)
+    model = _randomise(create_model("mana", **TINY, num_frame=3, attention_fidelity_queries=5)).train()
+    assert model.spec.takes_flow and not create_model("mana", **TINY, num_frame=3).spec.takes_flow
+    x, flow = torch.rand(2, 3, 3, 6, 7), torch.rand(2, 3, 2, 6, 7) - 0.5
+    out = model(x, flow=flow)
+    assert out.aux_losses["attention_fidelity"] > 0
+    torch.testing.assert_close(out.image, model(x).image)  # a training signal; the network is unchanged
+    assert "attention_fidelity" not in model(x).aux_losses
+    with torch.no_grad():
+        assert "attention_fidelity" not in model(x, flow=flow).aux_losses
+    model.zero_grad()
+    out.aux_losses["attention_fidelity"].backward()
+    ns = model.nonloc_spatial
+    for name in ("phi", "theta"):
+        assert getattr(ns, name).weight.grad.abs().sum() > 0
+    assert model.conv_first.weight.grad.abs().sum() > 0  # the encoder learns features that match
+    for unused in (ns.g.weight, ns.W_z.weight, model.decoder[0].conv1.weight, model.conv_last.weight):
+        assert unused.grad is None or not unused.grad.any()
+    with pytest.raises(InputError, match="attention_fidelity_queries is 0"):
+        create_model("mana", **TINY, num_frame=3)(x, flow=flow)
+    with pytest.raises(ConfigError, match="attention_fidelity_queries"):
+        create_model("mana", **TINY, attention_fidelity_queries=-1)

@@ -235,7 +235,7 @@ def test_training_samples_carry_the_window_flow(clips) -> None:
         build_dataset(DatasetConfig(kind="image", root=str(clips), flow=True), spec, seed=0, train=True,
                       where="data.train")
     plain = ModelSpec(scale=4, num_frames=3, center_index=1, input_kind="video", pad_multiple=4)
-    with pytest.raises(ConfigError, match="data.train.flow: this model has no alignment offsets"):
+    with pytest.raises(ConfigError, match="data.train.flow: this model has nothing to compare with a flow"):
         build_dataset(cfg, plain, seed=0, train=True, where="data.train")
 
 
@@ -315,15 +315,19 @@ def test_synthetic_motion_samples_carry_their_exact_flow(clips) -> None:
         config_from_data({"name": "x", "model": {"name": "edvr-s"}, "data": {"train": {"synthetic_motion": 2}}})
 
 
-def test_the_trainer_feeds_the_flow_and_adds_the_weighted_offset_fidelity_loss(clips, tmp_path) -> None:
+@pytest.mark.parametrize("model, key", [
+    ({"name": "edvr-m", "overrides": {**TINY_EDVR, "offset_fidelity_threshold": 0.1}}, "offset_fidelity"),
+    ({"name": "mana", "overrides": tiny_overrides("mana", num_frame=3, attention_fidelity_queries=6)}, "attention_fidelity"),
+])
+def test_the_trainer_feeds_the_flow_and_adds_the_weighted_fidelity_loss(clips, tmp_path, model, key) -> None:
     cfg = config_from_data({
         "name": "of", "output_dir": str(tmp_path / "runs"), "seed": 0, "threads": 1,
-        "model": {"name": "edvr-m", "overrides": {**TINY_EDVR, "offset_fidelity_threshold": 0.1}},
+        "model": model,
         "data": {"train": {"kind": "video", "root": str(clips), "layout": "folders", "gt_size": 32, "flow": True},
                  "batch_size": 2, "num_workers": 0},
         "train": {"total_iters": 3, "optim": {"lr": 1e-3}, "schedule": {"type": "constant"}, "ema": {"enabled": False},
                   "losses": [{"name": "pixel", "type": "l1"},
-                             {"name": "offset_fidelity", "type": "aux", "key": "offset_fidelity", "weight": 0.5}]},
+                             {"name": key, "type": "aux", "key": key, "weight": 0.5}]},
         "checkpoint": {"every": 100}, "log": {"every": 1, "tensorboard": False, "progress": "off"},
     })
     tr = Trainer(cfg)
@@ -331,15 +335,18 @@ def test_the_trainer_feeds_the_flow_and_adds_the_weighted_offset_fidelity_loss(c
     assert batch["flow"].shape == (2, 3, 2, 8, 8)
     out = as_sr_output(model_forward(tr.model, batch, tr.spec))
     total, parts = tr.losses(out, batch["gt"])
-    of = float(parts["offset_fidelity"])
-    assert of > 0 and of == pytest.approx(0.5 * out.aux_losses["offset_fidelity"].item(), rel=1e-6)
-    assert total.item() == pytest.approx((out.image - batch["gt"]).abs().mean().item() + of, rel=1e-5)
+    fid = float(parts[key])
+    assert fid > 0 and fid == pytest.approx(0.5 * out.aux_losses[key].item(), rel=1e-6)
+    assert set(parts) == {"pixel", key}  # MANA's quantization is not a configured term here
+    assert total.item() == pytest.approx((out.image - batch["gt"]).abs().mean().item() + fid, rel=1e-5)
     tr.fit()
     with open(tmp_path / "runs" / "of" / "scalars.csv", newline="") as fh:
         tags = [r[1] for r in csv.reader(fh)]
-    assert tags.count("loss/offset_fidelity") == 3
+    assert tags.count(f"loss/{key}") == 3
     # A loss that needs the flow without data.train.flow names the missing key.
     cfg.data.train.flow = False
     cfg.name = "of2"
-    with pytest.raises(ConfigError, match=r"no 'offset_fidelity' loss .*\(data.train.flow: true\)"):
+    if key == "attention_fidelity":  # MANA refuses a flow it would not use, so switch the loss off too
+        cfg.model.overrides["attention_fidelity_queries"] = 0
+    with pytest.raises(ConfigError, match=rf"no '{key}' loss .*data.train.flow: true"):
         Trainer(cfg).fit()

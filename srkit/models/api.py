@@ -36,8 +36,8 @@ class ModelSpec:
     condition: str | None = None
     # True when the input is already at output size (EDVR deblurring "HR-input" mode).
     hr_input: bool = False
-    # True when ``forward(x, flow=...)`` takes the window's optical flow in training and returns an
-    # ``offset_fidelity`` aux loss (EDVR with PCD alignment).
+    # True when ``forward(x, flow=...)`` takes the window's optical flow in training and returns an aux
+    # loss measured against it (EDVR with PCD: ``offset_fidelity``; MANA: ``attention_fidelity``).
     takes_flow: bool = False
 
     @property

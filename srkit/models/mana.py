@@ -75,7 +75,7 @@ from srkit.models.registry import register_model
 from srkit.ops.attention import gaussian_nonlocal_attention
 
 __all__ = ["MANA", "MANAConfig", "NonLocalMemoryAttention", "MEMORY_PARAMS", "correspondence_loss",
-           "official_key_adapter"]
+           "attention_fidelity_loss", "official_key_adapter"]
 
 # Parameter-name patterns of the memory branch (fnmatch style, as training configs use them).
 MEMORY_PARAMS: tuple[str, ...] = ("nonloc_spatial.mb", "nonloc_spatial.W_z1.*")
@@ -117,6 +117,10 @@ class MANAConfig:
         False, "training: also return the 'correspondence' aux loss: each neighbour's LR pixels read out "
                "by the attention weights must reproduce the centre frame (a training aid; the network is "
                "unchanged)")
+    attention_fidelity_queries: int = config_field(
+        0, "training: centre positions per sample (drawn at random) whose cross-frame attention is compared "
+           "with the window's optical flow, returned as the 'attention_fidelity' aux loss (needs "
+           "data.train.flow; 0 = off; a training aid, the network is unchanged)")
 
 
 class NonLocalMemoryAttention(nn.Module):
@@ -162,11 +166,12 @@ class NonLocalMemoryAttention(nn.Module):
         recon = torch.matmul(att, mb.t())
         return recon, (q - recon).abs().mean()
 
-    def forward(self, x: torch.Tensor, pixels: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        """``x (B, T, C, H, W)`` -> ``(z, quantization loss or None, correspondence loss or None)``.
-
-        ``pixels (B, T, 3, H, W)``: the input frames, for the correspondence loss (see :func:`correspondence_loss`).
+    def forward(self, x: torch.Tensor, pixels: torch.Tensor | None = None, flow: torch.Tensor | None = None,
+                fidelity_queries: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``x (B, T, C, H, W)`` -> ``(z, aux losses)``: ``quantization`` (with a memory bank), and the
+        training aids ``correspondence`` when ``pixels (B, T, 3, H, W)`` are given (the input frames, see
+        :func:`correspondence_loss`) and ``attention_fidelity`` when ``flow (B, T, 2, H, W)`` is (see
+        :func:`attention_fidelity_loss`; ``fidelity_queries`` random centre positions per sample).
         """
         b, t, c, h, w = x.shape
         center = x[:, self.center]
@@ -174,6 +179,13 @@ class NonLocalMemoryAttention(nn.Module):
         keys = self.theta(normed).reshape(b, t, self.inter_channels, h, w)
         values = self.g(normed).reshape(b, t, self.inter_channels, h, w)
         query = self.phi(normed.reshape(b, t, c, h, w)[:, self.center])  # (B, C/2, H, W)
+        aux: dict[str, torch.Tensor] = {}
+        if flow is not None and fidelity_queries > 0:
+            positions = torch.randint(h * w, (b, fidelity_queries), device=x.device)
+            radius = None
+            if self.window is not None and self.window_stride is None:  # the softmax runs over the window
+                radius = self.window * abs(float(self.std.detach()))
+            aux["attention_fidelity"] = attention_fidelity_loss(query, keys, flow, self.center, positions, radius)
         if pixels is not None:
             # The same attention weights read the frames' pixels and a constant 1 (their sum, as the
             # Gaussian is applied after the softmax): one attention pass with 4 more value channels.
@@ -183,18 +195,73 @@ class NonLocalMemoryAttention(nn.Module):
         y = gaussian_nonlocal_attention(query, keys, values, self.std, chunk_size=self.chunk,
                                         memory_budget_mb=self.memory_mb, window=self.window,
                                         window_stride=self.window_stride, checkpoint=self.grad_checkpoint)
-        closs = None
         if pixels is not None:
             y, read = y[:, :, : self.inter_channels], y[:, :, self.inter_channels:]
-            closs = correspondence_loss(read, pixels, self.center)
+            aux["correspondence"] = correspondence_loss(read, pixels, self.center)
         # (B, T, C/2, H, W) -> (B, T*C/2, H, W): frame 0's channels first, as torch.cat(corr_l, 1).
         w_y = self.W_z(y.reshape(b, t * self.inter_channels, h, w))
         if not self.has_memory:
-            return w_y + center, None, closs
+            return w_y + center, aux
 
-        recon, qloss = self.read_memory(query.flatten(2).transpose(1, 2))
+        recon, aux["quantization"] = self.read_memory(query.flatten(2).transpose(1, 2))
         w_y1 = self.W_z1(recon.transpose(1, 2).reshape(b, self.inter_channels, h, w))
-        return w_y + center + w_y1, qloss, closs
+        return w_y + center + w_y1, aux
+
+
+def attention_fidelity_loss(query: torch.Tensor, keys: torch.Tensor, flow: torch.Tensor, center: int,
+                            positions: torch.Tensor, radius: float | None = None) -> torch.Tensor:
+    """Cross-entropy between the attention of centre positions and their optical-flow correspondences.
+
+    MANA's cross-frame attention of a centre position ``p`` over frame ``t`` is ``softmax_j(q_p . k_t[j])``
+    (the Gaussian distance weight follows it). Where the window's flow says ``centre(p) = frame_t(p +
+    flow_t(p))``, the attention should sit on ``p + flow_t(p)``: the target is that point's bilinear
+    weights on its four neighbouring keys, and the loss is ``-sum_j target_j log softmax_j``, averaged over
+    the sampled positions and the frames other than the centre (fp32). Pairs whose target leaves the
+    frame (or the softmax's window) are skipped. Only the query/key embeddings (and what feeds them) get
+    its gradient: it teaches the matching, where the pixel loss alone leaves the attention nearly flat.
+
+    Args:
+        query: ``(B, C, H, W)`` the centre's query embedding; keys ``(B, T, C, H, W)``.
+        flow: ``(B, T, 2, H, W)`` ``(dx, dy)`` in pixels of these maps, from the centre to each frame.
+        positions: ``(B, N)`` flat indices ``y * W + x`` of the centre positions to score.
+        radius: the softmax runs over keys within this distance of the query (MANA's local window with
+            its softmax over the window); None = over the whole frame.
+    """
+    b, t, c, h, w = keys.shape
+    if flow.shape != (b, t, 2, h, w):
+        raise InputError(f"attention_fidelity_loss: flow is {tuple(flow.shape)}, expected {(b, t, 2, h, w)}")
+    n = positions.shape[1]
+    others = [i for i in range(t) if i != center]
+    with torch.autocast(query.device.type, enabled=False):
+        q = torch.gather(query.flatten(2).float(), 2, positions.unsqueeze(1).expand(b, c, n))  # (B, C, N)
+        logits = torch.einsum("bcn,btcj->btnj", q, keys[:, others].flatten(3).float())  # (B, T', N, HW)
+        py, px = (positions // w).float(), (positions % w).float()  # (B, N)
+        grid = torch.arange(h * w, device=keys.device)
+        inside = None
+        if radius is not None:
+            d2 = (py[..., None] - (grid // w).float()).square() + (px[..., None] - (grid % w).float()).square()
+            inside = (d2 <= radius * radius).unsqueeze(1)  # (B, 1, N, HW)
+            logits = logits.masked_fill(~inside, float("-inf"))
+        logp = torch.log_softmax(logits, dim=-1)
+        f = torch.gather(flow[:, others].flatten(3).float(), 3,
+                         positions[:, None, None].expand(b, len(others), 2, n))  # (B, T', 2, N)
+        tx, ty = px.unsqueeze(1) + f[:, :, 0], py.unsqueeze(1) + f[:, :, 1]
+        x0, y0 = tx.floor(), ty.floor()
+        ax, ay = tx - x0, ty - y0
+        loss = torch.zeros_like(tx)
+        valid = torch.ones_like(tx, dtype=torch.bool)
+        for dx, dy, wgt in ((0, 0, (1 - ax) * (1 - ay)), (1, 0, ax * (1 - ay)), (0, 1, (1 - ax) * ay), (1, 1, ax * ay)):
+            cx, cy = x0 + dx, y0 + dy
+            in_frame = (cx >= 0) & (cx <= w - 1) & (cy >= 0) & (cy <= h - 1)
+            idx = (cy.clamp(0, h - 1) * w + cx.clamp(0, w - 1)).long()
+            lp = torch.gather(logp, 3, idx.unsqueeze(-1)).squeeze(-1)  # (B, T', N)
+            seen = in_frame & torch.isfinite(lp)
+            needed = wgt > 0
+            valid &= seen | ~needed  # a corner of zero weight may lie outside
+            loss = loss - torch.where(seen & needed, wgt * lp, torch.zeros_like(lp))
+        if not bool(valid.any()):
+            return q.sum() * 0.0  # no scorable pair (all targets out of reach): zero, still in the graph
+        return loss[valid].mean()
 
 
 def correspondence_loss(read: torch.Tensor, pixels: torch.Tensor, center: int, eps: float = 1e-3) -> torch.Tensor:
@@ -288,7 +355,8 @@ class MANA(SRModel):
     @property
     def spec(self) -> ModelSpec:
         return ModelSpec(scale=4, num_frames=self.config.num_frame, center_index=self.center_frame_idx,
-                         input_kind="video", pad_multiple=1, condition=None, hr_input=False)
+                         input_kind="video", pad_multiple=1, condition=None, hr_input=False,
+                         takes_flow=self.config.attention_fidelity_queries > 0)
 
     # ------------------------------------------------------------------ feature cache API
     def encode(self, frames: torch.Tensor) -> list[torch.Tensor]:
@@ -302,30 +370,33 @@ class MANA(SRModel):
         return self._decode(torch.stack([f[0] for f in feats], dim=1), center)[0]
 
     def _decode(self, feats: torch.Tensor, center: torch.Tensor, pixels: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-        res, qloss, closs = self.nonloc_spatial(feats, pixels)
+                flow: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        res, aux = self.nonloc_spatial(feats, pixels, flow, self.config.attention_fidelity_queries)
         out = self.decoder(res)
         out = F.leaky_relu(F.pixel_shuffle(self.upconv1(out), 2), 0.1, inplace=True)
         out = F.leaky_relu(F.pixel_shuffle(self.upconv2(out), 2), 0.1, inplace=True)
         out = F.leaky_relu(self.conv_hr(out), 0.1, inplace=True)
         out = self.conv_last(out)
-        return out + F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False), qloss, closs
+        return out + F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False), aux
 
-    def forward(self, x: torch.Tensor) -> SROutput:
-        """``x (N, T, 3, H, W)`` -> ``SROutput(image (N, 3, 4H, 4W), (image,), {"quantization": q})``."""
+    def forward(self, x: torch.Tensor, flow: torch.Tensor | None = None) -> SROutput:
+        """``x (N, T, 3, H, W)`` -> ``SROutput(image (N, 3, 4H, 4W), (image,), aux losses)``: ``quantization``
+        (with a memory bank), and in training ``correspondence`` (``correspondence_loss``) and
+        ``attention_fidelity`` (``attention_fidelity_queries`` and the window's ``flow (N, T, 2, H, W)``,
+        centre -> each frame in LR pixels, as ``data.train.flow`` gives it)."""
         if x.dim() != 5:
             raise InputError(f"MANA expects (N, T, C, H, W) frames, got a tensor of shape {tuple(x.shape)}")
         n, t, c, h, w = x.shape
         if t != self.config.num_frame or c != 3:
             raise InputError(f"MANA ({self.preset or 'custom'}) expects {self.config.num_frame} RGB frames, "
                              f"got {t} frames of {c} channels")
+        if flow is not None and not self.config.attention_fidelity_queries:
+            raise InputError("MANA: a flow was given but attention_fidelity_queries is 0 (nothing uses it)")
         feats = self.encode(x.reshape(n * t, c, h, w))[0].reshape(n, t, -1, h, w)
-        # The correspondence loss is a training signal: computed only when gradients are (training).
-        pixels = x if self.config.correspondence_loss and torch.is_grad_enabled() else None
-        image, qloss, closs = self._decode(feats, x[:, self.center_frame_idx], pixels)
-        aux = {} if qloss is None else {"quantization": qloss}
-        if closs is not None:
-            aux["correspondence"] = closs
+        # The training aids are computed only when gradients are (training).
+        grad = torch.is_grad_enabled()
+        pixels = x if self.config.correspondence_loss and grad else None
+        image, aux = self._decode(feats, x[:, self.center_frame_idx], pixels, flow if grad else None)
         return SROutput(image, (image,), aux)
 
     def explain_missing_parameters(self, pattern: str) -> str | None:
@@ -348,7 +419,7 @@ def _validate(cfg: MANAConfig) -> int:
         raise ConfigError(f"MANA config: {msg}")
 
     check_int_fields(cfg, "MANA", positive=("num_feat", "num_frame"),
-                     non_negative=("encoder_nblocks", "decoder_nblocks", "memory_size"))
+                     non_negative=("encoder_nblocks", "decoder_nblocks", "memory_size", "attention_fidelity_queries"))
     if cfg.num_feat % 2:
         bad(f"num_feat must be even (the attention uses num_feat // 2 channels), got {cfg.num_feat}")
     if cfg.num_frame % 2 == 0 and cfg.center_frame_idx is None:

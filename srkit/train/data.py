@@ -228,8 +228,9 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
     if cfg.synthetic_motion and cfg.kind != "video":
         raise ConfigError(f"{where}.synthetic_motion: synthetic motion makes video windows (kind: video, not {cfg.kind})")
     if cfg.flow and not spec.takes_flow:
-        raise ConfigError(f"{where}.flow: this model has no alignment offsets to compare with a flow "
-                          "(offset_fidelity is an EDVR loss); remove flow")
+        raise ConfigError(f"{where}.flow: this model has nothing to compare with a flow (EDVR's offset_fidelity "
+                          "needs PCD; MANA's attention_fidelity needs model.overrides.attention_fidelity_queries > 0); "
+                          "remove flow")
     if cfg.kind == "synthetic":
         ds: Dataset = SyntheticSRDataset(cfg, spec, seed=seed, train=train)
         return Repeated(ds, cfg.enlarge_ratio) if train and cfg.enlarge_ratio > 1 else ds

@@ -87,8 +87,9 @@ class LossSet:
         if term.type == "aux":
             if term.key not in out.aux_losses:
                 have = ", ".join(out.aux_losses) or "none"
-                hint = ("; EDVR returns it when the samples carry their flow (data.train.flow: true)"
-                        if term.key == "offset_fidelity" else "")
+                hint = {"offset_fidelity": "; EDVR returns it when the samples carry their flow (data.train.flow: true)",
+                        "attention_fidelity": "; MANA returns it with attention_fidelity_queries > 0 and "
+                                              "data.train.flow: true"}.get(term.key, "")
                 raise ConfigError(f"loss {term.name!r}: the model returned no {term.key!r} loss (it returns: {have}){hint}")
             return out.aux_losses[term.key].float()
         if term.target == "image":

@@ -61,7 +61,7 @@ def model_forward(model: nn.Module, batch: dict[str, Any], spec: Any) -> Any:
     """Call a model with a batch, whatever its kind (video window, image, image + degradation maps)."""
     if spec.condition == "degradation":
         return model(batch["lq"], batch["maps"])
-    if "flow" in batch:  # EDVR's offset-fidelity loss (data.train.flow)
+    if "flow" in batch:  # data.train.flow: EDVR's offset_fidelity, MANA's attention_fidelity
         return model(batch["lq"], flow=batch["flow"])
     return model(batch["lq"])
 
