@@ -64,26 +64,33 @@ def pan_window(frame: np.ndarray, num_frames: int, speed: tuple[int, int], top: 
     return views
 
 
-def probe(model: torch.nn.Module, frame: np.ndarray, speed: tuple[int, int], *, top: int, left: int,
-          height: int, width: int, border: int = 8) -> tuple[float, float]:
-    """PSNR-Y (dB) of the centre view restored from the pan window and from the centre repeated."""
-    from srkit.data.degrade import bicubic_downsample
-    from srkit.metrics.quality import psnr
+def probe(model: torch.nn.Module, frame: np.ndarray, speeds: list[tuple[int, int]], *, top: int, left: int,
+          height: int, width: int, border: int = 8) -> list[tuple[float, float]]:
+    """Per speed, PSNR-Y (dB) of the centre view restored from the pan window and from the centre repeated.
 
-    spec = model.spec
-    views = pan_window(frame, spec.num_frames, speed, top, left, height, width)
-    lq = np.stack([bicubic_downsample(v, spec.scale) for v in views])  # uint8, as srkit eval's BI
-    x = torch.from_numpy(lq).permute(0, 3, 1, 2)[None].float().div_(255.0)
-    c = spec.center_index
-    repeated = x[:, c:c + 1].expand_as(x).contiguous()
-    scores = []
-    with torch.no_grad():
-        for window in (x, repeated):
-            out = model(window)
-            image = out.image if isinstance(out, tuple) else out
-            sr = (image[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255.0).round().astype(np.uint8)
-            scores.append(psnr(sr, views[c], crop_border=border, y_channel=True))
-    return scores[0], scores[1]
+    The centre view does not depend on the speed, so its repeated-centre restoration is computed once."""
+    from srkit.data.degrade import bicubic_downsample
+    from srkit.infer.engine import tensor_to_frame
+    from srkit.io.images import from_float, to_float
+    from srkit.metrics.quality import psnr
+    from srkit.models import as_sr_output
+
+    spec, c = model.spec, model.spec.center_index
+
+    def score(lq: list[np.ndarray], target: np.ndarray) -> float:
+        x = torch.from_numpy(np.stack([to_float(f) for f in lq])).permute(0, 3, 1, 2)[None]
+        with torch.no_grad():
+            sr = from_float(tensor_to_frame(as_sr_output(model(x)).image))  # rounded as srkit eval rounds
+        return psnr(sr, target, crop_border=border, y_channel=True)
+
+    scores, repeated = [], None
+    for speed in speeds:
+        views = pan_window(frame, spec.num_frames, speed, top, left, height, width)
+        lq = [bicubic_downsample(v, spec.scale) for v in views]  # uint8, as srkit eval's BI
+        if repeated is None:
+            repeated = score([lq[c]] * spec.num_frames, views[c])
+        scores.append((score(lq, views[c]), repeated))
+    return scores
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: no such frame (is ../shared/data beside the project?)", file=sys.stderr)
             return 2
         frame = read_rgb(path)
-        for speed in speeds:
-            full, rep = probe(model, frame, speed, top=top, left=left, height=height, width=width)
+        for speed, (full, rep) in zip(speeds, probe(model, frame, speeds, top=top, left=left, height=height,
+                                                    width=width)):
             print(f"{Path(path).parent.name}/{Path(path).name}  speed {speed[0]},{speed[1]} GT px/frame: "
                   f"{full:.3f} | {rep:.3f} | {full - rep:+.3f} dB", flush=True)
     return 0

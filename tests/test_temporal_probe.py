@@ -38,8 +38,10 @@ def test_a_static_window_scores_the_same_as_the_repeated_centre(temporal_probe) 
     model = create_model("edvr-m", **tiny_overrides("edvr", num_frame=3, deformable_groups=1)).eval()
     yy, xx = np.mgrid[0:64, 0:96]
     frame = np.stack([(128 + 100 * np.sin(xx / 3.0 + c) * np.cos(yy / 5.0)) for c in range(3)], -1).astype(np.uint8)
-    still = temporal_probe.probe(model, frame, (0, 0), top=8, left=8, height=32, width=48, border=4)
+    still, moving = temporal_probe.probe(model, frame, [(0, 0), (4, 1)], top=8, left=8, height=32, width=48,
+                                         border=4)
     assert still[0] == pytest.approx(still[1], abs=1e-9) and np.isfinite(still[0])
-    moving = temporal_probe.probe(model, frame, (4, 1), top=8, left=8, height=32, width=48, border=4)
+    alone = temporal_probe.probe(model, frame, [(4, 1)], top=8, left=8, height=32, width=48, border=4)[0]
     assert moving[1] == pytest.approx(still[1], abs=1e-9)  # the repeated centre is the same view
+    assert moving == alone  # and computed once per frame, whatever the speeds asked with it
     assert moving[0] != pytest.approx(moving[1], abs=1e-6)  # the neighbours do reach the output

@@ -236,12 +236,10 @@ def attention_fidelity_loss(query: torch.Tensor, keys: torch.Tensor, flow: torch
         q = torch.gather(query.flatten(2).float(), 2, positions.unsqueeze(1).expand(b, c, n))  # (B, C, N)
         logits = torch.einsum("bcn,btcj->btnj", q, keys[:, others].flatten(3).float())  # (B, T', N, HW)
         py, px = (positions // w).float(), (positions % w).float()  # (B, N)
-        grid = torch.arange(h * w, device=keys.device)
-        inside = None
         if radius is not None:
+            grid = torch.arange(h * w, device=keys.device)
             d2 = (py[..., None] - (grid // w).float()).square() + (px[..., None] - (grid % w).float()).square()
-            inside = (d2 <= radius * radius).unsqueeze(1)  # (B, 1, N, HW)
-            logits = logits.masked_fill(~inside, float("-inf"))
+            logits = logits.masked_fill((d2 > radius * radius).unsqueeze(1), float("-inf"))  # outside the window
         logp = torch.log_softmax(logits, dim=-1)
         f = torch.gather(flow[:, others].flatten(3).float(), 3,
                          positions[:, None, None].expand(b, len(others), 2, n))  # (B, T', 2, N)
