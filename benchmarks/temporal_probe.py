@@ -52,16 +52,11 @@ DEFAULT_FRAMES = [f"{DATA / 'set8' / 'snowboard' / '00031.png'}", f"{DATA / 'dav
 def pan_window(frame: np.ndarray, num_frames: int, speed: tuple[int, int], top: int, left: int, height: int,
                width: int) -> list[np.ndarray]:
     """``num_frames`` crops of ``frame``; view ``t`` is the crop moved by ``(t - c) * speed`` (dx, dy) GT px."""
+    from srkit.data.transforms import translated_crops
+
     c = num_frames // 2
-    sx, sy = speed
-    views = []
-    for t in range(num_frames):
-        y0, x0 = top + (t - c) * sy, left + (t - c) * sx
-        if y0 < 0 or x0 < 0 or y0 + height > frame.shape[0] or x0 + width > frame.shape[1]:
-            raise ValueError(f"a {width}x{height} crop at ({top}, {left}) moving {speed} px/frame leaves the "
-                             f"{frame.shape[1]}x{frame.shape[0]} frame")
-        views.append(frame[y0:y0 + height, x0:x0 + width])
-    return views
+    disp = [((t - c) * speed[0], (t - c) * speed[1]) for t in range(num_frames)]
+    return translated_crops(frame, disp, top=top, left=left, height=height, width=width)
 
 
 def probe(model: torch.nn.Module, frame: np.ndarray, speeds: list[tuple[int, int]], *, top: int, left: int,
@@ -105,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import srkit
+    from srkit.errors import SrkitError
     from srkit.io.images import read_rgb
 
     torch.set_num_threads(args.threads)
@@ -126,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{path}: no such frame (is ../shared/data beside the project?)", file=sys.stderr)
             return 2
         frame = read_rgb(path)
-        for speed, (full, rep) in zip(speeds, probe(model, frame, speeds, top=top, left=left, height=height,
-                                                    width=width)):
+        try:
+            scores = probe(model, frame, speeds, top=top, left=left, height=height, width=width)
+        except SrkitError as exc:
+            print(f"{path}: {exc}", file=sys.stderr)
+            return 2
+        for speed, (full, rep) in zip(speeds, scores):
             print(f"{Path(path).parent.name}/{Path(path).name}  speed {speed[0]},{speed[1]} GT px/frame: "
                   f"{full:.3f} | {rep:.3f} | {full - rep:+.3f} dB", flush=True)
     return 0

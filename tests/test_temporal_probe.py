@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import tiny_overrides
 
+from srkit.errors import InputError
 from srkit.models import create_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,7 +30,7 @@ def test_pan_windows_move_by_exactly_their_speed(temporal_probe) -> None:
     for t, view in enumerate(views):
         k = t - 2
         np.testing.assert_array_equal(view, frame[20 - 2 * k: 36 - 2 * k, 30 + 3 * k: 50 + 3 * k])
-    with pytest.raises(ValueError, match="leaves the 80x60 frame"):
+    with pytest.raises(InputError, match="leaves the 80x60 frame"):
         temporal_probe.pan_window(frame, 5, (16, 0), top=20, left=30, height=16, width=20)
 
 

@@ -135,6 +135,21 @@ def crop_pair(lr_frames: Sequence[np.ndarray], gt: np.ndarray, scale: int, lq_pa
     return lrs, g, flows
 
 
+def translated_crops(frame: np.ndarray, displacements, *, top: int, left: int, height: int,
+                     width: int) -> list[np.ndarray]:
+    """Crops of ``frame``, one per ``(dx, dy)`` integer displacement of the ``height x width`` crop at
+    ``(top, left)``: views of a scene under an exact global translation. Raises InputError when a crop
+    leaves the frame."""
+    views = []
+    for dx, dy in np.asarray(displacements, np.int64).reshape(-1, 2):
+        y0, x0 = top + int(dy), left + int(dx)
+        if y0 < 0 or x0 < 0 or y0 + height > frame.shape[0] or x0 + width > frame.shape[1]:
+            raise InputError(f"a {width}x{height} crop at ({y0}, {x0}) leaves the "
+                             f"{frame.shape[1]}x{frame.shape[0]} frame")
+        views.append(frame[y0:y0 + height, x0:x0 + width])
+    return views
+
+
 def synthetic_motion_window(frame: np.ndarray, num_frames: int, rng: np.random.Generator, *, max_speed: float,
                             jitter: int = 2, scale: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
     """A window of ``num_frames`` views of one frame under a random global translation, and its exact motion.
@@ -164,7 +179,7 @@ def synthetic_motion_window(frame: np.ndarray, num_frames: int, rng: np.random.G
         if t != c:
             disp[t] = np.round((t - c) * v).astype(np.int64) + rng.integers(-jitter, jitter + 1, 2)
     disp = np.clip(disp, -reach, reach)
-    views = [frame[reach + dy: reach + dy + hh, reach + dx: reach + dx + ww] for dx, dy in disp]
+    views = translated_crops(frame, disp, top=reach, left=reach, height=hh, width=ww)
     # view_t(q) = frame(q + r + d_t), so centre(p) = frame(p + r + d_c) = view_t(p + d_c - d_t)
     return views, (disp[c] - disp).astype(np.float32)
 
