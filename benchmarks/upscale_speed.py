@@ -19,6 +19,12 @@ counted, the check is printed) and achieved GFLOP/s against this machine's matmu
     python benchmarks/upscale_speed.py --frames 7 --no-bf16
     python benchmarks/upscale_speed.py --size 64x96 --frames 4   # quick check
     python benchmarks/upscale_speed.py --frames 5 --no-bf16 --tune-allocator
+    python benchmarks/upscale_speed.py --frames 5 --profile bf16   # where srkit's decode spends its time
+
+``--profile`` skips the reference: srkit restores the first two frames unprofiled (warm-up, feature cache
+filled), then the rest under ``torch.profiler``, and prints the ops' self time per group (convolution,
+deformable sampling, DCN GEMM, dtype/layout copies, resampling, elementwise) and the top ops. Measured
+tables are in ``docs/PERFORMANCE.md``.
 
 torch.compile (inductor, torch 2.14.1), measured on EDVR-M's cached decode of one 320x180 window, fp32, on a
 2-core AMD EPYC Zen 4: with channels_last tensors it does not compile (BackendCompilerFailed, "Expected
@@ -111,6 +117,54 @@ def count_flops(model, frames: torch.Tensor) -> tuple[float, float, float, float
     return float(total), float(enc), float(dcn_counted), float(analytic)
 
 
+# --profile: which group an op's self time belongs to (first matching rule; names as torch.profiler gives them).
+OP_GROUPS: list[tuple[str, tuple[str, ...]]] = [
+    ("convolution", ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::thnn_conv2d",
+                     "aten::_nnpack_spatial_convolution", "aten::convolution_overrideable")),
+    ("deformable sampling", ("aten::grid_sampler_2d",)),
+    ("DCN GEMM", ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")),
+    ("dtype/layout copies", ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous")),
+    ("resampling", ("aten::pixel_shuffle", "aten::upsample_bilinear2d", "aten::max_pool2d",
+                    "aten::avg_pool2d")),
+    ("elementwise", ("aten::add", "aten::mul", "aten::addcmul", "aten::leaky_relu", "aten::sigmoid",
+                     "aten::clamp", "aten::sub", "aten::div", "aten::relu", "aten::where", "aten::fill_",
+                     "aten::zero_")),
+]
+
+
+def op_group(name: str) -> str:
+    """The --profile group of a profiler op name (``other`` when no rule matches)."""
+    for group, prefixes in OP_GROUPS:
+        if any(name == p or name.startswith(p + "_") or name.startswith(p + ".") for p in prefixes):
+            return group
+    return "other"
+
+
+def profile_decode(frames: list[np.ndarray], model, precision: str, warmup: int = 2) -> tuple[float, list, list]:
+    """Restore ``frames`` with srkit, profiling all but the first ``warmup`` outputs.
+
+    Returns (seconds per profiled frame, [(group, self seconds, share)], [(op, self seconds, share, calls)])."""
+    from torch.profiler import ProfilerActivity, profile
+
+    gen = upscale_frames(frames, model, device="cpu", precision=precision)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            next(gen)
+        t0 = time.perf_counter()
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in gen:
+                pass
+        per_frame = (time.perf_counter() - t0) / (len(frames) - warmup)
+    events = [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in prof.key_averages()]
+    total = sum(t for _, t, _ in events) or 1.0
+    groups: dict[str, float] = {}
+    for name, t, _ in events:
+        groups[op_group(name)] = groups.get(op_group(name), 0.0) + t
+    by_group = sorted(((g, t, t / total) for g, t in groups.items()), key=lambda r: -r[1])
+    by_op = sorted(((n, t, t / total, c) for n, t, c in events), key=lambda r: -r[1])
+    return per_frame, by_group, by_op
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10 * math.log10(1.0 / mse)
@@ -122,6 +176,8 @@ def main() -> int:
     ap.add_argument("--size", help="HxW of random frames instead of the street clip (e.g. 64x96)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: PyTorch's choice)")
     ap.add_argument("--no-bf16", action="store_true", help="skip the bf16 run")
+    ap.add_argument("--profile", choices=["fp32", "bf16"],
+                    help="profile srkit's decode in this precision instead of the side-by-side run")
     ap.add_argument("--tune-allocator", action="store_true",
                     help="apply the srkit command's allocator set-up (to both runs; see the comment at the top)")
     args = ap.parse_args()
@@ -154,6 +210,20 @@ def main() -> int:
     peak16 = matmul_peak(torch.bfloat16, 512)
     print(f"matmul peak (torch.matmul 1024^3 fp32, 512^3 bf16): fp32 {peak32:.1f} GFLOP/s, bf16 {peak16:.1f} GFLOP/s",
           flush=True)
+
+    if args.profile:
+        if n < 3:
+            print("--profile needs --frames >= 3 (two warm-up frames)", file=sys.stderr)
+            return 2
+        per_frame, by_group, by_op = profile_decode(frames, model, args.profile)
+        print(f"\nsrkit {args.profile}: {per_frame:.2f} s per profiled frame (profiler on), self time by group:")
+        print(f"{'group':24s} {'s/frame':>8s} {'share':>7s}")
+        for g, t, share in by_group:
+            print(f"{g:24s} {t / (n - 2):8.3f} {share:7.1%}")
+        print(f"\n{'op':36s} {'s/frame':>8s} {'share':>7s} {'calls/frame':>12s}")
+        for name, t, share, calls in by_op[:15]:
+            print(f"{name[:36]:36s} {t / (n - 2):8.3f} {share:7.1%} {calls / (n - 2):12.1f}")
+        return 0
 
     x_all = torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in frames])
     total_fl, enc_fl, dcn_counted, dcn_analytic = count_flops(model, x_all[window_indices(0, spec.num_frames, n, "reflection_circle")][None])

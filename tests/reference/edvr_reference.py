@@ -179,7 +179,8 @@ class EDVRReference(nn.Module):
 
     def __init__(self, num_in_ch=3, num_out_ch=3, num_feat=64, num_frame=5, deformable_groups=8,
                  num_extract_block=5, num_reconstruct_block=10, center_frame_idx=None, hr_in=False,
-                 with_predeblur=False, with_tsa=True, scale=None, offset_warn_threshold=None, with_pcd=True):
+                 with_predeblur=False, with_tsa=True, scale=None, offset_warn_threshold=None, with_pcd=True,
+                 offset_fidelity_threshold=None):  # the two thresholds: srkit monitoring / training only
         super().__init__()
         nf = num_feat
         self.center = num_frame // 2 if center_frame_idx is None else center_frame_idx
