@@ -140,10 +140,15 @@ def op_group(name: str) -> str:
     return "other"
 
 
-def profile_decode(frames: list[np.ndarray], model, precision: str, warmup: int = 2) -> tuple[float, list, list]:
+PROFILE_WARMUP = 2  # --profile: outputs restored before the profiler starts (the feature cache fills)
+
+
+def profile_decode(frames: list[np.ndarray], model, precision: str,
+                   warmup: int = PROFILE_WARMUP) -> tuple[float, list, list]:
     """Restore ``frames`` with srkit, profiling all but the first ``warmup`` outputs.
 
-    Returns (seconds per profiled frame, [(group, self seconds, share)], [(op, self seconds, share, calls)])."""
+    Returns, per profiled frame: (wall seconds, [(group, self seconds, share)],
+    [(op, self seconds, share, calls)])."""
     from torch.profiler import ProfilerActivity, profile
 
     gen = upscale_frames(frames, model, device="cpu", precision=precision)
@@ -154,12 +159,14 @@ def profile_decode(frames: list[np.ndarray], model, precision: str, warmup: int 
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in gen:
                 pass
-        per_frame = (time.perf_counter() - t0) / (len(frames) - warmup)
-    events = [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in prof.key_averages()]
+    profiled = len(frames) - warmup
+    per_frame = (time.perf_counter() - t0) / profiled
+    events = [(e.key, e.self_cpu_time_total / 1e6 / profiled, e.count / profiled) for e in prof.key_averages()]
     total = sum(t for _, t, _ in events) or 1.0
     groups: dict[str, float] = {}
     for name, t, _ in events:
-        groups[op_group(name)] = groups.get(op_group(name), 0.0) + t
+        group = op_group(name)
+        groups[group] = groups.get(group, 0.0) + t
     by_group = sorted(((g, t, t / total) for g, t in groups.items()), key=lambda r: -r[1])
     by_op = sorted(((n, t, t / total, c) for n, t, c in events), key=lambda r: -r[1])
     return per_frame, by_group, by_op
@@ -212,17 +219,17 @@ def main() -> int:
           flush=True)
 
     if args.profile:
-        if n < 3:
-            print("--profile needs --frames >= 3 (two warm-up frames)", file=sys.stderr)
+        if n <= PROFILE_WARMUP:
+            print(f"--profile needs --frames > {PROFILE_WARMUP} (warm-up frames)", file=sys.stderr)
             return 2
         per_frame, by_group, by_op = profile_decode(frames, model, args.profile)
         print(f"\nsrkit {args.profile}: {per_frame:.2f} s per profiled frame (profiler on), self time by group:")
         print(f"{'group':24s} {'s/frame':>8s} {'share':>7s}")
         for g, t, share in by_group:
-            print(f"{g:24s} {t / (n - 2):8.3f} {share:7.1%}")
+            print(f"{g:24s} {t:8.3f} {share:7.1%}")
         print(f"\n{'op':36s} {'s/frame':>8s} {'share':>7s} {'calls/frame':>12s}")
         for name, t, share, calls in by_op[:15]:
-            print(f"{name[:36]:36s} {t / (n - 2):8.3f} {share:7.1%} {calls / (n - 2):12.1f}")
+            print(f"{name[:36]:36s} {t:8.3f} {share:7.1%} {calls:12.1f}")
         return 0
 
     x_all = torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() / 255 for f in frames])
