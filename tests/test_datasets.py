@@ -233,7 +233,7 @@ def test_lmdb_gt_and_lr_packs_match_folders(tmp_path):
     import pickle
 
     copy = pickle.loads(pickle.dumps(lm))
-    assert copy.clips[0].gt.reader._env is None and torch.equal(copy[3]["gt"], lm[3]["gt"])
+    assert copy.clips[0].gt.inner.reader._env is None and torch.equal(copy[3]["gt"], lm[3]["gt"])
 
 
 def test_image_dataset_pairs_and_synthesis(tmp_path):
@@ -319,3 +319,52 @@ def test_video_file_source_dataset_and_pack(tmp_path):
     tiny = VideoSRDataset(made.path, layout="videos", train=False, num_frames=3, max_video_bytes=10_000)
     with pytest.raises(InputError, match="pack it first"):
         tiny[0]
+
+
+def test_frame_cache_decodes_each_frame_once_and_changes_nothing(tmp_path, monkeypatch):
+    """Folder and LMDB frames go through one per-dataset LRU cache: identical samples, one decode per frame."""
+    from srkit.data import sources
+
+    root = _vid4_tree(tmp_path, lr=False)
+    pack(root, tmp_path / "gt.lmdb", layout="vid4")
+    decoded: list[str] = []
+    real = sources.read_rgb
+    monkeypatch.setattr(sources, "read_rgb", lambda p: decoded.append(str(p)) or real(p))
+    for src, kw in ((root, dict(layout="vid4")), (tmp_path / "gt.lmdb", {})):
+        make = lambda cache: VideoSRDataset(src, scale=S, num_frames=5, degradation=BoxDown(),  # noqa: E731
+                                            gt_patch=16, seed=2, frame_cache_bytes=cache, **kw)
+        cached, plain = make(1 << 20), make(0)
+        samples = []
+        for epoch in (0, 1):
+            cached.set_epoch(epoch)
+            samples += [cached[i] for i in range(len(cached))]
+        cache = cached.frame_cache
+        assert len(cache) == 2 * T and cache.misses == 2 * T and cache.hits == 2 * (2 * T) * 5 - 2 * T
+        if kw:
+            assert len(decoded) == 2 * T  # each frame file decoded once
+        for epoch in (0, 1):
+            plain.set_epoch(epoch)
+            for i in range(len(plain)):
+                x = samples[epoch * len(plain) + i]
+                assert torch.equal(x["lq"], plain[i]["lq"]) and torch.equal(x["gt"], plain[i]["gt"])
+
+
+def test_frame_cache_evicts_least_recent_and_protects_frames():
+    from srkit.data.sources import FrameCache
+
+    cache = FrameCache(max_bytes=3 * 100)
+    frame = lambda v: np.full(100, v, np.uint8)  # noqa: E731
+    for k in range(4):
+        cache.get(("c", k), lambda k=k: frame(k))
+    assert len(cache) == 3 and cache.nbytes == 300
+    assert cache.get(("c", 0), lambda: frame(9))[0] == 9  # 0 was evicted first, so it is decoded again
+    got = cache.get(("c", 3), lambda: frame(7))
+    assert got[0] == 3 and cache.hits == 1
+    with pytest.raises(ValueError):
+        got[0] = 1  # read-only: a caller changing a frame in place would corrupt every later read
+    big = cache.get(("c", 5), lambda: np.zeros(301, np.uint8))  # larger than the budget: returned, not cached
+    assert big.flags.writeable and len(cache) == 3
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(cache))  # a spawned worker starts empty with the same budget
+    assert len(clone) == 0 and clone.max_bytes == 300

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from torch.utils.data import Dataset
 
+from srkit.data.sources import DEFAULT_FRAME_CACHE_BYTES
 from srkit.data.video_dataset import VideoSRDataset
 
 
@@ -34,12 +35,13 @@ class ImageSRDataset(Dataset):
     def __init__(self, source, *, layout: str = "images", split: str = "train", subset=None, lr_source=None,
                  scale: int = 4, degradation="BI", degradation_params: dict | None = None, lr_from_disk: bool = True,
                  train: bool = True, gt_patch: int = 128, use_flip: bool = True, use_rot: bool = True, seed: int = 0,
-                 degrade_margin: int = 24):
+                 degrade_margin: int = 24, frame_cache_bytes: int = DEFAULT_FRAME_CACHE_BYTES):
         self._frames = VideoSRDataset(
             source, layout=layout, split=split, subset=subset, lr_source=lr_source, scale=scale, num_frames=1,
             padding="replicate", degradation=degradation, degradation_params=degradation_params,
             lr_from_disk=lr_from_disk, train=train, gt_patch=gt_patch, interval_list=(1,), random_reverse=False,
-            use_flip=use_flip, use_rot=use_rot, border="pad", centers="all", seed=seed, degrade_margin=degrade_margin)
+            use_flip=use_flip, use_rot=use_rot, border="pad", centers="all", seed=seed, degrade_margin=degrade_margin,
+            frame_cache_bytes=frame_cache_bytes)
         self.scale, self.train, self.gt_patch = scale, train, gt_patch
 
     def __len__(self) -> int:

@@ -43,8 +43,8 @@ from torch.utils.data import Dataset
 
 from srkit.data.layouts import Clip, discover_clips, read_name_list
 from srkit.data.lmdb_store import PACK_INFO_NAME
-from srkit.data.sources import (DEFAULT_VIDEO_CACHE_BYTES, CentreOnly, FrameSource, clip_source, is_lmdb,
-                                lmdb_sources)
+from srkit.data.sources import (DEFAULT_FRAME_CACHE_BYTES, DEFAULT_VIDEO_CACHE_BYTES, CentreOnly, FrameCache,
+                                FrameSource, cached, clip_source, is_lmdb, lmdb_sources)
 from srkit.data.motion import FlowCache, window_flow
 from srkit.data.transforms import (check_pair_sizes, check_patch, crop_pair, draw_augment, mod_crop, synth_pair,
                                    synthetic_motion_window, to_tensor)
@@ -184,6 +184,8 @@ class VideoSRDataset(Dataset):
         synthetic_motion: training, LR synthesised: probability that a window is replaced by views of its
             centre frame under a random global translation (:func:`srkit.data.transforms.synthetic_motion_window`),
             whose flow is exact; up to ``synthetic_speed`` GT pixels per frame on each axis.
+        frame_cache_bytes: decoded frames of folders and LMDB packs kept per process (each DataLoader worker
+            has its own :class:`~srkit.data.sources.FrameCache`); 0 decodes every read.
     """
 
     def __init__(self, source, *, layout: str = "auto", split: str = "train", subset=None, lr_source=None,
@@ -192,7 +194,8 @@ class VideoSRDataset(Dataset):
                  gt_patch: int = 256, interval_list: Sequence[int] = (1,), random_reverse: bool = False,
                  use_flip: bool = True, use_rot: bool = True, border: str = "pad", centers: str = "auto",
                  seed: int = 0, degrade_margin: int = 24, max_video_bytes: int = DEFAULT_VIDEO_CACHE_BYTES,
-                 flow: bool = False, synthetic_motion: float = 0.0, synthetic_speed: float = 16.0):
+                 flow: bool = False, synthetic_motion: float = 0.0, synthetic_speed: float = 16.0,
+                 frame_cache_bytes: int = DEFAULT_FRAME_CACHE_BYTES):
         check_window(num_frames, padding)
         if scale < 1:
             raise ConfigError(f"scale must be >= 1, got {scale}")
@@ -219,6 +222,9 @@ class VideoSRDataset(Dataset):
                                  max_video_bytes=max_video_bytes)
         if not self.clips:
             raise InputError("dataset has no clips", source if isinstance(source, (str, os.PathLike)) else None)
+        self.frame_cache = FrameCache(frame_cache_bytes)
+        for clip in self.clips:
+            clip.gt, clip.lr = cached(clip.gt, self.frame_cache), cached(clip.lr, self.frame_cache)
         needs_synthesis = any(c.lr is None for c in self.clips)
         self.degradation = resolve_degradation(degradation, scale, degradation_params) if needs_synthesis else None
         if self.synthetic_motion and not needs_synthesis:

@@ -118,6 +118,9 @@ class DatasetConfig:
                                  help="video training: probability that a window is views of its centre frame under "
                                       "a random global translation (exact flow: alignment learns from it)")
     synthetic_speed: float = _f(16.0, check="non_negative", help="synthetic_motion: largest speed, GT px per frame per axis")
+    frame_cache_mb: int = _f(1024, check="non_negative",
+                             help="decoded frames (folders, LMDB) kept per worker process, least recently used "
+                                  "dropped first: a set that fits is decoded once, not once per window; 0: off")
     curriculum: CurriculumConfig | None = _f(None, help="training: widen the set from easy to hard clips (see CurriculumConfig)")
     length: int = _f(64, check="positive", help="synthetic: number of samples")
     height: int = _f(64, check="positive", help="synthetic: GT height")

@@ -254,7 +254,7 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
         layout=cfg.layout, split=cfg.partition or ("train" if train else "test"), subset=cfg.subset,
         lr_source=cfg.lmdb_lq, scale=scale, degradation=cfg.degradation,
         degradation_params=dict(cfg.degradation_params), train=train, gt_patch=cfg.gt_size,
-        use_flip=cfg.use_flip, use_rot=cfg.use_rot, seed=seed,
+        use_flip=cfg.use_flip, use_rot=cfg.use_rot, seed=seed, frame_cache_bytes=cfg.frame_cache_mb << 20,
     )
     if cfg.kind == "video":
         from srkit.data.video_dataset import VideoSRDataset
