@@ -330,10 +330,9 @@ def test_frame_cache_decodes_each_frame_once_and_changes_nothing(tmp_path, monke
     decoded: list[str] = []
     real = sources.read_rgb
     monkeypatch.setattr(sources, "read_rgb", lambda p: decoded.append(str(p)) or real(p))
-    for src, kw in ((root, dict(layout="vid4")), (tmp_path / "gt.lmdb", {})):
-        make = lambda cache: VideoSRDataset(src, scale=S, num_frames=5, degradation=BoxDown(),  # noqa: E731
-                                            gt_patch=16, seed=2, frame_cache_bytes=cache, **kw)
-        cached, plain = make(1 << 20), make(0)
+    for src, kw in ((root, {"layout": "vid4"}), (tmp_path / "gt.lmdb", {})):
+        cached, plain = (VideoSRDataset(src, scale=S, num_frames=5, degradation=BoxDown(), gt_patch=16, seed=2,
+                                        frame_cache_bytes=size, **kw) for size in (1 << 20, 0))
         samples = []
         for epoch in (0, 1):
             cached.set_epoch(epoch)
@@ -353,7 +352,9 @@ def test_frame_cache_evicts_least_recent_and_protects_frames():
     from srkit.data.sources import FrameCache
 
     cache = FrameCache(max_bytes=3 * 100)
-    frame = lambda v: np.full(100, v, np.uint8)  # noqa: E731
+    def frame(v: int) -> np.ndarray:
+        return np.full(100, v, np.uint8)
+
     for k in range(4):
         cache.get(("c", k), lambda k=k: frame(k))
     assert len(cache) == 3 and cache.nbytes == 300

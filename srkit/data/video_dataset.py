@@ -43,9 +43,9 @@ from torch.utils.data import Dataset
 
 from srkit.data.layouts import Clip, discover_clips, read_name_list
 from srkit.data.lmdb_store import PACK_INFO_NAME
+from srkit.data.motion import FlowCache, window_flow
 from srkit.data.sources import (DEFAULT_FRAME_CACHE_BYTES, DEFAULT_VIDEO_CACHE_BYTES, CentreOnly, FrameCache,
                                 FrameSource, cached, clip_source, is_lmdb, lmdb_sources)
-from srkit.data.motion import FlowCache, window_flow
 from srkit.data.transforms import (check_pair_sizes, check_patch, crop_pair, draw_augment, mod_crop, synth_pair,
                                    synthetic_motion_window, to_tensor)
 from srkit.data.windows import check_window, strided_window, window_fits, window_indices
