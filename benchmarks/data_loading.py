@@ -7,7 +7,10 @@ Measured side by side in one run (interleaved rounds, medians), on real footage 
 2. reading one frame: ``read_rgb`` on the PNG file vs ``LmdbReader.read`` (PNG level 1 records);
 3. one training sample (7 frames, BI x4 synthesised, 256x256 GT patch): srkit's crop-region synthesis
    vs degrading the 7 whole frames and cropping afterwards (what a naive pipeline does); the script
-   also checks the two give the same LR patch.
+   also checks the two give the same LR patch;
+4. one training sample as edvr-s draws them (5 frames, BI x4, 128x128 GT patch, flips and rotations)
+   with the decoded-frame cache (``data.train.frame_cache_mb``, warm: every frame decoded once) and
+   without it (five PNG decodes per sample); the script checks the samples are identical.
 
     python benchmarks/data_loading.py                  # 15 frames
     python benchmarks/data_loading.py --frames 30 --repeats 7
@@ -25,6 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from srkit.data.degrade import bicubic_downsample
 from srkit.data.layouts import Clip
@@ -99,6 +103,7 @@ def main() -> int:
         print(f"read one frame: PNG file {t['png']:.1f} ms, LMDB {t['lmdb']:.1f} ms "
               f"(PNG/LMDB {t['png'] / t['lmdb']:.2f}x)")
 
+        # Part 3 compares two ways of synthesising LR, not decoding: both read the same cached frames.
         ds = VideoSRDataset(clips, num_frames=7, degradation="BI", gt_patch=256, use_flip=False, use_rot=False, seed=0)
         idx = len(ds) // 2
 
@@ -133,6 +138,29 @@ def main() -> int:
         print(f"training sample (7 frames, BI x4, 256 GT patch): crop synthesis {t['crop']:.1f} ms, "
               f"whole frames {t['whole']:.1f} ms (speed-up {t['whole'] / t['crop']:.1f}x; "
               f"max |LR difference| {diff:.2e})")
+
+        kw = {"num_frames": 5, "degradation": "BI", "gt_patch": 128, "random_reverse": True, "seed": 0}
+        warm, cold = VideoSRDataset(clips, **kw), VideoSRDataset(clips, frame_cache_bytes=0, **kw)
+        for k in range(len(warm)):
+            warm[k]  # fill the cache: a training set that fits is decoded once per worker
+        j = {"n": 0}
+
+        def sample(d) -> None:
+            d[j["n"] % len(d)]
+
+        def with_cache() -> None:
+            sample(warm)
+
+        def without() -> None:
+            sample(cold)
+            j["n"] += 1  # each round reads a different window
+
+        t = _interleaved({"cache": with_cache, "none": without}, args.repeats * 3)
+        same = all(torch.equal(warm[k]["lq"], cold[k]["lq"]) and torch.equal(warm[k]["gt"], cold[k]["gt"])
+                   for k in range(0, len(warm), max(1, len(warm) // 4)))
+        print(f"training sample (5 frames, BI x4, 128 GT patch, as edvr-s): frame cache {t['cache']:.1f} ms, "
+              f"decoding every frame {t['none']:.1f} ms (speed-up {t['none'] / t['cache']:.1f}x; "
+              f"identical samples: {same}; cache {warm.frame_cache.nbytes / 2**20:.0f} MiB)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
