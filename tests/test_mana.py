@@ -363,7 +363,7 @@ def test_kaiming_init_makes_the_fresh_output_depend_on_the_input(seed):
     # The attention's output projections still start at zero (the official init), whatever the trunk's.
     model = create_model("mana-s")
     assert model.config.init == "kaiming" and create_model("mana", **TINY).config.init == "official"
-    assert float(model.nonloc_spatial.W_z.weight.abs().max()) == 0 == float(model.nonloc_spatial.W_z1.weight.abs().max())
+    assert float(model.nonloc_spatial.W_z.weight.detach().abs().max()) == 0 == float(model.nonloc_spatial.W_z1.weight.detach().abs().max())
     with pytest.raises(ConfigError, match="init must be one of official, kaiming"):
         create_model("mana", **TINY, init="xavier")
 
