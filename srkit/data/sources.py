@@ -254,28 +254,20 @@ class CachedSource(FrameSource):
 
     def __init__(self, inner: FrameSource, cache: FrameCache):
         self.inner, self.cache, self.name = inner, cache, inner.name
-        self._id = _next_source_id()
 
     def __len__(self) -> int:
         return len(self.inner)
 
     def read(self, index: int) -> np.ndarray:
-        return self.cache.get((self._id, index), lambda: self.inner.read(index))
+        # id(self) tells the GT and LR sources of one clip apart (their frame keys are equal); it is unique
+        # while the dataset lives, and the cache lives and is pickled (emptied) with the same dataset.
+        return self.cache.get((id(self), index), lambda: self.inner.read(index))
 
     def frame_key(self, index: int) -> str:
         return self.inner.frame_key(index)
 
     def records(self) -> Iterator[RecordSource]:
         return self.inner.records()  # packing streams every frame once: nothing to gain from the cache
-
-
-_source_count = 0
-
-
-def _next_source_id() -> int:
-    global _source_count
-    _source_count += 1
-    return _source_count
 
 
 def cached(source: FrameSource | None, cache: FrameCache | None) -> FrameSource | None:
