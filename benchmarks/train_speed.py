@@ -14,6 +14,13 @@
 Measured on a 2-core AMD EPYC (Zen 4: native AVX512-BF16, no AMX), ``--steps 4 --run-steps 48``:
 EDVR-M step fp32 7.28 s, bf16 4.38 s (1.66x); the two 48-step edvr-s runs' block-mean losses agree
 to 0.0% (e.g. 0.03965 / 0.03963 over steps 1-8, 0.04364 / 0.04364 over 41-48).
+On a 2-core Intel Xeon with AMX: the same part 2 agrees to 0.030%; ``--steps 3 --steps-only`` (part 1 also
+times the models in channels_last, which ``srkit train`` does not use yet): fp32 6.01 s, bf16 3.74 s
+(1.61x), fp32/channels_last 5.17 s, bf16/channels_last 2.93 s (1.76x; 2.05x the NCHW fp32 step).
+``--profile bf16/channels_last`` prints where a step's time goes (table in docs/PERFORMANCE.md).
+
+    python benchmarks/train_speed.py --steps 3 --steps-only          # part 1 only, NCHW and channels_last
+    python benchmarks/train_speed.py --profile bf16/channels_last    # self time by op group
 """
 
 from __future__ import annotations
@@ -48,25 +55,94 @@ def step(model, opt, lq, gt, precision: str) -> tuple[float, float]:
     return time.perf_counter() - t0, float(loss.detach())
 
 
-def speed(args) -> tuple[float, float]:
+def variants(args) -> list[str]:
+    """Timed variants: ``precision`` or ``precision/channels_last``."""
+    formats = {"nchw": [""], "channels_last": ["/channels_last"], "both": ["", "/channels_last"]}[args.memory_format]
+    return [p + f for f in formats for p in ("fp32", "bf16")]
+
+
+def build(name: str, state: dict | None = None):
     from srkit.models import create_model
 
+    model = create_model(name).train()
+    if state is not None:
+        model.load_state_dict(state)
+    return model
+
+
+def speed(args) -> dict[str, float]:
+    """Median step seconds of each variant, timed in lock step (one step of each per round)."""
     torch.manual_seed(0)
-    models = {p: create_model(args.model).train() for p in ("fp32", "bf16")}
-    models["bf16"].load_state_dict(models["fp32"].state_dict())
-    opts = {p: torch.optim.Adam(m.parameters(), 4e-4) for p, m in models.items()}
+    state = build(args.model).state_dict()
+    models = {}
+    for v in variants(args):
+        m = build(args.model, state)
+        models[v] = m.to(memory_format=torch.channels_last) if v.endswith("/channels_last") else m
+    opts = {v: torch.optim.Adam(m.parameters(), 4e-4) for v, m in models.items()}
     s = args.lr_size
     lq = torch.rand(args.batch, 5, 3, s, s)
     gt = torch.rand(args.batch, 3, 4 * s, 4 * s)
-    times: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    times: dict[str, list[float]] = {v: [] for v in models}
     for i in range(args.steps + 1):  # the first step of each is a warm-up
-        for p in ("fp32", "bf16"):
-            t, _ = step(models[p], opts[p], lq, gt, p)
+        for v in models:
+            t, _ = step(models[v], opts[v], lq, gt, v.split("/")[0])
             if i:
-                times[p].append(t)
+                times[v].append(t)
         if i:
-            print(f"  step {i}: fp32 {times['fp32'][-1]:.2f}s, bf16 {times['bf16'][-1]:.2f}s", flush=True)
-    return statistics.median(times["fp32"]), statistics.median(times["bf16"])
+            print(f"  step {i}: " + ", ".join(f"{v} {times[v][-1]:.2f}s" for v in models), flush=True)
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
+# --profile: which group an op's self time belongs to (first matching rule; torch.profiler's names).
+OP_GROUPS: list[tuple[str, tuple[str, ...]]] = [
+    ("convolution backward", ("aten::convolution_backward", "aten::mkldnn_convolution_backward")),
+    ("convolution", ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::thnn_conv2d")),
+    ("deformable sampling backward", ("aten::grid_sampler_2d_backward",)),
+    ("deformable sampling", ("aten::grid_sampler_2d",)),
+    ("GEMM (DCN, attention)", ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")),
+    ("optimizer (Adam)", ("aten::_foreach", "aten::_fused_adam")),
+    ("dtype/layout copies", ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous")),
+    ("resampling", ("aten::pixel_shuffle", "aten::pixel_unshuffle", "aten::upsample_bilinear2d",
+                    "aten::upsample_bilinear2d_backward", "aten::avg_pool2d", "aten::max_pool2d")),
+]
+
+
+def op_group(name: str) -> str:
+    for group, prefixes in OP_GROUPS:
+        if any(name == p or name.startswith(p + "_") or name.startswith(p + ".") for p in prefixes):
+            return group
+    return "other (elementwise, activations, reductions, ...)"
+
+
+def profile_steps(args, variant: str, steps: int = 2) -> None:
+    """Self time per op group of ``steps`` training steps of ``variant`` (after one warm-up step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.manual_seed(0)
+    model = build(args.model)
+    if variant.endswith("/channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), 4e-4)
+    s = args.lr_size
+    lq, gt = torch.rand(args.batch, 5, 3, s, s), torch.rand(args.batch, 3, 4 * s, 4 * s)
+    precision = variant.split("/")[0]
+    step(model, opt, lq, gt, precision)
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step(model, opt, lq, gt, precision)
+    wall = (time.perf_counter() - t0) / steps
+    events = [(e.key, e.self_cpu_time_total / 1e6 / steps, e.count / steps) for e in prof.key_averages()]
+    total = sum(t for _, t, _ in events) or 1.0
+    groups: dict[str, float] = {}
+    for name, t, _ in events:
+        groups[op_group(name)] = groups.get(op_group(name), 0.0) + t
+    print(f"\n{variant} training step: {wall:.2f} s per step with the profiler on; self time by group:")
+    for g, t in sorted(groups.items(), key=lambda r: -r[1]):
+        print(f"  {g:48s} {t:7.3f} s {t / total:6.1%}")
+    print("  top ops:")
+    for name, t, calls in sorted(events, key=lambda r: -r[1])[:12]:
+        print(f"  {name:48s} {t:7.3f} s {t / total:6.1%} {calls:6.0f} calls")
 
 
 def batches(n: int, batch: int, lr: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -87,13 +163,11 @@ def batches(n: int, batch: int, lr: int, seed: int) -> list[tuple[torch.Tensor, 
 
 
 def learning(args) -> dict[str, list[float]]:
-    from srkit.models import create_model
-
     data = batches(args.run_steps, 4, 32, seed=0)
     curves = {}
     for p in ("fp32", "bf16"):
         torch.manual_seed(0)
-        model = create_model("edvr-s").train()
+        model = build("edvr-s")
         opt = torch.optim.Adam(model.parameters(), 4e-4)
         curves[p] = [step(model, opt, lq, gt, p)[1] for lq, gt in data]
     return curves
@@ -106,16 +180,32 @@ def main() -> int:
     ap.add_argument("--lr-size", type=int, default=64, help="LR crop side in part 1 (default 64: 256 GT)")
     ap.add_argument("--steps", type=int, default=5, help="timed steps of each precision (default 5)")
     ap.add_argument("--run-steps", type=int, default=60, help="steps of each learning run (default 60)")
+    ap.add_argument("--memory-format", choices=("nchw", "channels_last", "both"), default="both",
+                    help="memory format(s) of the timed models in part 1 (default both)")
+    ap.add_argument("--steps-only", action="store_true", help="part 1 only")
+    ap.add_argument("--profile", metavar="VARIANT", choices=("fp32", "bf16", "fp32/channels_last", "bf16/channels_last"),
+                    help="instead: profile two training steps of this variant, self time by op group")
     args = ap.parse_args()
     from srkit.utils.device import cpu_has_native_bf16, cpu_summary
 
     print(f"CPU: {cpu_summary()}")
+    if args.profile:
+        profile_steps(args, args.profile)
+        return 0
     print(f"1. {args.model} training step, batch {args.batch} x 5 frames of {args.lr_size}x{args.lr_size} LR:")
-    t32, t16 = speed(args)
+    med = speed(args)
     amx = bool(getattr(getattr(torch, "cpu", None), "_is_amx_tile_supported", lambda: False)())
     target = "target >= 2x with AMX" if amx else ("no AMX: no target" if cpu_has_native_bf16() else
                                                    "bf16 emulated on this CPU: no target")
-    print(f"   median step: fp32 {t32:.2f} s, bf16 {t16:.2f} s -> bf16 {t32 / t16:.2f}x fp32 ({target})")
+    base_name = "fp32" if "fp32" in med else next(iter(med))
+    print("   median step: " + ", ".join(f"{v} {t:.2f} s ({med[base_name] / t:.2f}x)" for v, t in med.items())
+          + f" -- speed-ups against {base_name}")
+    for suffix in ("", "/channels_last"):
+        if "fp32" + suffix in med and "bf16" + suffix in med:
+            r = med["fp32" + suffix] / med["bf16" + suffix]
+            print(f"   bf16 vs fp32{suffix.replace('/', ', ')}: {r:.2f}x ({target})")
+    if args.steps_only:
+        return 0
     print(f"2. edvr-s from the same seed on the same {args.run_steps} batches (4 x 5 frames, 32x32 LR):")
     curves = learning(args)
     block = max(1, args.run_steps // 6)

@@ -433,6 +433,24 @@ def test_inference_row_bands_for_large_frames(monkeypatch, autocast):
     torch.testing.assert_close(bands, whole, atol=1e-5 if not autocast else 1e-2, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_no_grad_low_precision_channels_last_offsets_match_fp32(monkeypatch, dtype):
+    """Offsets and mask as autocast's convolutions give them (bf16/fp16, channels_last) take the pair-transpose
+    path and sample exactly where the same values in fp32 NCHW do, in whole frames and in row bands."""
+    x, offset, weight, bias, mask, kw = _case(n=1, c=8, h=13, w=11, dg=2, stride=(1, 1), pad=(1, 1))
+    off_low, mask_low = offset.to(dtype), mask.to(dtype)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        ref = deform_conv2d(x, off_low.float(), weight, bias, mask=mask_low.float(), **kw)
+        for budget in (None, 3 * 8 * 9 * ref.shape[-1] * 4):  # whole frame, then bands of 3 rows
+            if budget is not None:
+                monkeypatch.setattr(dc_module, "_INFERENCE_COLS_BYTES", budget)
+            out = deform_conv2d(x_cl, off_low.contiguous(memory_format=torch.channels_last), weight, bias,
+                                mask=mask_low.contiguous(memory_format=torch.channels_last), **kw)
+            assert out.dtype == torch.float32 and dc_module.is_channels_last(out)
+            torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+
+
 def test_batch_pieces_do_not_reenter_the_public_function(monkeypatch):
     """Profilers/benchmarks wrap ``deform_conv2d``; internal batch pieces must not be counted again."""
     x, offset, weight, bias, mask, kw = _case(n=4, c=8, dg=2)
