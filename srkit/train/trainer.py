@@ -313,6 +313,9 @@ class Trainer:
             raise ConfigError(f"{key}: {exc}") from None
         self.spec = self.model.spec
         self.model.to(self.device)
+        if cfg.memory_format == "channels_last":
+            # Before the optimizer and the EMA copy are made: their tensors take the parameters' layout.
+            self.model.to(memory_format=torch.channels_last)
         if cfg.model.init_from and resume_path is None:
             missing = init_model_from(self.model, cfg.model.init_from, cfg.model.init_key, cfg.model.init_allow_missing)
             self._log(f"initialised from {cfg.model.init_from}" + (f"; fresh: {len(missing)} keys" if missing else ""))
