@@ -15,7 +15,7 @@ Measured on a 2-core AMD EPYC (Zen 4: native AVX512-BF16, no AMX), ``--steps 4 -
 EDVR-M step fp32 7.28 s, bf16 4.38 s (1.66x); the two 48-step edvr-s runs' block-mean losses agree
 to 0.0% (e.g. 0.03965 / 0.03963 over steps 1-8, 0.04364 / 0.04364 over 41-48).
 On a 2-core Intel Xeon with AMX: the same part 2 agrees to 0.030%; ``--steps 3 --steps-only`` (part 1 also
-times the models in channels_last, which ``srkit train`` does not use yet): fp32 6.01 s, bf16 3.74 s
+times the models in channels_last, as ``srkit train --set memory_format=channels_last`` trains): fp32 6.01 s, bf16 3.74 s
 (1.61x), fp32/channels_last 5.17 s, bf16/channels_last 2.93 s (1.76x; 2.05x the NCHW fp32 step).
 ``--profile bf16/channels_last`` prints where a step's time goes (table in docs/PERFORMANCE.md).
 
@@ -94,7 +94,7 @@ def speed(args) -> dict[str, float]:
 
 
 # --profile: which group an op's self time belongs to (first matching rule; torch.profiler's names).
-OP_GROUPS: list[tuple[str, tuple[str, ...]]] = [
+TRAIN_OP_GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("convolution backward", ("aten::convolution_backward", "aten::mkldnn_convolution_backward")),
     ("convolution", ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::thnn_conv2d")),
     ("deformable sampling backward", ("aten::grid_sampler_2d_backward",)),
@@ -107,16 +107,10 @@ OP_GROUPS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def op_group(name: str) -> str:
-    for group, prefixes in OP_GROUPS:
-        if any(name == p or name.startswith(p + "_") or name.startswith(p + ".") for p in prefixes):
-            return group
-    return "other (elementwise, activations, reductions, ...)"
-
-
 def profile_steps(args, variant: str, steps: int = 2) -> None:
     """Self time per op group of ``steps`` training steps of ``variant`` (after one warm-up step)."""
     from torch.profiler import ProfilerActivity, profile
+    from upscale_speed import self_time_by_group  # beside this script
 
     torch.manual_seed(0)
     model = build(args.model)
@@ -132,17 +126,13 @@ def profile_steps(args, variant: str, steps: int = 2) -> None:
         for _ in range(steps):
             step(model, opt, lq, gt, precision)
     wall = (time.perf_counter() - t0) / steps
-    events = [(e.key, e.self_cpu_time_total / 1e6 / steps, e.count / steps) for e in prof.key_averages()]
-    total = sum(t for _, t, _ in events) or 1.0
-    groups: dict[str, float] = {}
-    for name, t, _ in events:
-        groups[op_group(name)] = groups.get(op_group(name), 0.0) + t
+    by_group, by_op = self_time_by_group(prof, steps, TRAIN_OP_GROUPS, "other (elementwise, activations, reductions, ...)")
     print(f"\n{variant} training step: {wall:.2f} s per step with the profiler on; self time by group:")
-    for g, t in sorted(groups.items(), key=lambda r: -r[1]):
-        print(f"  {g:48s} {t:7.3f} s {t / total:6.1%}")
+    for g, t, share in by_group:
+        print(f"  {g:48s} {t:7.3f} s {share:6.1%}")
     print("  top ops:")
-    for name, t, calls in sorted(events, key=lambda r: -r[1])[:12]:
-        print(f"  {name:48s} {t:7.3f} s {t / total:6.1%} {calls:6.0f} calls")
+    for name, t, share, calls in by_op[:12]:
+        print(f"  {name:48s} {t:7.3f} s {share:6.1%} {calls:6.0f} calls")
 
 
 def batches(n: int, batch: int, lr: int, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -132,12 +132,27 @@ OP_GROUPS: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 
-def op_group(name: str) -> str:
-    """The --profile group of a profiler op name (``other`` when no rule matches)."""
-    for group, prefixes in OP_GROUPS:
+def op_group(name: str, groups: list[tuple[str, tuple[str, ...]]] = OP_GROUPS, other: str = "other") -> str:
+    """The --profile group of a profiler op name (``other`` when no rule of ``groups`` matches)."""
+    for group, prefixes in groups:
         if any(name == p or name.startswith(p + "_") or name.startswith(p + ".") for p in prefixes):
             return group
-    return "other"
+    return other
+
+
+def self_time_by_group(prof, per: int, groups: list[tuple[str, tuple[str, ...]]] = OP_GROUPS,
+                       other: str = "other") -> tuple[list, list]:
+    """A finished ``torch.profiler`` run's self time divided by ``per`` (frames, steps):
+    ``([(group, seconds, share)], [(op, seconds, share, calls)])``, each largest first."""
+    events = [(e.key, e.self_cpu_time_total / 1e6 / per, e.count / per) for e in prof.key_averages()]
+    total = sum(t for _, t, _ in events) or 1.0
+    by_name: dict[str, float] = {}
+    for name, t, _ in events:
+        group = op_group(name, groups, other)
+        by_name[group] = by_name.get(group, 0.0) + t
+    by_group = sorted(((g, t, t / total) for g, t in by_name.items()), key=lambda r: -r[1])
+    by_op = sorted(((n, t, t / total, c) for n, t, c in events), key=lambda r: -r[1])
+    return by_group, by_op
 
 
 PROFILE_WARMUP = 2  # --profile: outputs restored before the profiler starts (the feature cache fills)
@@ -161,15 +176,7 @@ def profile_decode(frames: list[np.ndarray], model, precision: str,
                 pass
     profiled = len(frames) - warmup
     per_frame = (time.perf_counter() - t0) / profiled
-    events = [(e.key, e.self_cpu_time_total / 1e6 / profiled, e.count / profiled) for e in prof.key_averages()]
-    total = sum(t for _, t, _ in events) or 1.0
-    groups: dict[str, float] = {}
-    for name, t, _ in events:
-        group = op_group(name)
-        groups[group] = groups.get(group, 0.0) + t
-    by_group = sorted(((g, t, t / total) for g, t in groups.items()), key=lambda r: -r[1])
-    by_op = sorted(((n, t, t / total, c) for n, t, c in events), key=lambda r: -r[1])
-    return per_frame, by_group, by_op
+    return (per_frame, *self_time_by_group(prof, profiled))
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
