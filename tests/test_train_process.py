@@ -95,16 +95,22 @@ def test_sigkill_then_resume_auto_equals_uninterrupted(tmp_path, capfd, variant)
         assert (tmp_path / "runs" / "killed" / "curriculum_scores.json").is_file()
 
 
-def test_sigterm_saves_a_checkpoint_and_exits(tmp_path) -> None:
+@pytest.mark.parametrize("target", ["process", "process-group"])
+def test_sigterm_saves_a_checkpoint_and_exits(tmp_path, target) -> None:
+    """SIGTERM to the trainer alone, or to its whole process group with the data workers (as `kill --
+    -PGID`, systemd or a batch scheduler send it): either way it saves at the iteration it stops at."""
     cfg = _write(tmp_path, "term")
     proc = subprocess.Popen([sys.executable, "-m", "srkit", "train", str(cfg), "--set", "train.total_iters=100000",
                              "--set", "train.schedule.periods=[100000]", "--set", "checkpoint.every=100000"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     csv_path = tmp_path / "runs" / "term" / "scalars.csv"
     deadline = time.time() + 120
     while time.time() < deadline and not (csv_path.exists() and ",loss," in csv_path.read_text()):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    if target == "process":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
     assert "received SIGTERM: saving a checkpoint" in err and "resume with --resume auto" in err

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 from typing import Any
 
 import numpy as np
@@ -300,7 +301,14 @@ def make_train_loader(dataset: Dataset, cfg: DataConfig, *, seed: int, dist_info
 def _worker_init(worker_id: int) -> None:
     # One thread per worker: the main process already uses the cores for the model.
     torch.set_num_threads(1)
+    # Ctrl-C in a terminal, `kill -- -PGID`, systemd and batch schedulers signal every process of the
+    # job, workers included.  A worker killed by the signal makes the DataLoader raise in the main
+    # process before the trainer has saved its stop checkpoint; ignored here, the main process finishes
+    # the iteration, saves and exits, and the loader shuts the workers down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def make_val_loader(dataset: Dataset, cfg: DataConfig) -> DataLoader:
-    return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=min(cfg.num_workers, 2))
+    return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=min(cfg.num_workers, 2),
+                      worker_init_fn=_worker_init)
