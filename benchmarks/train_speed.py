@@ -18,6 +18,9 @@ On a 2-core Intel Xeon with AMX: the same part 2 agrees to 0.030%; ``--steps 3 -
 times the models in channels_last, as ``srkit train --set memory_format=channels_last`` trains): fp32 6.01 s, bf16 3.74 s
 (1.61x), fp32/channels_last 5.17 s, bf16/channels_last 2.93 s (1.76x; 2.05x the NCHW fp32 step).
 ``--profile bf16/channels_last`` prints where a step's time goes (table in docs/PERFORMANCE.md).
+Session 12, same kind of Xeon, after the DCN's modulated GEMM moved to bf16 under autocast, ``--steps 5
+--steps-only`` twice: bf16 2.30x / 2.02x fp32, channels_last 2.29x / 2.52x -- but the host was slower
+that session for fp32 (7.4-8.7 s per fp32 step, 3.65-3.77 s per bf16 one), so the ratios are flattered.
 
     python benchmarks/train_speed.py --steps 3 --steps-only          # part 1 only, NCHW and channels_last
     python benchmarks/train_speed.py --profile bf16/channels_last    # self time by op group

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+from torch import Tensor
 from torch.nn import functional as F
 
 from srkit.ops import ModulatedDeformConv2d, OffsetMonitor, deform_conv2d
@@ -250,14 +251,52 @@ def test_bf16_autocast_keeps_coordinates_fp32():
     assert ((out16.float() - ref).abs().max() / ref.abs().max()) < 5e-2
 
 
-def test_bf16_autocast_backward():
-    x, offset, weight, bias, mask, kw = _case()
-    params = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+def _grads(inputs, kw, probe, autocast):
+    ts = [t.clone().requires_grad_() for t in inputs]
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = deform_conv2d(*ts[:4], mask=ts[4], **kw)
+    (out.float() * probe).sum().backward()
+    return out, [t.grad for t in ts]
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16", "emulated-bf16"])
+def test_bf16_autocast_backward_matches_fp32(monkeypatch, native):
+    """Training under autocast: the DCNv2 GEMMs run in bf16 where the CPU has it (float32 where oneDNN
+    would emulate it), and every gradient stays within bf16 rounding of the float32 one."""
+    monkeypatch.setattr(dc_module, "_native_low_precision", lambda device_type, dtype: native)
+    x, offset, weight, bias, mask, kw = _case(c=16, cout=8, h=12, w=14, offset_scale=2.0)
+    inputs = (x, offset, weight, bias, mask)
+    probe = torch.randn(2, 8, 12, 14, generator=torch.Generator().manual_seed(1))  # (N, Cout, Ho, Wo)
+    ref_out, ref_grads = _grads(inputs, kw, probe, autocast=False)
+    out, grads = _grads(inputs, kw, probe, autocast=True)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref_out).abs().max() / ref_out.abs().max() < 2e-2
+    for name, g, ref in zip(("input", "offset", "weight", "bias", "mask"), grads, ref_grads):
+        assert g.dtype == torch.float32, name
+        assert ((g - ref).abs().max() / ref.abs().max()) < 3e-2, name
+
+
+def test_bf16_autocast_training_keeps_one_column_copy(monkeypatch):
+    """Under autocast the modulated GEMM keeps its samples and masked samples in bf16: together the size
+    of one float32 column matrix (the generic path kept the float32 samples and the bf16 product)."""
+    monkeypatch.setattr(dc_module, "_native_low_precision", lambda device_type, dtype: True)
+    x, offset, weight, bias, mask, kw = _case(c=16, cout=8, h=12, w=14)
+    ts = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
+    col_numel = x.shape[0] * x.shape[1] * 9 * 12 * 14
+    saved: list[Tensor] = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = deform_conv2d(*ts[:4], mask=ts[4], **kw)
+    col_bytes = sum(t.numel() * t.element_size() for t in saved if t.numel() == col_numel)
+    assert 0 < col_bytes <= col_numel * 4
+    assert {t.dtype for t in saved if t.numel() == col_numel} == {torch.bfloat16}
     out.float().sum().backward()
-    for p in params:
-        assert p.grad is not None and p.grad.dtype == torch.float32 and torch.isfinite(p.grad).all()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in ts)
 
 
 @pytest.mark.parametrize(

@@ -85,36 +85,51 @@ def _inference_budget() -> int:
 
 
 class _ModulatedGEMM(torch.autograd.Function):
-    """``out = W @ (cols * mask)`` per convolution group, saving ``cols`` only once for backward.
+    """``out = W @ (cols * mask)`` per convolution group, keeping one column matrix's worth of memory
+    for backward (autograd would keep both the unmasked and the masked samples).
 
-    cols: ``(N*dg, Cg, K*Ho, Wo)`` unmasked samples; mask: ``(N*dg, 1, K*Ho, Wo)``;
-    wmat: ``(G, Cout/G, Cin/G*K)``.  Returns ``(N, G, Cout/G, Ho*Wo)``.
+    cols: ``(N*dg, Cg, K*Ho, Wo)`` unmasked samples (float32 or wider); mask: ``(N*dg, 1, K*Ho, Wo)``;
+    wmat: ``(G, Cout/G, Cin/G*K)`` already in ``gemm_dtype``.  Returns ``(N, G, Cout/G, Ho*Wo)`` in
+    ``gemm_dtype``.  With ``gemm_dtype == cols.dtype`` only ``cols`` is saved and the masked samples are
+    recomputed in backward; with a low-precision ``gemm_dtype`` (autocast on a CPU or GPU with native
+    bf16/fp16) the samples and the masked samples are both kept in that dtype -- together the size of one
+    float32 copy -- and the masking and its backward run in it.
     """
 
     @staticmethod
-    def forward(ctx, cols: Tensor, mask: Tensor, wmat: Tensor, n: int, groups: int) -> Tensor:
-        ctx.save_for_backward(cols, mask, wmat)
+    def forward(ctx, cols: Tensor, mask: Tensor, wmat: Tensor, n: int, groups: int,
+                gemm_dtype: torch.dtype) -> Tensor:
         ctx.n, ctx.groups = n, groups
-        masked = cols * mask
+        if gemm_dtype == cols.dtype:
+            masked = cols * mask
+            ctx.save_for_backward(cols, mask, wmat, None)
+        else:
+            # Every elementwise pass in one dtype: on CPU mixed-dtype kernels (fp32 * fp32 -> bf16 out,
+            # bf16 * fp32) take slow non-vectorised loops, ~2x a cast followed by a bf16 multiply.
+            cols, mask = cols.to(gemm_dtype), mask.to(gemm_dtype)
+            masked = cols * mask
+            ctx.save_for_backward(cols, mask, wmat, masked)
         return torch.matmul(wmat, masked.view(n, groups, wmat.shape[-1], -1))
 
     @staticmethod
     def backward(ctx, grad: Tensor):
-        cols, mask, wmat = ctx.saved_tensors
+        cols, mask, wmat, masked = ctx.saved_tensors
         n, groups = ctx.n, ctx.groups
         need_cols, need_mask, need_w = ctx.needs_input_grad[:3]
         grad_cols = grad_mask = grad_w = None
+        grad = grad.to(wmat.dtype)
         if need_w:
-            masked = (cols * mask).view(n, groups, wmat.shape[-1], -1)
-            grad_w = torch.matmul(grad, masked.transpose(-1, -2)).sum(0)
-            del masked
+            if masked is None:
+                masked = cols * mask
+            grad_w = torch.matmul(grad, masked.view(n, groups, wmat.shape[-1], -1).transpose(-1, -2)).sum(0)
+        del masked
         if need_cols or need_mask:
             g = torch.matmul(wmat.transpose(-1, -2), grad).view_as(cols)  # d loss / d (cols * mask)
             if need_mask:
-                grad_mask = (g * cols).sum(1, keepdim=True)
+                grad_mask = (g * cols).sum(1, keepdim=True)  # low precision: summed with float accumulation
             if need_cols:
-                grad_cols = g.mul_(mask)
-        return grad_cols, grad_mask, grad_w, None, None
+                grad_cols = g.mul_(mask)  # autograd casts low-precision gradients back to the inputs' dtype
+        return grad_cols, grad_mask, grad_w, None, None, None
 
 
 def _autocast_low_precision(device_type: str) -> torch.dtype | None:
@@ -481,10 +496,15 @@ def _finish(
     k = kh * kw
     wmat = weight.reshape(groups, cout // groups, cin_g * k)
     b = None if bias is None else bias.view(1, groups, cout // groups, 1)
-    if m is not None and grad_needed and mask_grad and low is None and not torch.jit.is_tracing():
+    result_low = _low_precision_result(in_dtype, low)
+    gemm_low = result_low is not None and _native_low_precision(cols.device.type, result_low)
+    if m is not None and grad_needed and mask_grad and not torch.jit.is_tracing():
         # Training DCNv2: the mask gradient needs the unmasked samples and the weight gradient the
-        # masked ones; autograd would keep both (2 x Cin*K*Ho*Wo).  This keeps one and recomputes.
-        out = _ModulatedGEMM.apply(cols, m, wmat.to(cols.dtype), n, groups).to(in_dtype)
+        # masked ones; autograd would keep both (2 x Cin*K*Ho*Wo).  _ModulatedGEMM keeps one copy's
+        # worth, and under autocast runs the masking, the GEMMs and their backward in bf16/fp16.
+        gemm_dtype = result_low if gemm_low else cols.dtype
+        out = _ModulatedGEMM.apply(cols, m, wmat.to(gemm_dtype), n, groups, gemm_dtype)
+        out = out.to(result_low or in_dtype)
         return out if b is None else out + b.to(out.dtype)
     if m is not None:
         # grid_sample's backward does not use its output, so scaling it in place is safe (and saves a
@@ -494,14 +514,13 @@ def _finish(
     # the weight's (Cin, kh, kw) flattening order.  Split it by convolution group for one batched matmul.
     cols = cols.view(n, groups, cin_g * k, out_h * out_w)
     # Output dtype: autocast's low-precision dtype if autocast is on, else the input's.
-    low = _low_precision_result(in_dtype, low)
-    if low is not None and not _native_low_precision(cols.device.type, low):
+    if result_low is not None and not gemm_low:
         # Without hardware bf16/fp16 (e.g. AVX2-only x86) oneDNN emulates low-precision GEMMs, ~50x
         # slower than float32: compute in float32 and return the low-precision dtype.
         out = torch.matmul(wmat.to(cols.dtype), cols)
-        return (out if b is None else out + b.to(out.dtype)).to(low)
-    if low is not None:
-        wmat, cols = wmat.to(low), cols.to(low)
+        return (out if b is None else out + b.to(out.dtype)).to(result_low)
+    if result_low is not None:
+        wmat, cols = wmat.to(result_low), cols.to(result_low)
     out = torch.matmul(wmat, cols)
     return out if b is None else out + b.to(out.dtype)
 
