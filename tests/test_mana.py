@@ -20,6 +20,7 @@ from srkit.errors import CheckpointError, ConfigError, InputError
 from srkit.models import create_model, list_models
 from srkit.models.checkpoint import load_model, load_weights
 from srkit.models.mana import MANA, MEMORY_PARAMS, official_key_adapter
+from srkit.ops import attention as attention_ops
 from srkit.ops.attention import gaussian_nonlocal_attention
 
 TINY = tiny_overrides("mana")  # conftest.TINY_OVERRIDES: the one tiny MANA of the test suite
@@ -156,7 +157,8 @@ def test_official_D_holds_squared_distances():
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 16, 35, 1000, None])
-def test_chunked_attention_equals_dense(chunk):
+def test_chunked_attention_equals_dense(chunk, monkeypatch):
+    monkeypatch.setattr(attention_ops, "_FLASH_CPU", None)  # the chunked path, as where the fused kernel is missing
     q, k, v = _qkv()
     std = torch.tensor([1.3])
     ref = dense_attention(q, k, v, std)
@@ -166,8 +168,32 @@ def test_chunked_attention_equals_dense(chunk):
     assert (out - ref).abs().max().item() < 1e-5
 
 
+@pytest.mark.parametrize("size", [(17, 6), (23, 31)])
+@pytest.mark.parametrize("std", [0.25, 1.7, 4.0, 9.0])
+def test_fused_exact_attention_equals_dense(size, std, monkeypatch):
+    """CPU inference runs the exact attention as two fused-kernel passes (whole-frame denominator, then the
+    Gaussian numerator per tile through augmented coordinates): equal to the dense formula at every sigma
+    (tiles of 2..64 px, key boxes clipped at the frame's edges), in bf16 no worse than the chunked path."""
+    if attention_ops._FLASH_CPU is None:
+        pytest.skip("this PyTorch has no fused CPU attention kernel")
+    q, k, v = _qkv(h=size[0], w=size[1])
+    v = torch.cat([v, v.flip(2) * 0.5, v[:, :, :3]], dim=2)  # values wider than the augmented queries (13 > 4 + 4)
+    sigma = torch.tensor([std])
+    ref = dense_attention(q, k, v, sigma)
+    with torch.no_grad():
+        out = gaussian_nonlocal_attention(q, k, v, sigma)
+        low = [gaussian_nonlocal_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), sigma)]
+        monkeypatch.setattr(attention_ops, "_FLASH_CPU", None)
+        low.append(gaussian_nonlocal_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), sigma))
+    assert out.shape == ref.shape and out.dtype == torch.float32 and low[0].dtype == torch.bfloat16
+    assert (out - ref).abs().max().item() < 2e-5
+    fused_err, chunked_err = [(x.float() - ref).abs().max().item() for x in low]
+    assert fused_err < max(1.5 * chunked_err, 2e-2)
+
+
 @pytest.mark.parametrize("chunk", [7, 40, None])
-def test_chunked_attention_skips_rows_of_zero_weight_exactly(chunk):
+def test_chunked_attention_skips_rows_of_zero_weight_exactly(chunk, monkeypatch):
+    monkeypatch.setattr(attention_ops, "_FLASH_CPU", None)
     # std 0.25: the fp32 Gaussian underflows to exactly 0 beyond 3 rows, so the numerator skips rows.
     q, k, v = _qkv(h=17, w=6)
     std = torch.tensor([0.25])
