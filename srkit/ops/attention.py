@@ -154,7 +154,6 @@ def _exact_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sigma: torch
     b, c, h, w = q.shape
     t, cv = k.shape[1], v.shape[2]
     n = h * w
-    dtype = q.dtype
     qf = q.reshape(b, 1, c, n).transpose(2, 3)  # (B, 1, L, C)
     kf = k.reshape(b, t, c, n).transpose(2, 3).contiguous()  # (B, T, L, C)
     # Pass 1.  The kernel wants V with the head size of Q and K; its output is not used, so K serves.
@@ -184,19 +183,19 @@ def _exact_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sigma: torch
             u, vk = rel(range(y0, y1), range(x0, x1)), rel(range(r0, r1), range(c0, c1))
             one_q, one_k = torch.ones(len(u), 1), torch.ones(len(vk), 1)
             fq, fk = _split_products(torch.cat([u, -0.5 * u.square().sum(1, keepdim=True), one_q], 1),
-                                     torch.cat([vk, one_k, -0.5 * vk.square().sum(1, keepdim=True)], 1), dtype)
+                                     torch.cat([vk, one_k, -0.5 * vk.square().sum(1, keepdim=True)], 1), q.dtype)
             m = fq.shape[1]
             e = max(c + m, cv)
             nq, nk = len(u), len(vk)
-            qt = q.new_zeros(b, t, nq, e)
+            qt = q.new_zeros(b, 1, nq, e)  # the same queries for every frame: broadcast, not copied
             qt[..., :c] = q4[:, y0:y1, x0:x1].reshape(b, 1, nq, c)
-            qt[..., c:c + m] = fq.to(q.device)
+            qt[..., c:c + m] = fq
             kt = k.new_zeros(b, t, nk, e)
             kt[..., :c] = k5[:, :, r0:r1, c0:c1].reshape(b, t, nk, c)
-            kt[..., c:c + m] = fk.to(k.device)
+            kt[..., c:c + m] = fk
             vt = v.new_zeros(b, t, nk, e)
             vt[..., :cv] = v5[:, :, r0:r1, c0:c1].reshape(b, t, nk, cv)
-            num, lse1 = _FLASH_CPU(qt, kt, vt, scale=1.0)  # num: (B, T, nq, E), lse1: (B, T, nq)
+            num, lse1 = _FLASH_CPU(qt.expand(b, t, nq, e), kt, vt, scale=1.0)  # num: (B, T, nq, E), lse1: (B, T, nq)
             factor = (lse1.reshape(b, t, y1 - y0, x1 - x0) - lse0[:, :, y0:y1, x0:x1]).exp_()
             y = num[..., :cv].reshape(b, t, y1 - y0, x1 - x0, cv).permute(0, 1, 4, 2, 3)
             out[:, :, :, y0:y1, x0:x1] = y * factor.unsqueeze(2).to(y.dtype)
@@ -205,6 +204,9 @@ def _exact_flash(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sigma: torch
 
 def _exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor, chunk: int | None,
            budget_mb: float, use_checkpoint: bool) -> torch.Tensor:
+    grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, sigma))
+    if _flash_usable(q, k, v, grad):
+        return _exact_flash(q, k, v, sigma)  # builds its own tiles; none of the tables below
     b, c, h, w = q.shape
     t = k.shape[1]
     cv = v.shape[2]
@@ -218,9 +220,6 @@ def _exact(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sigma: torch.Tenso
     # 14.4 sigma in fp32/bf16): the numerator (weights x values) skips them; the softmax denominator
     # still runs over every key. Same result, less work on frames taller than ~30 sigma.
     reach = int((gy[0].detach() > 0).sum().item()) - 1 if h > 1 else 0
-    grad = torch.is_grad_enabled() and any(x.requires_grad for x in (q, k, v, sigma))
-    if _flash_usable(q, k, v, grad):
-        return _exact_flash(q, k, v, sigma)
     if chunk is None:
         chunk = auto_chunk_size(n, b * t, element_size=q.element_size(), grad=grad, budget_mb=budget_mb)
     chunk = max(1, min(int(chunk), n))

@@ -117,6 +117,8 @@ class _ModulatedGEMM(torch.autograd.Function):
         n, groups = ctx.n, ctx.groups
         need_cols, need_mask, need_w = ctx.needs_input_grad[:3]
         grad_cols = grad_mask = grad_w = None
+        # The result is cast after this Function (bf16 autocast on a CPU without native bf16 runs the
+        # GEMM in float32 and returns bf16), so the gradient can arrive in another dtype.
         grad = grad.to(wmat.dtype)
         if need_w:
             if masked is None:
