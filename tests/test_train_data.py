@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from srkit.data.transforms import blur_centre
+from srkit.errors import ConfigError
 from srkit.models.api import ModelSpec
 from srkit.train.config import DataConfig, DatasetConfig
 from srkit.train.data import build_dataset, make_train_loader
@@ -72,14 +74,53 @@ def test_validation_first_frames_only(clips) -> None:
 
 
 def test_crop_size_must_fit_the_scale(clips) -> None:
-    from srkit.errors import ConfigError
-
     with pytest.raises(ConfigError, match=r"data.train.gt_size: expected a multiple of the model scale 4, got 30"):
         build_dataset(DatasetConfig(kind="video", root=str(clips), gt_size=30), SPEC, seed=0, train=True, where="data.train")
     with pytest.raises(ConfigError, match=r"data.train.root: a video dataset needs a root folder"):
         build_dataset(DatasetConfig(kind="video"), SPEC, seed=0, train=True, where="data.train")
     with pytest.raises(ConfigError, match=r"data.train.kind: 'image' data but the model takes 3-frame windows"):
         build_dataset(DatasetConfig(kind="image", root=str(clips)), SPEC, seed=0, train=True, where="data.train")
+
+
+def test_blur_centre_blurs_only_the_middle_frame_with_a_drawn_sigma() -> None:
+    frames = [np.random.default_rng(i).integers(0, 256, (12, 10, 3), dtype=np.uint8) for i in range(5)]
+    rng = np.random.default_rng(3)
+    out = blur_centre(frames, rng, probability=1.0, sigma=(0.7, 1.3))
+    # the same draws by hand: the coin, then the sigma
+    ref = np.random.default_rng(3)
+    assert ref.random() < 1.0
+    s = ref.uniform(0.7, 1.3)
+    expected = cv2.GaussianBlur(frames[2], (0, 0), sigmaX=s, sigmaY=s, borderType=cv2.BORDER_REFLECT_101)
+    np.testing.assert_array_equal(out[2], expected)
+    assert np.abs(out[2].astype(int) - frames[2]).mean() > 10  # noise frames: a real blur, not a no-op
+    for t in (0, 1, 3, 4):
+        assert out[t] is frames[t]
+    # probability 0 draws nothing, so runs without the option keep their random stream
+    rng = np.random.default_rng(5)
+    assert all(a is b for a, b in zip(blur_centre(frames, rng, probability=0.0, sigma=(1, 2)), frames))
+    assert rng.random() == np.random.default_rng(5).random()
+
+
+def test_centre_blur_changes_the_centre_lr_of_training_windows_only(clips) -> None:
+    plain = dict(kind="video", root=str(clips), layout="folders", gt_size=16)
+    a = build_dataset(DatasetConfig(**plain), SPEC, seed=2, train=True, where="d")
+    b = build_dataset(DatasetConfig(**plain, centre_blur=1.0, centre_blur_sigma=[1.0, 1.0]), SPEC, seed=2, train=True,
+                      where="d")
+    for index in range(4):
+        x, y = a[index], b[index]
+        torch.testing.assert_close(x["gt"], y["gt"])
+        torch.testing.assert_close(x["lq"][[0, 2]], y["lq"][[0, 2]])
+        assert (x["lq"][1] - y["lq"][1]).abs().mean() > 0.02
+    # validation windows are never blurred
+    va = build_dataset(DatasetConfig(**plain), SPEC, seed=2, train=False, where="d")
+    vb = build_dataset(DatasetConfig(**plain, centre_blur=1.0), SPEC, seed=2, train=False, where="d")
+    torch.testing.assert_close(va[0]["lq"], vb[0]["lq"])
+    with pytest.raises(ConfigError, match="data.train.centre_blur: blurs the centre of video windows"):
+        build_dataset(DatasetConfig(kind="image", root=str(clips), centre_blur=0.5), SPEC, seed=0, train=True,
+                      where="data.train")
+    with pytest.raises(ConfigError, match="centre_blur_sigma \\[lo, hi\\] with 0 < lo <= hi"):
+        build_dataset(DatasetConfig(**plain, centre_blur=0.5, centre_blur_sigma=[2.0, 1.0]), SPEC, seed=0, train=True,
+                      where="d")
 
 
 def test_lmdb_source_gives_the_same_samples_as_the_folders(clips, tmp_path_factory) -> None:

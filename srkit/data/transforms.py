@@ -150,6 +150,27 @@ def translated_crops(frame: np.ndarray, displacements, *, top: int, left: int, h
     return views
 
 
+def blur_centre(lr_frames: Sequence[np.ndarray], rng: np.random.Generator, *, probability: float,
+                sigma: tuple[float, float]) -> list[np.ndarray]:
+    """With ``probability``, the window's middle LR frame Gaussian-blurred (sigma drawn in ``sigma``, LR px).
+
+    A training aid for multi-frame networks: when the centre frame alone cannot give the detail back, the
+    network has to take it from the neighbours, which single-frame restoration otherwise makes optional
+    on short budgets. The draw is taken only when ``probability > 0`` (runs without it keep their stream).
+    """
+    frames = list(lr_frames)
+    if probability <= 0 or rng.random() >= probability:
+        return frames
+    import cv2
+
+    lo, hi = sigma
+    s = float(rng.uniform(lo, hi))
+    mid = len(frames) // 2
+    frames[mid] = cv2.GaussianBlur(np.ascontiguousarray(frames[mid]), (0, 0), sigmaX=s, sigmaY=s,
+                                   borderType=cv2.BORDER_REFLECT_101).reshape(frames[mid].shape)
+    return frames
+
+
 def synthetic_motion_window(frame: np.ndarray, num_frames: int, rng: np.random.Generator, *, max_speed: float,
                             jitter: int = 2, scale: int = 1) -> tuple[list[np.ndarray], np.ndarray]:
     """A window of ``num_frames`` views of one frame under a random global translation, and its exact motion.

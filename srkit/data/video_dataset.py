@@ -46,7 +46,7 @@ from srkit.data.lmdb_store import PACK_INFO_NAME
 from srkit.data.motion import FlowCache, window_flow
 from srkit.data.sources import (DEFAULT_FRAME_CACHE_BYTES, DEFAULT_VIDEO_CACHE_BYTES, CentreOnly, FrameCache,
                                 FrameSource, cached, clip_source, is_lmdb, lmdb_sources)
-from srkit.data.transforms import (check_pair_sizes, check_patch, crop_pair, draw_augment, mod_crop, synth_pair,
+from srkit.data.transforms import (blur_centre, check_pair_sizes, check_patch, crop_pair, draw_augment, mod_crop, synth_pair,
                                    synthetic_motion_window, to_tensor)
 from srkit.data.windows import check_window, strided_window, window_fits, window_indices
 from srkit.errors import ConfigError, InputError
@@ -184,6 +184,9 @@ class VideoSRDataset(Dataset):
         synthetic_motion: training, LR synthesised: probability that a window is replaced by views of its
             centre frame under a random global translation (:func:`srkit.data.transforms.synthetic_motion_window`),
             whose flow is exact; up to ``synthetic_speed`` GT pixels per frame on each axis.
+        centre_blur: training: probability that the window's centre LR frame is Gaussian-blurred with a sigma
+            drawn in ``centre_blur_sigma`` (LR pixels; :func:`srkit.data.transforms.blur_centre`), so that the
+            network learns to take detail from the neighbours. The GT is unchanged.
         frame_cache_bytes: decoded frames of folders and LMDB packs kept per process (each DataLoader worker
             has its own :class:`~srkit.data.sources.FrameCache`); 0 decodes every read.
     """
@@ -195,6 +198,7 @@ class VideoSRDataset(Dataset):
                  use_flip: bool = True, use_rot: bool = True, border: str = "pad", centers: str = "auto",
                  seed: int = 0, degrade_margin: int = 24, max_video_bytes: int = DEFAULT_VIDEO_CACHE_BYTES,
                  flow: bool = False, synthetic_motion: float = 0.0, synthetic_speed: float = 16.0,
+                 centre_blur: float = 0.0, centre_blur_sigma: Sequence[float] = (0.5, 1.5),
                  frame_cache_bytes: int = DEFAULT_FRAME_CACHE_BYTES):
         check_window(num_frames, padding)
         if scale < 1:
@@ -215,6 +219,11 @@ class VideoSRDataset(Dataset):
             raise ConfigError(f"synthetic_motion must be a probability and synthetic_speed >= 0 "
                               f"(got {synthetic_motion}, {synthetic_speed})")
         self.synthetic_motion, self.synthetic_speed = float(synthetic_motion) if train else 0.0, float(synthetic_speed)
+        sig = tuple(float(v) for v in centre_blur_sigma)
+        if not 0.0 <= centre_blur <= 1.0 or len(sig) != 2 or not 0 < sig[0] <= sig[1]:
+            raise ConfigError(f"centre_blur must be a probability and centre_blur_sigma [lo, hi] with 0 < lo <= hi "
+                              f"(got {centre_blur}, {list(centre_blur_sigma)})")
+        self.centre_blur, self.centre_blur_sigma = (float(centre_blur) if train else 0.0), sig
         self._flows: dict[int, FlowCache] = {}  # per scale of the frames the flow is computed on
         deg_name = degradation if isinstance(degradation, str) else "BI"
         self.clips = build_clips(source, layout=layout, split=split, subset=subset, lr_source=lr_source,
@@ -330,6 +339,8 @@ class VideoSRDataset(Dataset):
                 gt = aug.apply(gt)
                 flows = None if flows is None else aug.apply_flow(flows)
             lrs, gt, flows = crop_pair(lr_frames, gt, self.scale, lq_patch, rng, what=key, flows=flows)
+        if self.centre_blur:
+            lrs = blur_centre(lrs, rng, probability=self.centre_blur, sigma=self.centre_blur_sigma)
         out = {"lq": to_tensor(lrs), "gt": to_tensor(gt), "key": key}
         if maps is not None:
             out["maps"] = torch.from_numpy(maps)

@@ -118,6 +118,10 @@ class DatasetConfig:
                                  help="video training: probability that a window is views of its centre frame under "
                                       "a random global translation (exact flow: alignment learns from it)")
     synthetic_speed: float = _f(16.0, check="non_negative", help="synthetic_motion: largest speed, GT px per frame per axis")
+    centre_blur: float = _f(0.0, check="unit",
+                            help="video training: probability that a window's centre LR frame is Gaussian-blurred "
+                                 "(GT unchanged): the network must take detail from the neighbours")
+    centre_blur_sigma: list[float] = _f(factory=lambda: [0.5, 1.5], help="centre_blur: sigma range [lo, hi], LR pixels")
     frame_cache_mb: int = _f(1024, check="non_negative",
                              help="decoded frames (folders, LMDB) kept per worker process, least recently used "
                                   "dropped first: a set that fits is decoded once, not once per window; 0: off")

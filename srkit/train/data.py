@@ -228,6 +228,8 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
         raise ConfigError(f"{where}.flow: the optical flow is computed for video windows only (kind: video, not {cfg.kind})")
     if cfg.synthetic_motion and cfg.kind != "video":
         raise ConfigError(f"{where}.synthetic_motion: synthetic motion makes video windows (kind: video, not {cfg.kind})")
+    if cfg.centre_blur and cfg.kind != "video":
+        raise ConfigError(f"{where}.centre_blur: blurs the centre of video windows (kind: video, not {cfg.kind})")
     if cfg.flow and not spec.takes_flow:
         raise ConfigError(f"{where}.flow: this model has nothing to compare with a flow (EDVR's offset_fidelity "
                           "needs PCD; MANA's attention_fidelity needs model.overrides.attention_fidelity_queries > 0); "
@@ -263,6 +265,7 @@ def build_dataset(cfg: DatasetConfig, spec: ModelSpec, *, seed: int, train: bool
         ds = VideoSRDataset(source, num_frames=spec.num_frames, padding=cfg.padding, interval_list=list(cfg.interval_list),
                             random_reverse=cfg.random_reverse, border=cfg.border, flow=cfg.flow and train,
                             synthetic_motion=cfg.synthetic_motion if train else 0.0, synthetic_speed=cfg.synthetic_speed,
+                            centre_blur=cfg.centre_blur if train else 0.0, centre_blur_sigma=list(cfg.centre_blur_sigma),
                             **common)
     else:
         from srkit.data.image_dataset import ImageSRDataset
