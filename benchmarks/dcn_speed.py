@@ -10,11 +10,16 @@ processes affects both alike, and the median of ``--repeats`` runs is reported.
     python benchmarks/dcn_speed.py --size 1 64 90 160 --repeats 7
 
 Prints times in milliseconds, the speed-up ratio (torchvision time / ours) and the max abs difference.
+srkit's inference runs through its compiled im2col (``srkit.ops.native``) when that builds here; the
+"PyTorch path" rows time the same calls with it switched off (grid_sample, mask multiply, cast).
+``--channels-last`` gives srkit channels_last tensors as the inference engine does, and the bf16 rows
+get bf16 features, offsets and masks, as autocast's convolutions give them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import time
@@ -23,6 +28,8 @@ from typing import Callable
 import torch
 
 from srkit.ops import deform_conv2d
+from srkit.ops import deform_conv as dc_module
+from srkit.ops.native import deform_im2col
 
 
 def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
@@ -69,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--backward", action="store_true", help="also time forward + backward")
     parser.add_argument("--no-torchvision", action="store_true", help="time srkit only")
+    parser.add_argument("--channels-last", action="store_true", help="srkit's inputs in channels_last (as in the engine)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -82,26 +90,54 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print("torchvision not installed: timing srkit only", file=sys.stderr)
 
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    xs, offs, masks = (t.contiguous(memory_format=fmt) for t in (x, offset, mask))
+    xb, offb, maskb = (t.to(torch.bfloat16) for t in (xs, offs, masks))
+    compiled = deform_im2col() is not None
+
+    @contextlib.contextmanager
+    def pytorch_path():
+        usable = dc_module._fused_usable
+        dc_module._fused_usable = lambda *a: False
+        try:
+            yield
+        finally:
+            dc_module._fused_usable = usable
+
     def ours() -> torch.Tensor:
-        return deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+        return deform_conv2d(xs, offs, weight, bias, padding=1, mask=masks)
 
     def ours_bf16() -> torch.Tensor:
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
+            return deform_conv2d(xb, offb, weight, bias, padding=1, mask=maskb)
+
+    def without_kernel(fn: Callable[[], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            with pytorch_path():
+                return fn()
+        return run
 
     def theirs() -> torch.Tensor:
         return tv.deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"input {tuple(x.shape)}, 3x3 pad 1, dg {args.deformable_groups}, cout {args.out_channels}, "
-          f"|offset| std {args.offset_scale}")
+          f"input {tuple(x.shape)}{' channels_last' if args.channels_last else ''}, 3x3 pad 1, "
+          f"dg {args.deformable_groups}, cout {args.out_channels}, |offset| std {args.offset_scale}, "
+          f"compiled im2col: {'yes' if compiled else 'not available'}")
     with torch.inference_mode():
         fns = {"srkit fp32": ours, "srkit bf16-autocast": ours_bf16}
+        if compiled:
+            fns["srkit fp32, PyTorch path"] = without_kernel(ours)
+            fns["srkit bf16, PyTorch path"] = without_kernel(ours_bf16)
         if tv is not None:
             fns["torchvision fp32"] = theirs
         med = _interleaved(fns, args.repeats)
         for name, ms in med.items():
-            print(f"  forward  {name:<22s} {ms:9.1f} ms")
+            print(f"  forward  {name:<26s} {ms:9.1f} ms")
+        if compiled:
+            print(f"  forward  compiled im2col vs PyTorch path: "
+                  f"{med['srkit fp32, PyTorch path'] / med['srkit fp32']:.2f}x fp32, "
+                  f"{med['srkit bf16, PyTorch path'] / med['srkit bf16-autocast']:.2f}x bf16-autocast")
         if tv is not None:
             diff = (ours() - theirs()).abs().max().item()
             diff_bf16 = (ours_bf16().float() - theirs()).abs().max().item()

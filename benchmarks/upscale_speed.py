@@ -121,7 +121,7 @@ def count_flops(model, frames: torch.Tensor) -> tuple[float, float, float, float
 OP_GROUPS: list[tuple[str, tuple[str, ...]]] = [
     ("convolution", ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::thnn_conv2d",
                      "aten::_nnpack_spatial_convolution", "aten::convolution_overrideable")),
-    ("deformable sampling", ("aten::grid_sampler_2d",)),
+    ("deformable sampling", ("aten::grid_sampler_2d", "srkit::deform_im2col")),
     ("DCN GEMM", ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")),
     ("dtype/layout copies", ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous")),
     ("resampling", ("aten::pixel_shuffle", "aten::upsample_bilinear2d", "aten::max_pool2d",

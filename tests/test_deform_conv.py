@@ -4,6 +4,7 @@ autocast, argument checking, the nn.Module wrapper and the rate-limited offset m
 from __future__ import annotations
 
 import logging
+import shutil
 
 import pytest
 import torch
@@ -12,9 +13,21 @@ from torch.nn import functional as F
 
 from srkit.ops import ModulatedDeformConv2d, OffsetMonitor, deform_conv2d
 from srkit.ops import deform_conv as dc_module
+from srkit.ops import native
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest.one_thread
+
+
+@pytest.fixture(params=["pytorch", "compiled"])
+def inference_path(request, monkeypatch) -> str:
+    """Runs a no-grad test through both inference paths: the PyTorch one (grid_sample) and the compiled
+    im2col of srkit.ops.native (skipped only where it cannot be built: see test_compiled_kernel_builds...)."""
+    if request.param == "pytorch":
+        monkeypatch.setattr(dc_module, "_fused_usable", lambda *a: False)
+    elif native.deform_im2col() is None:
+        pytest.skip("the compiled kernel is not available here")
+    return request.param
 
 
 def _out_size(size: int, k: int, s: int, p: int, d: int) -> int:
@@ -194,7 +207,7 @@ def test_channels_last_and_noncontiguous_inputs():
 @pytest.mark.parametrize("with_mask", [True, False], ids=["dcnv2", "dcnv1"])
 @pytest.mark.parametrize("name", ["basic", "dg4-groups2", "groups4", "stride-dilation-mixed", "kernel1x1",
                                   "large-offsets", "offsets-far-outside"])
-def test_no_grad_channels_last_paths_match_torchvision(monkeypatch, name, with_mask, budget):
+def test_no_grad_channels_last_paths_match_torchvision(monkeypatch, name, with_mask, budget, inference_path):
     """Inference on channels_last tensors takes its own paths: the image sampled through a strided view,
     dense offsets reordered as 8-byte (dy, dx) pairs, the mask by a 2-D transpose, the GEMM written
     straight into a channels_last output (per group).  Each must equal torchvision's kernel."""
@@ -213,7 +226,7 @@ def test_no_grad_channels_last_paths_match_torchvision(monkeypatch, name, with_m
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
 
 
-def test_no_grad_offsets_and_mask_from_one_conv_output(monkeypatch):
+def test_no_grad_offsets_and_mask_from_one_conv_output(monkeypatch, inference_path):
     """Offsets and mask as slices of one channels_last tensor (strided, not dense): the general path."""
     tv = pytest.importorskip("torchvision")
     x, offset, weight, bias, mask, kw = _case(n=1, c=16, cout=8, dg=4)
@@ -225,15 +238,17 @@ def test_no_grad_offsets_and_mask_from_one_conv_output(monkeypatch):
     torch.testing.assert_close(out, tv.ops.deform_conv2d(x, offset, weight, bias, mask=mask, **kw), atol=1e-4, rtol=0)
 
 
-def test_no_grad_inference_matches_autograd_path():
+def test_no_grad_inference_matches_autograd_path(inference_path):
     """The no-grad path multiplies the mask in place and folds the bias into the GEMM."""
     x, offset, weight, bias, mask, kw = _case()
     mask.requires_grad_()
     with_grad = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
     with torch.no_grad():
         without = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
-    # Same samples; only the GEMM differs (bias folded into addmm), so agreement is to rounding.
-    torch.testing.assert_close(with_grad.detach(), without, atol=2e-6, rtol=1e-6)
+    # Same samples (the compiled kernel computes positions in pixels, not grid_sample's normalised
+    # coordinates); the GEMM differs (bias folded into addmm): agreement is to float32 rounding.
+    torch.testing.assert_close(with_grad.detach(), without, atol=2e-5 if inference_path == "compiled" else 2e-6,
+                               rtol=1e-6)
 
 
 def test_bf16_autocast_keeps_coordinates_fp32():
@@ -410,7 +425,9 @@ def test_gradcheck_float64_full_jacobian_tiny():
 
 
 def test_inference_batch_chunking_gives_identical_results(monkeypatch):
-    """Without autograd the batch is processed in pieces to bound the column matrix's memory."""
+    """Without autograd the batch is processed in pieces to bound the column matrix's memory (PyTorch path;
+    the compiled one goes a sample at a time)."""
+    monkeypatch.setattr(dc_module, "_fused_usable", lambda *a: False)
     x, offset, weight, bias, mask, kw = _case(n=5, c=8, dg=2)
     with torch.no_grad():
         whole = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
@@ -456,7 +473,8 @@ def test_partial_requires_grad_matches_torchvision(which):
 
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
 def test_inference_row_bands_for_large_frames(monkeypatch, autocast):
-    """A single sample whose columns exceed the budget is done in bands of output rows."""
+    """A single sample whose columns exceed the budget is done in bands of output rows (PyTorch path)."""
+    monkeypatch.setattr(dc_module, "_fused_usable", lambda *a: False)
     x, offset, weight, bias, mask, kw = _case(n=1, c=8, h=13, w=11, dg=2, stride=(2, 1), pad=(1, 1))
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
     with torch.no_grad(), ctx:
@@ -473,7 +491,7 @@ def test_inference_row_bands_for_large_frames(monkeypatch, autocast):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_no_grad_low_precision_channels_last_offsets_match_fp32(monkeypatch, dtype):
+def test_no_grad_low_precision_channels_last_offsets_match_fp32(monkeypatch, dtype, inference_path):
     """Offsets and mask as autocast's convolutions give them (bf16/fp16, channels_last) take the pair-transpose
     path and sample exactly where the same values in fp32 NCHW do, in whole frames and in row bands."""
     x, offset, weight, bias, mask, kw = _case(n=1, c=8, h=13, w=11, dg=2, stride=(1, 1), pad=(1, 1))
@@ -487,7 +505,9 @@ def test_no_grad_low_precision_channels_last_offsets_match_fp32(monkeypatch, dty
             out = deform_conv2d(x_cl, off_low.contiguous(memory_format=torch.channels_last), weight, bias,
                                 mask=mask_low.contiguous(memory_format=torch.channels_last), **kw)
             assert out.dtype == torch.float32 and dc_module.is_channels_last(out)
-            torch.testing.assert_close(out, ref, atol=1e-6, rtol=1e-6)
+            # fp16 offsets are not the compiled kernel's: that case compares the two paths (float32 rounding)
+            tol = 1e-5 if inference_path == "compiled" and dtype == torch.float16 else 1e-6
+            torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
 
 
 def test_batch_pieces_do_not_reenter_the_public_function(monkeypatch):
@@ -515,3 +535,84 @@ def test_training_after_inference_at_the_same_size():
     offset = torch.zeros(1, 18, 11, 13, requires_grad=True)
     m(x, offset, mask).sum().backward()
     assert offset.grad is not None and torch.isfinite(offset.grad).all()
+
+
+# ------------------------------------------------------------------ the compiled inference kernel
+def test_compiled_kernel_builds_where_a_compiler_is_present():
+    """The compiled im2col is optional, but where the toolchain is there it must build: otherwise the
+    'compiled' variants above would skip silently and the fast path would be lost unnoticed."""
+    if native.native_disabled() or not (shutil.which("c++") and shutil.which("ninja")):
+        pytest.skip("no C++ compiler / ninja here, or SRKIT_NATIVE=0")
+    assert native.deform_im2col() is not None
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("name", ["basic", "batch3-dg1", "stride-dilation-mixed", "nonsquare-kernel",
+                                  "kernel5x3-dil", "large-offsets", "offsets-far-outside", "tiny-image"])
+def test_compiled_bf16_autocast_matches_the_pytorch_path(monkeypatch, name, layout):
+    """Under bf16 autocast the kernel reads bf16 features and writes bf16 columns in one pass; the PyTorch
+    path samples in float32 and casts. Same positions, one bf16 rounding of each column value either way."""
+    if native.deform_im2col() is None:
+        pytest.skip("the compiled kernel is not available here")
+    x, offset, weight, bias, mask, kw = _case(**CASES[name])
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    args = [t.to(torch.bfloat16).contiguous(memory_format=fmt) for t in (x, offset, mask)]
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        compiled = deform_conv2d(args[0], args[1], weight, bias, mask=args[2], **kw)
+        monkeypatch.setattr(dc_module, "_fused_usable", lambda *a: False)
+        reference = deform_conv2d(args[0], args[1], weight, bias, mask=args[2], **kw)
+    assert compiled.dtype == reference.dtype == torch.bfloat16 and compiled.shape == reference.shape
+    assert dc_module.is_channels_last(compiled) == dc_module.is_channels_last(reference)
+    scale = reference.float().abs().max().item()
+    # columns differ by at most one bf16 rounding (2^-8 relative); summed over Cin*K terms in the GEMM
+    torch.testing.assert_close(compiled.float(), reference.float(), atol=0.02 * scale, rtol=0)
+    assert (compiled.float() - reference.float()).abs().mean() < 2e-3 * scale
+
+
+def test_compiled_kernel_bands_and_nan_offsets(monkeypatch):
+    """Row bands call the kernel once per band (3 + 3 + 1 rows here) with the same result; a NaN offset
+    gives NaN outputs at its pixel, as the PyTorch path does (diverging offsets surface)."""
+    kernel = native.deform_im2col()
+    if kernel is None:
+        pytest.skip("the compiled kernel is not available here")
+    x, offset, weight, bias, mask, kw = _case(n=1, c=8, h=13, w=11, dg=2, stride=(2, 1), pad=(1, 1))
+    with torch.no_grad():
+        whole = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+        ho, wo = whole.shape[-2:]
+        bands = []
+        monkeypatch.setattr(native, "deform_im2col", lambda: lambda *a: bands.append(a[1].shape[1]) or kernel(*a))
+        monkeypatch.setattr(dc_module, "_INFERENCE_COLS_BYTES", 3 * 8 * 9 * wo * 4)  # 3 output rows
+        banded = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+        assert bands == [3, 3, 1] and ho == 7
+        torch.testing.assert_close(banded, whole, atol=1e-6, rtol=1e-6)
+        offset[0, 4, 2, 3] = float("nan")
+        out = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+    assert out[0, :, 2, 3].isnan().all() and out.isnan().sum() == out.shape[1]
+
+
+def test_without_the_compiled_kernel_the_pytorch_path_serves(monkeypatch, caplog):
+    """SRKIT_NATIVE=0 or a failed build: no kernel, one warning naming the cause, same results."""
+    native.deform_im2col.cache_clear()
+    try:
+        monkeypatch.setenv("SRKIT_NATIVE", "0")
+        assert native.deform_im2col() is None
+        native.deform_im2col.cache_clear()
+        monkeypatch.delenv("SRKIT_NATIVE")
+        from torch.utils import cpp_extension
+
+        def broken(**kwargs):
+            raise RuntimeError("Error building extension 'x': c++: not found")
+
+        monkeypatch.setattr(cpp_extension, "load", broken)
+        with caplog.at_level(logging.WARNING, logger="srkit.ops.native"):
+            assert native.deform_im2col() is None
+            assert native.deform_im2col() is None  # cached: tried and reported once
+        warnings = [r.getMessage() for r in caplog.records if r.name == "srkit.ops.native"]
+        assert len(warnings) == 1 and "c++: not found" in warnings[0] and "PyTorch path" in warnings[0]
+        tv = pytest.importorskip("torchvision")
+        x, offset, weight, bias, mask, kw = _case()
+        with torch.no_grad():
+            out = deform_conv2d(x, offset, weight, bias, mask=mask, **kw)
+        torch.testing.assert_close(out, tv.ops.deform_conv2d(x, offset, weight, bias, mask=mask, **kw), atol=1e-4, rtol=0)
+    finally:
+        native.deform_im2col.cache_clear()

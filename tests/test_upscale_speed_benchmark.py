@@ -46,6 +46,7 @@ def test_op_groups() -> None:
     spec.loader.exec_module(mod)
     assert mod.op_group("aten::mkldnn_convolution") == "convolution"
     assert mod.op_group("aten::grid_sampler_2d") == "deformable sampling"
+    assert mod.op_group("srkit::deform_im2col") == "deformable sampling"  # the compiled kernel's record_function
     assert mod.op_group("aten::copy_") == "dtype/layout copies"
     assert mod.op_group("aten::add_") == "elementwise"
     assert mod.op_group("aten::addmm") == "DCN GEMM"  # not "elementwise" by its aten::add prefix

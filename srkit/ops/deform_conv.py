@@ -388,6 +388,9 @@ def _deform_conv2d_no_grad(
     # Without hardware bf16/fp16 the GEMM runs in float32 (see _finish) and the result is cast.
     gemm_dtype = target if target is not None and _native_low_precision(input.device.type, target) else sample_dtype
     nhwc = is_channels_last(input)
+    if _fused_usable(input, offset, mask, groups, sample_dtype, gemm_dtype):
+        return _deform_conv2d_fused(input, offset, weight, bias, stride, padding, dilation, mask, dg, out_h, out_w,
+                                    gemm_dtype, out_dtype)
 
     x = input.to(sample_dtype)
     base, scale = _cached_base_grid(kh, kw, out_h, out_w, stride, padding, dilation, h, w, input.device, sample_dtype)
@@ -472,6 +475,81 @@ def _deform_conv2d_no_grad(
                         torch.addmm(b[g], lhs, rhs, out=o)
                 if not direct:
                     out[i0 + j, :, r0:r0 + rows].copy_(target.t().view(cout, rows, out_w))
+    return out
+
+
+_FUSED_DTYPES = (torch.float32, torch.bfloat16)
+
+
+def _fused_usable(input: Tensor, offset: Tensor, mask: Tensor | None, groups: int, sample_dtype: torch.dtype,
+                  gemm_dtype: torch.dtype) -> bool:
+    """Whether the compiled im2col (:mod:`srkit.ops.native`) serves this call: CPU, one convolution group,
+    float32/bf16 tensors (float64 and fp16 take the PyTorch path), and the kernel builds here."""
+    if input.device.type != "cpu" or groups != 1 or sample_dtype != torch.float32:
+        return False
+    if any(t is not None and t.dtype not in _FUSED_DTYPES for t in (input, offset, mask)) or gemm_dtype not in _FUSED_DTYPES:
+        return False
+    from srkit.ops.native import deform_im2col
+
+    return deform_im2col() is not None
+
+
+def _deform_conv2d_fused(
+    input: Tensor,
+    offset: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    mask: Tensor | None,
+    dg: int,
+    out_h: int,
+    out_w: int,
+    gemm_dtype: torch.dtype,
+    out_dtype: torch.dtype,
+) -> Tensor:
+    """Inference through the compiled im2col: per band of output rows, one pass samples, modulates and
+    writes the columns as ``(rows * Wo, K * Cin)`` in the GEMM's dtype (tap-major, so a pixel's channels
+    of one deformable group are contiguous in a channels_last input and in the columns); one GEMM with the
+    weight reordered to match writes the band into the output. Nothing else touches the columns: no
+    float32 copy of bf16 features, no separate mask multiply, cast or transpose."""
+    from srkit.ops.native import deform_im2col
+
+    kernel = deform_im2col()
+    n, c, h, w = input.shape
+    cout, _, kh, kw = weight.shape
+    k = kh * kw
+    # (Cout, Cin, kh, kw) -> (kh, kw, Cin, Cout) flattened: row t*Cin + ci is tap t of channel ci.
+    wmat = weight.to(gemm_dtype).permute(2, 3, 1, 0).reshape(k * c, cout)
+    b = None if bias is None else bias.to(gemm_dtype)
+    if mask is not None and mask.dtype != offset.dtype:
+        mask = mask.to(offset.dtype)  # the kernel reads both in one dtype (small tensors)
+    nhwc = is_channels_last(input)
+    if nhwc:
+        out_nhwc = torch.empty((n, out_h, out_w, cout), dtype=out_dtype, device=input.device)
+        out = out_nhwc.permute(0, 3, 1, 2)
+    else:
+        out = torch.empty((n, cout, out_h, out_w), dtype=out_dtype, device=input.device)
+    bytes_per_row = c * k * out_w * torch.finfo(gemm_dtype).bits // 8
+    band = max(1, min(out_h, _inference_budget() // bytes_per_row))
+    cols_buf = torch.empty(band * out_w * k * c, dtype=gemm_dtype, device=input.device)
+    direct = nhwc and gemm_dtype == out_dtype
+    for i in range(n):
+        for r0 in range(0, out_h, band):
+            rows = min(band, out_h - r0)
+            cols = cols_buf[: rows * out_w * k * c].view(rows * out_w, k * c)
+            with torch.profiler.record_function("srkit::deform_im2col"):  # named in profiles (not an aten op)
+                kernel(input[i], offset[i, :, r0:r0 + rows], None if mask is None else mask[i, :, r0:r0 + rows],
+                       cols, kh, kw, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1], r0, dg)
+            dst = (out_nhwc[i, r0:r0 + rows].view(rows * out_w, cout) if direct
+                   else torch.empty((rows * out_w, cout), dtype=gemm_dtype, device=input.device))
+            if b is None:
+                torch.mm(cols, wmat, out=dst)
+            else:
+                torch.addmm(b, cols, wmat, out=dst)
+            if not direct:
+                out[i, :, r0:r0 + rows].copy_(dst.t().view(cout, rows, out_w))
     return out
 
 
