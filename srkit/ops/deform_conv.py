@@ -1,4 +1,4 @@
-"""Modulated deformable convolution (DCNv1 / DCNv2) in pure PyTorch.
+"""Modulated deformable convolution (DCNv1 / DCNv2) in PyTorch, with an optional compiled CPU inference kernel.
 
 :func:`deform_conv2d` has exactly the signature, semantics and tensor layout of
 ``torchvision.ops.deform_conv2d``, so checkpoints and offset-predicting convolutions written for
@@ -24,6 +24,10 @@ So the whole op is:
 ``grid_sample`` is a multithreaded, vectorised kernel with an analytic backward on every backend, and
 ONNX has ``GridSample`` since opset 16, so the same code exports.  The only custom backward is the
 DCNv2 GEMM's (:class:`_ModulatedGEMM`), which keeps one copy of the columns instead of two.
+
+On CPU without autograd, when srkit's compiled im2col builds here (:mod:`srkit.ops.native`), steps 1-3's
+sampling, masking, cast and layout changes are one pass of that kernel writing the GEMM's columns
+(:func:`_deform_conv2d_fused`); everything below describes the PyTorch path, which serves everywhere else.
 
 Without autograd (:func:`_deform_conv2d_no_grad`) a batch is processed a few samples at a time, and
 large frames in bands of output rows, so the column matrix stays under ``_INFERENCE_COLS_BYTES`` and
