@@ -65,6 +65,31 @@ void im2col_kernel(const XT* x, int64_t C, int64_t H, int64_t W, int64_t sxc, in
             const float px = x_base + static_cast<float>(j * dw) + as_float(op + (2 * ch + 1) * soc);
             const float m = mp ? as_float(mp + ch * smc) : 1.0f;
             OutT* dst = dst_pixel + k * C + g * cg;
+            if (py >= 0.0f && py < static_cast<float>(H - 1) && px >= 0.0f && px < static_cast<float>(W - 1)) {
+              // Interior (most samples): all four neighbours inside, truncation is floor. False for NaN.
+              const int64_t y0 = static_cast<int64_t>(py), x0 = static_cast<int64_t>(px);
+              const float ly = py - static_cast<float>(y0), lx = px - static_cast<float>(x0);
+              const float hy = 1.0f - ly, hx = 1.0f - lx;
+              const float w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
+              const XT* a = xg + y0 * sxh + x0 * sxw;
+              const XT* b = a + sxw;
+              const XT* c2 = a + sxh;
+              const XT* d = c2 + sxw;
+              if (kContiguousChannels) {
+#pragma omp simd
+                for (int64_t c = 0; c < cg; ++c) {
+                  store(dst + c, w00 * static_cast<float>(a[c]) + w01 * static_cast<float>(b[c]) +
+                                     w10 * static_cast<float>(c2[c]) + w11 * static_cast<float>(d[c]));
+                }
+              } else {
+                for (int64_t c = 0; c < cg; ++c) {
+                  const int64_t s = c * sxc;
+                  store(dst + c, w00 * static_cast<float>(a[s]) + w01 * static_cast<float>(b[s]) +
+                                     w10 * static_cast<float>(c2[s]) + w11 * static_cast<float>(d[s]));
+                }
+              }
+              continue;
+            }
             if (!std::isfinite(py) || !std::isfinite(px)) {
               for (int64_t c = 0; c < cg; ++c) store(dst + c, nan);
               continue;
