@@ -36,6 +36,26 @@ inline void store(c10::BFloat16* p, float v) {
   std::memcpy(p, &bits, sizeof(bits));
 }
 
+// One tap's `cg` channels: the four neighbours (pointers to their first channel, channel stride `sxc`)
+// blended with weights that already include the mask.
+template <typename XT, typename OutT, bool kContiguousChannels>
+inline void blend(OutT* dst, const XT* a, const XT* b, const XT* c2, const XT* d, int64_t cg, int64_t sxc,
+                  float w00, float w01, float w10, float w11) {
+  if (kContiguousChannels) {
+#pragma omp simd
+    for (int64_t c = 0; c < cg; ++c) {
+      store(dst + c, w00 * static_cast<float>(a[c]) + w01 * static_cast<float>(b[c]) +
+                         w10 * static_cast<float>(c2[c]) + w11 * static_cast<float>(d[c]));
+    }
+  } else {
+    for (int64_t c = 0; c < cg; ++c) {
+      const int64_t s = c * sxc;
+      store(dst + c, w00 * static_cast<float>(a[s]) + w01 * static_cast<float>(b[s]) +
+                         w10 * static_cast<float>(c2[s]) + w11 * static_cast<float>(d[s]));
+    }
+  }
+}
+
 template <typename XT, typename OT, typename OutT, bool kContiguousChannels>
 void im2col_kernel(const XT* x, int64_t C, int64_t H, int64_t W, int64_t sxc, int64_t sxh, int64_t sxw,
                    const OT* off, int64_t soc, int64_t soh, int64_t sow,
@@ -72,22 +92,8 @@ void im2col_kernel(const XT* x, int64_t C, int64_t H, int64_t W, int64_t sxc, in
               const float hy = 1.0f - ly, hx = 1.0f - lx;
               const float w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
               const XT* a = xg + y0 * sxh + x0 * sxw;
-              const XT* b = a + sxw;
-              const XT* c2 = a + sxh;
-              const XT* d = c2 + sxw;
-              if (kContiguousChannels) {
-#pragma omp simd
-                for (int64_t c = 0; c < cg; ++c) {
-                  store(dst + c, w00 * static_cast<float>(a[c]) + w01 * static_cast<float>(b[c]) +
-                                     w10 * static_cast<float>(c2[c]) + w11 * static_cast<float>(d[c]));
-                }
-              } else {
-                for (int64_t c = 0; c < cg; ++c) {
-                  const int64_t s = c * sxc;
-                  store(dst + c, w00 * static_cast<float>(a[s]) + w01 * static_cast<float>(b[s]) +
-                                     w10 * static_cast<float>(c2[s]) + w11 * static_cast<float>(d[s]));
-                }
-              }
+              blend<XT, OutT, kContiguousChannels>(dst, a, a + sxw, a + sxh, a + sxh + sxw, cg, sxc,
+                                                   w00, w01, w10, w11);
               continue;
             }
             if (!std::isfinite(py) || !std::isfinite(px)) {
@@ -110,23 +116,9 @@ void im2col_kernel(const XT* x, int64_t C, int64_t H, int64_t W, int64_t sxc, in
             const float w11 = (y1in && x1in) ? ly * lx * m : 0.0f;
             const int64_t yy0 = y0in ? y0 : 0, yy1 = y1in ? y0 + 1 : H - 1;
             const int64_t xx0 = x0in ? x0 : 0, xx1 = x1in ? x0 + 1 : W - 1;
-            const XT* a = xg + yy0 * sxh + xx0 * sxw;
-            const XT* b = xg + yy0 * sxh + xx1 * sxw;
-            const XT* c2 = xg + yy1 * sxh + xx0 * sxw;
-            const XT* d = xg + yy1 * sxh + xx1 * sxw;
-            if (kContiguousChannels) {
-#pragma omp simd
-              for (int64_t c = 0; c < cg; ++c) {
-                store(dst + c, w00 * static_cast<float>(a[c]) + w01 * static_cast<float>(b[c]) +
-                                   w10 * static_cast<float>(c2[c]) + w11 * static_cast<float>(d[c]));
-              }
-            } else {
-              for (int64_t c = 0; c < cg; ++c) {
-                const int64_t s = c * sxc;
-                store(dst + c, w00 * static_cast<float>(a[s]) + w01 * static_cast<float>(b[s]) +
-                                   w10 * static_cast<float>(c2[s]) + w11 * static_cast<float>(d[s]));
-              }
-            }
+            blend<XT, OutT, kContiguousChannels>(dst, xg + yy0 * sxh + xx0 * sxw, xg + yy0 * sxh + xx1 * sxw,
+                                                 xg + yy1 * sxh + xx0 * sxw, xg + yy1 * sxh + xx1 * sxw, cg, sxc,
+                                                 w00, w01, w10, w11);
           }
         }
       }
