@@ -1,4 +1,4 @@
-"""Low-level tensor operations shared by the networks (pure PyTorch, no compiled extensions)."""
+"""Low-level tensor operations shared by the networks (PyTorch; srkit.ops.native adds an optional compiled CPU kernel)."""
 
 from srkit.ops.deform_conv import ModulatedDeformConv2d, OffsetMonitor, deform_conv2d
 

@@ -62,6 +62,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torch.nn.modules.utils import _pair
 
+from srkit.ops import native
 from srkit.utils.device import is_channels_last
 
 __all__ = ["deform_conv2d", "ModulatedDeformConv2d", "OffsetMonitor"]
@@ -392,20 +393,21 @@ def _deform_conv2d_no_grad(
     # Without hardware bf16/fp16 the GEMM runs in float32 (see _finish) and the result is cast.
     gemm_dtype = target if target is not None and _native_low_precision(input.device.type, target) else sample_dtype
     nhwc = is_channels_last(input)
-    if _fused_usable(input, offset, mask, groups, sample_dtype, gemm_dtype):
-        return _deform_conv2d_fused(input, offset, weight, bias, stride, padding, dilation, mask, dg, out_h, out_w,
-                                    gemm_dtype, out_dtype)
+    if nhwc:
+        out_nhwc = torch.empty((n, out_h, out_w, cout), dtype=out_dtype, device=input.device)
+        out = out_nhwc.permute(0, 3, 1, 2)
+    else:
+        out_nhwc = None
+        out = torch.empty((n, cout, out_h, out_w), dtype=out_dtype, device=input.device)
+    if _fused_usable(input, offset, mask, groups, gemm_dtype):
+        return _deform_conv2d_fused(input, offset, weight, bias, stride, padding, dilation, mask, dg, out, out_nhwc,
+                                    gemm_dtype)
 
     x = input.to(sample_dtype)
     base, scale = _cached_base_grid(kh, kw, out_h, out_w, stride, padding, dilation, h, w, input.device, sample_dtype)
     # Weight as (Cin/G*K, Cout) per group: the right-hand side of the transposed GEMM (a view).
     wmat_t = weight.to(gemm_dtype).reshape(groups, co_g, cin_g * k).transpose(1, 2)
     b = None if bias is None else bias.to(gemm_dtype).view(groups, co_g)
-    if nhwc:
-        out_nhwc = torch.empty((n, out_h, out_w, cout), dtype=out_dtype, device=input.device)
-        out = out_nhwc.permute(0, 3, 1, 2)
-    else:
-        out = torch.empty((n, cout, out_h, out_w), dtype=out_dtype, device=input.device)
 
     bytes_per_row = c * k * out_w * torch.finfo(sample_dtype).bits // 8  # columns of one sample's row
     budget = _inference_budget() if input.device.type == "cpu" else _INFERENCE_COLS_BYTES
@@ -485,17 +487,15 @@ def _deform_conv2d_no_grad(
 _FUSED_DTYPES = (torch.float32, torch.bfloat16)
 
 
-def _fused_usable(input: Tensor, offset: Tensor, mask: Tensor | None, groups: int, sample_dtype: torch.dtype,
-                  gemm_dtype: torch.dtype) -> bool:
+def _fused_usable(input: Tensor, offset: Tensor, mask: Tensor | None, groups: int, gemm_dtype: torch.dtype) -> bool:
     """Whether the compiled im2col (:mod:`srkit.ops.native`) serves this call: CPU, one convolution group,
-    float32/bf16 tensors (float64 and fp16 take the PyTorch path), and the kernel builds here."""
-    if input.device.type != "cpu" or groups != 1 or sample_dtype != torch.float32:
+    float32/bf16 tensors and GEMM (float64 and fp16 take the PyTorch path; with float32/bf16 inputs the
+    sampling precision is float32, which the kernel computes in), and the kernel builds here."""
+    if input.device.type != "cpu" or groups != 1 or gemm_dtype not in _FUSED_DTYPES:
         return False
-    if any(t is not None and t.dtype not in _FUSED_DTYPES for t in (input, offset, mask)) or gemm_dtype not in _FUSED_DTYPES:
+    if any(t is not None and t.dtype not in _FUSED_DTYPES for t in (input, offset, mask)):
         return False
-    from srkit.ops.native import deform_im2col
-
-    return deform_im2col() is not None
+    return native.deform_im2col() is not None
 
 
 def _deform_conv2d_fused(
@@ -508,20 +508,19 @@ def _deform_conv2d_fused(
     dilation: tuple[int, int],
     mask: Tensor | None,
     dg: int,
-    out_h: int,
-    out_w: int,
+    out: Tensor,
+    out_nhwc: Tensor | None,
     gemm_dtype: torch.dtype,
-    out_dtype: torch.dtype,
 ) -> Tensor:
     """Inference through the compiled im2col: per band of output rows, one pass samples, modulates and
     writes the columns as ``(rows * Wo, K * Cin)`` in the GEMM's dtype (tap-major, so a pixel's channels
     of one deformable group are contiguous in a channels_last input and in the columns); one GEMM with the
-    weight reordered to match writes the band into the output. Nothing else touches the columns: no
-    float32 copy of bf16 features, no separate mask multiply, cast or transpose."""
-    from srkit.ops.native import deform_im2col
-
-    kernel = deform_im2col()
-    n, c, h, w = input.shape
+    weight reordered to match writes the band into ``out`` (allocated by the caller; ``out_nhwc`` its
+    channels_last storage when it has one). Nothing else touches the columns: no float32 copy of bf16
+    features, no separate mask multiply, cast or transpose."""
+    kernel = native.deform_im2col()
+    n, c = input.shape[:2]
+    out_h, out_w = out.shape[-2:]
     cout, _, kh, kw = weight.shape
     k = kh * kw
     # (Cout, Cin, kh, kw) -> (kh, kw, Cin, Cout) flattened: row t*Cin + ci is tap t of channel ci.
@@ -529,16 +528,10 @@ def _deform_conv2d_fused(
     b = None if bias is None else bias.to(gemm_dtype)
     if mask is not None and mask.dtype != offset.dtype:
         mask = mask.to(offset.dtype)  # the kernel reads both in one dtype (small tensors)
-    nhwc = is_channels_last(input)
-    if nhwc:
-        out_nhwc = torch.empty((n, out_h, out_w, cout), dtype=out_dtype, device=input.device)
-        out = out_nhwc.permute(0, 3, 1, 2)
-    else:
-        out = torch.empty((n, cout, out_h, out_w), dtype=out_dtype, device=input.device)
     bytes_per_row = c * k * out_w * torch.finfo(gemm_dtype).bits // 8
     band = max(1, min(out_h, _inference_budget() // bytes_per_row))
     cols_buf = torch.empty(band * out_w * k * c, dtype=gemm_dtype, device=input.device)
-    direct = nhwc and gemm_dtype == out_dtype
+    direct = out_nhwc is not None and gemm_dtype == out.dtype
     for i in range(n):
         for r0 in range(0, out_h, band):
             rows = min(band, out_h - r0)
