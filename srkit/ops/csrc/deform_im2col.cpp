@@ -19,11 +19,20 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 namespace {
 
-template <typename T>
-inline float as_float(const T* p) { return static_cast<float>(*p); }
+// Loads as float; bf16 widened as an integer shift so that the loops reading it vectorise.
+inline float as_float(const float* p) { return *p; }
+inline float as_float(const c10::BFloat16* p) {
+  uint16_t bits;
+  std::memcpy(&bits, p, sizeof(bits));
+  const uint32_t u = static_cast<uint32_t>(bits) << 16;
+  float v;
+  std::memcpy(&v, &u, sizeof(v));
+  return v;
+}
 
 // Stores with round-to-nearest-even for bf16, written as plain integer operations so that the compiler
 // vectorises them (c10::BFloat16's converting constructor kept this loop scalar: +50% kernel time).
@@ -44,16 +53,44 @@ inline void blend(OutT* dst, const XT* a, const XT* b, const XT* c2, const XT* d
   if (kContiguousChannels) {
 #pragma omp simd
     for (int64_t c = 0; c < cg; ++c) {
-      store(dst + c, w00 * static_cast<float>(a[c]) + w01 * static_cast<float>(b[c]) +
-                         w10 * static_cast<float>(c2[c]) + w11 * static_cast<float>(d[c]));
+      store(dst + c, w00 * as_float(a + c) + w01 * as_float(b + c) + w10 * as_float(c2 + c) + w11 * as_float(d + c));
     }
   } else {
     for (int64_t c = 0; c < cg; ++c) {
       const int64_t s = c * sxc;
-      store(dst + c, w00 * static_cast<float>(a[s]) + w01 * static_cast<float>(b[s]) +
-                         w10 * static_cast<float>(c2[s]) + w11 * static_cast<float>(d[s]));
+      store(dst + c, w00 * as_float(a + s) + w01 * as_float(b + s) + w10 * as_float(c2 + s) + w11 * as_float(d + s));
     }
   }
+}
+
+// A sample that is not in the interior (some neighbour outside the image, or a non-finite position).
+template <typename XT, typename OutT, bool kContiguousChannels>
+inline void blend_border(OutT* dst, const XT* xg, int64_t H, int64_t W, int64_t cg, int64_t sxc, int64_t sxh,
+                         int64_t sxw, float py, float px, float m) {
+  if (!std::isfinite(py) || !std::isfinite(px)) {
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    for (int64_t c = 0; c < cg; ++c) store(dst + c, nan);
+    return;
+  }
+  if (!(py > -1.0f && py < static_cast<float>(H) && px > -1.0f && px < static_cast<float>(W))) {
+    const float zero = 0.0f * m;  // 0, or NaN for a NaN mask as in the Python path
+    for (int64_t c = 0; c < cg; ++c) store(dst + c, zero);
+    return;
+  }
+  const float fy = std::floor(py), fx = std::floor(px);
+  const int64_t y0 = static_cast<int64_t>(fy), x0 = static_cast<int64_t>(fx);
+  const float ly = py - fy, lx = px - fx, hy = 1.0f - ly, hx = 1.0f - lx;
+  const bool y0in = y0 >= 0, y1in = y0 + 1 < H, x0in = x0 >= 0, x1in = x0 + 1 < W;
+  // Corners outside the image weigh 0 and are read at a clamped (valid) address.
+  const float w00 = (y0in && x0in) ? hy * hx * m : 0.0f;
+  const float w01 = (y0in && x1in) ? hy * lx * m : 0.0f;
+  const float w10 = (y1in && x0in) ? ly * hx * m : 0.0f;
+  const float w11 = (y1in && x1in) ? ly * lx * m : 0.0f;
+  const int64_t yy0 = y0in ? y0 : 0, yy1 = y1in ? y0 + 1 : H - 1;
+  const int64_t xx0 = x0in ? x0 : 0, xx1 = x1in ? x0 + 1 : W - 1;
+  blend<XT, OutT, kContiguousChannels>(dst, xg + yy0 * sxh + xx0 * sxw, xg + yy0 * sxh + xx1 * sxw,
+                                       xg + yy1 * sxh + xx0 * sxw, xg + yy1 * sxh + xx1 * sxw, cg, sxc,
+                                       w00, w01, w10, w11);
 }
 
 template <typename XT, typename OT, typename OutT, bool kContiguousChannels>
@@ -64,62 +101,84 @@ void im2col_kernel(const XT* x, int64_t C, int64_t H, int64_t W, int64_t sxc, in
                    int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                    int64_t r0, int64_t dg) {
   const int64_t K = kh * kw;
+  const int64_t S = dg * K;  // samples per output pixel: s = g * K + k
   const int64_t cg = C / dg;
   const int64_t row_len = K * C;  // one output pixel's columns
-  const float nan = std::numeric_limits<float>::quiet_NaN();
+  // Per sample: the tap's displacement from the pixel's base position, where its group's channels start
+  // in x and where its channels go in the pixel's columns (tap-major).
+  std::vector<float> tap_y(S), tap_x(S);
+  std::vector<int64_t> x_start(S), col_start(S);
+  for (int64_t s = 0; s < S; ++s) {
+    const int64_t g = s / K, k = s % K;
+    tap_y[s] = static_cast<float>((k / kw) * dh);
+    tap_x[s] = static_cast<float>((k % kw) * dw);
+    x_start[s] = g * cg * sxc;
+    col_start[s] = k * C + g * cg;
+  }
+  // No mask: read a constant 1 (stride 0) so the loop below has no branch on it.
+  const OT one(1.0f);
+  if (mask == nullptr) {
+    mask = &one;
+    smc = smh = smw = 0;
+  }
+  const float y_hi = static_cast<float>(H - 1), x_hi = static_cast<float>(W - 1);
   at::parallel_for(0, rows * Wo, 64, [&](int64_t begin, int64_t end) {
+    // Per pixel, pass 1 computes every sample's position, interior test and weights in one loop the
+    // compiler vectorises across samples; pass 2 blends the channels. (Done per sample in one loop, the
+    // position and weight arithmetic cost more than the blend of a group's few channels.)
+    std::vector<float> weights(4 * S), pos(2 * S);
+    std::vector<int32_t> y0s(S), x0s(S);
+    std::vector<uint8_t> interior(S);
+    float* const w00 = weights.data();
+    float* const w01 = w00 + S;
+    float* const w10 = w01 + S;
+    float* const w11 = w10 + S;
+    float* const pys = pos.data();
+    float* const pxs = pys + S;
+    int32_t* const y0p = y0s.data();
+    int32_t* const x0p = x0s.data();
+    uint8_t* const inp = interior.data();
+    const float* const ty = tap_y.data();
+    const float* const tx = tap_x.data();
     for (int64_t p = begin; p < end; ++p) {
       const int64_t r = p / Wo, ox = p % Wo;
       const float y_base = static_cast<float>((r0 + r) * sh - ph);
       const float x_base = static_cast<float>(ox * sw - pw);
       const OT* op = off + r * soh + ox * sow;
-      const OT* mp = mask ? mask + r * smh + ox * smw : nullptr;
+      const OT* mp = mask + r * smh + ox * smw;
+#pragma omp simd
+      for (int64_t s = 0; s < S; ++s) {
+        const float py = y_base + ty[s] + as_float(op + (2 * s) * soc);
+        const float px = x_base + tx[s] + as_float(op + (2 * s + 1) * soc);
+        const float m = as_float(mp + s * smc);
+        // Interior (most samples): all four neighbours inside, so truncation is floor. False for NaN.
+        // `&`, not `&&`: no branches, so that the loop vectorises.
+        const bool in = (py >= 0.0f) & (py < y_hi) & (px >= 0.0f) & (px < x_hi);
+        const float cy = in ? py : 0.0f, cx = in ? px : 0.0f;
+        const int32_t y0 = static_cast<int32_t>(cy), x0 = static_cast<int32_t>(cx);
+        const float ly = cy - static_cast<float>(y0), lx = cx - static_cast<float>(x0);
+        const float hy = 1.0f - ly, hx = 1.0f - lx;
+        w00[s] = hy * hx * m;
+        w01[s] = hy * lx * m;
+        w10[s] = ly * hx * m;
+        w11[s] = ly * lx * m;
+        y0p[s] = y0;
+        x0p[s] = x0;
+        inp[s] = in;
+        pys[s] = py;
+        pxs[s] = px;
+      }
       OutT* dst_pixel = cols + p * row_len;
-      for (int64_t g = 0; g < dg; ++g) {
-        const XT* xg = x + g * cg * sxc;
-        for (int64_t i = 0; i < kh; ++i) {
-          for (int64_t j = 0; j < kw; ++j) {
-            const int64_t k = i * kw + j;
-            const int64_t ch = g * K + k;
-            const float py = y_base + static_cast<float>(i * dh) + as_float(op + (2 * ch) * soc);
-            const float px = x_base + static_cast<float>(j * dw) + as_float(op + (2 * ch + 1) * soc);
-            const float m = mp ? as_float(mp + ch * smc) : 1.0f;
-            OutT* dst = dst_pixel + k * C + g * cg;
-            if (py >= 0.0f && py < static_cast<float>(H - 1) && px >= 0.0f && px < static_cast<float>(W - 1)) {
-              // Interior (most samples): all four neighbours inside, truncation is floor. False for NaN.
-              const int64_t y0 = static_cast<int64_t>(py), x0 = static_cast<int64_t>(px);
-              const float ly = py - static_cast<float>(y0), lx = px - static_cast<float>(x0);
-              const float hy = 1.0f - ly, hx = 1.0f - lx;
-              const float w00 = hy * hx * m, w01 = hy * lx * m, w10 = ly * hx * m, w11 = ly * lx * m;
-              const XT* a = xg + y0 * sxh + x0 * sxw;
-              blend<XT, OutT, kContiguousChannels>(dst, a, a + sxw, a + sxh, a + sxh + sxw, cg, sxc,
-                                                   w00, w01, w10, w11);
-              continue;
-            }
-            if (!std::isfinite(py) || !std::isfinite(px)) {
-              for (int64_t c = 0; c < cg; ++c) store(dst + c, nan);
-              continue;
-            }
-            if (!(py > -1.0f && py < static_cast<float>(H) && px > -1.0f && px < static_cast<float>(W))) {
-              const float zero = 0.0f * m;  // 0, or NaN for a NaN mask as in the Python path
-              for (int64_t c = 0; c < cg; ++c) store(dst + c, zero);
-              continue;
-            }
-            const float fy = std::floor(py), fx = std::floor(px);
-            const int64_t y0 = static_cast<int64_t>(fy), x0 = static_cast<int64_t>(fx);
-            const float ly = py - fy, lx = px - fx, hy = 1.0f - ly, hx = 1.0f - lx;
-            const bool y0in = y0 >= 0, y1in = y0 + 1 < H, x0in = x0 >= 0, x1in = x0 + 1 < W;
-            // Corners outside the image weigh 0 and are read at a clamped (valid) address.
-            const float w00 = (y0in && x0in) ? hy * hx * m : 0.0f;
-            const float w01 = (y0in && x1in) ? hy * lx * m : 0.0f;
-            const float w10 = (y1in && x0in) ? ly * hx * m : 0.0f;
-            const float w11 = (y1in && x1in) ? ly * lx * m : 0.0f;
-            const int64_t yy0 = y0in ? y0 : 0, yy1 = y1in ? y0 + 1 : H - 1;
-            const int64_t xx0 = x0in ? x0 : 0, xx1 = x1in ? x0 + 1 : W - 1;
-            blend<XT, OutT, kContiguousChannels>(dst, xg + yy0 * sxh + xx0 * sxw, xg + yy0 * sxh + xx1 * sxw,
-                                                 xg + yy1 * sxh + xx0 * sxw, xg + yy1 * sxh + xx1 * sxw, cg, sxc,
-                                                 w00, w01, w10, w11);
-          }
+      for (int64_t s = 0; s < S; ++s) {
+        OutT* dst = dst_pixel + col_start[s];
+        const XT* xg = x + x_start[s];
+        if (inp[s]) {
+          const XT* a = xg + y0p[s] * sxh + x0p[s] * sxw;
+          blend<XT, OutT, kContiguousChannels>(dst, a, a + sxw, a + sxh, a + sxh + sxw, cg, sxc,
+                                               w00[s], w01[s], w10[s], w11[s]);
+        } else {
+          blend_border<XT, OutT, kContiguousChannels>(dst, xg, H, W, cg, sxc, sxh, sxw, pys[s], pxs[s],
+                                                      as_float(mp + s * smc));
         }
       }
     }
