@@ -119,8 +119,10 @@ def count_flops(model, frames: torch.Tensor) -> tuple[float, float, float, float
 
 # --profile: which group an op's self time belongs to (first matching rule; names as torch.profiler gives them).
 OP_GROUPS: list[tuple[str, tuple[str, ...]]] = [
+    # mkldnn::_convolution_pointwise: a convolution with its activation or skip add fused (srkit.ops.fused_conv).
     ("convolution", ("aten::mkldnn_convolution", "aten::_slow_conv2d_forward", "aten::thnn_conv2d",
-                     "aten::_nnpack_spatial_convolution", "aten::convolution_overrideable")),
+                     "aten::_nnpack_spatial_convolution", "aten::convolution_overrideable",
+                     "mkldnn::_convolution_pointwise")),
     ("deformable sampling", ("aten::grid_sampler_2d", "srkit::deform_im2col")),
     ("DCN GEMM", ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm")),
     ("dtype/layout copies", ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous")),

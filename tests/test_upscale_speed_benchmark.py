@@ -45,6 +45,8 @@ def test_op_groups() -> None:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     assert mod.op_group("aten::mkldnn_convolution") == "convolution"
+    assert mod.op_group("mkldnn::_convolution_pointwise") == "convolution"  # srkit.ops.fused_conv
+    assert mod.op_group("mkldnn::_convolution_pointwise.binary") == "convolution"
     assert mod.op_group("aten::grid_sampler_2d") == "deformable sampling"
     assert mod.op_group("srkit::deform_im2col") == "deformable sampling"  # the compiled kernel's record_function
     assert mod.op_group("aten::copy_") == "dtype/layout copies"

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from srkit.ops.fused_conv import conv_act, conv_add
+
 
 class ResidualBlockNoBN(nn.Module):
     """conv-act-conv with identity skip and no batch norm: ``x + res_scale * conv2(act(conv1(x)))``.
@@ -25,8 +27,16 @@ class ResidualBlockNoBN(nn.Module):
         self.act = act if act is not None else nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv2(self.act(self.conv1(x)))
-        return x + out * self.res_scale if self.res_scale != 1.0 else x + out
+        # conv_act/conv_add fuse the activation and the skip into the convolutions during CPU inference.
+        if type(self.act) is nn.ReLU:
+            h = conv_act(self.conv1, x, "relu")
+        elif type(self.act) is nn.LeakyReLU:
+            h = conv_act(self.conv1, x, "leaky_relu", self.act.negative_slope)
+        else:
+            h = self.act(self.conv1(x))
+        if self.res_scale != 1.0:
+            return x + self.conv2(h) * self.res_scale
+        return conv_add(self.conv2, h, x)
 
 
 def make_layer(block: type[nn.Module] | callable, num_blocks: int, **kwargs) -> nn.Sequential:

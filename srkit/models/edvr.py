@@ -64,6 +64,7 @@ from srkit.models.blocks import (ResidualBlockNoBN, crop_to, leaky_kaiming_init_
 from srkit.models.checkpoint import StateDict, register_checkpoint_support
 from srkit.models.registry import register_model
 from srkit.ops import ModulatedDeformConv2d, OffsetMonitor
+from srkit.ops.fused_conv import conv_act
 from srkit.utils.device import is_channels_last
 
 __all__ = ["EDVR", "EDVRConfig", "DCNv2Pack", "PCDAlignment", "TSAFusion", "PredeblurModule"]
@@ -75,6 +76,11 @@ _HR_FEAT = 64
 def _lrelu(x: torch.Tensor) -> torch.Tensor:
     # In-place is safe everywhere it is used (the argument is always a fresh conv output).
     return F.leaky_relu(x, 0.1, inplace=True)
+
+
+def _conv_lrelu(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``_lrelu(conv(x))``, one fused oneDNN op during CPU inference (see srkit.ops.fused_conv)."""
+    return conv_act(conv, x, "leaky_relu", 0.1)
 
 
 def _up2(x: torch.Tensor) -> torch.Tensor:
@@ -212,10 +218,10 @@ class PCDAlignment(nn.Module):
             level = f"l{i}"
             offset = _lrelu(_cat_conv(self.offset_conv1[level], nbr[i - 1], ref_terms[i - 1]))
             if i == 3:
-                offset = _lrelu(self.offset_conv2[level](offset))
+                offset = _conv_lrelu(self.offset_conv2[level], offset)
             else:
                 offset = _lrelu(_cat_conv(self.offset_conv2[level], offset, _ref_term(self.offset_conv2[level], up_offset)))
-                offset = _lrelu(self.offset_conv3[level](offset))
+                offset = _conv_lrelu(self.offset_conv3[level], offset)
             feat = self.dcn_pack[level](nbr[i - 1], offset)
             if i < 3:
                 feat = _cat_conv(self.feat_conv[level], feat, _ref_term(self.feat_conv[level], up_feat))
@@ -225,7 +231,7 @@ class PCDAlignment(nn.Module):
                 up_offset = _up2(offset).mul_(2)
                 up_feat = _up2(feat)
         offset = _lrelu(_cat_conv(self.cas_offset_conv1, feat, ref_terms[3]))
-        offset = _lrelu(self.cas_offset_conv2(offset))
+        offset = _conv_lrelu(self.cas_offset_conv2, offset)
         return _lrelu(self.cas_dcnpack(feat, offset))
 
 
@@ -276,16 +282,16 @@ class TSAFusion(nn.Module):
 
     def fuse(self, weighted: torch.Tensor) -> torch.Tensor:
         """Fusion and spatial attention of the weighted frames ``(B, T*C, h, w)``."""
-        feat = _lrelu(self.feat_fusion(weighted))
-        attn = _lrelu(self.spatial_attn1(weighted))
-        attn = _lrelu(self.spatial_attn2(self._pool(attn)))
-        attn_level = _lrelu(self.spatial_attn_l1(attn))
-        attn_level = _lrelu(self.spatial_attn_l2(self._pool(attn_level)))
-        attn_level = _up2(_lrelu(self.spatial_attn_l3(attn_level)))
-        attn = _lrelu(self.spatial_attn3(attn)) + attn_level
-        attn = _up2(_lrelu(self.spatial_attn4(attn)))
+        feat = _conv_lrelu(self.feat_fusion, weighted)
+        attn = _conv_lrelu(self.spatial_attn1, weighted)
+        attn = _conv_lrelu(self.spatial_attn2, self._pool(attn))
+        attn_level = _conv_lrelu(self.spatial_attn_l1, attn)
+        attn_level = _conv_lrelu(self.spatial_attn_l2, self._pool(attn_level))
+        attn_level = _up2(_conv_lrelu(self.spatial_attn_l3, attn_level))
+        attn = _conv_lrelu(self.spatial_attn3, attn) + attn_level
+        attn = _up2(_conv_lrelu(self.spatial_attn4, attn))
         attn = self.spatial_attn5(attn)
-        attn_add = self.spatial_attn_add2(_lrelu(self.spatial_attn_add1(attn)))
+        attn_add = self.spatial_attn_add2(_conv_lrelu(self.spatial_attn_add1, attn))
         return feat * torch.sigmoid(attn) * 2 + attn_add
 
 
@@ -310,11 +316,11 @@ class PredeblurModule(nn.Module):
         self.resblock_l1 = nn.ModuleList([ResidualBlockNoBN(num_feat) for _ in range(5)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        l1 = _lrelu(self.conv_first(x))
+        l1 = _conv_lrelu(self.conv_first, x)
         if self.hr_in:
-            l1 = _lrelu(self.stride_conv_hr2(_lrelu(self.stride_conv_hr1(l1))))
-        l2 = _lrelu(self.stride_conv_l2(l1))
-        l3 = _lrelu(self.stride_conv_l3(l2))
+            l1 = _conv_lrelu(self.stride_conv_hr2, _conv_lrelu(self.stride_conv_hr1, l1))
+        l2 = _conv_lrelu(self.stride_conv_l2, l1)
+        l3 = _conv_lrelu(self.stride_conv_l3, l2)
         l3 = _up2(self.resblock_l3(l3))
         l2 = _up2(self.resblock_l2_2(self.resblock_l2_1(l2) + l3))
         l1 = self.resblock_l1[1](self.resblock_l1[0](l1)) + l2
@@ -460,16 +466,16 @@ class EDVR(SRModel):
         if self.with_predeblur:
             l1 = self.conv_1x1(self.predeblur(frames))
         elif self.hr_in:
-            l1 = _lrelu(self.conv_first_1(frames))
-            l1 = _lrelu(self.conv_first_2(l1))
-            l1 = _lrelu(self.conv_first_3(l1))
+            l1 = _conv_lrelu(self.conv_first_1, frames)
+            l1 = _conv_lrelu(self.conv_first_2, l1)
+            l1 = _conv_lrelu(self.conv_first_3, l1)
         else:
-            l1 = _lrelu(self.conv_first(frames))
+            l1 = _conv_lrelu(self.conv_first, frames)
         l1 = self.feature_extraction(l1)
         if not self.with_pcd:
             return [l1]
-        l2 = _lrelu(self.conv_l2_2(_lrelu(self.conv_l2_1(l1))))
-        l3 = _lrelu(self.conv_l3_2(_lrelu(self.conv_l3_1(l2))))
+        l2 = _conv_lrelu(self.conv_l2_2, _conv_lrelu(self.conv_l2_1, l1))
+        l3 = _conv_lrelu(self.conv_l3_2, _conv_lrelu(self.conv_l3_1, l2))
         return [l1, l2, l3]
 
     def decode(self, feats: Sequence[Sequence[torch.Tensor]], center: torch.Tensor) -> torch.Tensor:
@@ -543,9 +549,10 @@ class EDVR(SRModel):
     def _reconstruct(self, feat: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
         """Reconstruction trunk, x4 pixel-shuffle upsampling, residual on the (upsampled) centre frame."""
         out = self.reconstruction(feat)
-        out = _lrelu(F.pixel_shuffle(self.upconv1(out), 2))
-        out = _lrelu(F.pixel_shuffle(self.upconv2(out), 2))
-        out = _lrelu(self.conv_hr(out))
+        # lrelu commutes with the shuffle (a permutation), so it is fused into the convolution before it.
+        out = F.pixel_shuffle(_conv_lrelu(self.upconv1, out), 2)
+        out = F.pixel_shuffle(_conv_lrelu(self.upconv2, out), 2)
+        out = _conv_lrelu(self.conv_hr, out)
         out = self.conv_last(out)
         base = center if self.hr_in else F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False)
         return out + base

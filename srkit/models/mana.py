@@ -73,6 +73,7 @@ from srkit.models.blocks import ResidualBlockNoBN, leaky_kaiming_init_, make_lay
 from srkit.models.checkpoint import register_checkpoint_support
 from srkit.models.registry import register_model
 from srkit.ops.attention import gaussian_nonlocal_attention
+from srkit.ops.fused_conv import conv_act
 
 __all__ = ["MANA", "MANAConfig", "NonLocalMemoryAttention", "MEMORY_PARAMS", "correspondence_loss",
            "attention_fidelity_loss", "official_key_adapter"]
@@ -359,7 +360,7 @@ class MANA(SRModel):
     # ------------------------------------------------------------------ feature cache API
     def encode(self, frames: torch.Tensor) -> list[torch.Tensor]:
         """Per-frame encoder features ``[F]`` of ``frames (B, 3, H, W)`` (computed once per frame when streaming)."""
-        return [self.encoder(F.leaky_relu(self.conv_first(frames), 0.1, inplace=True))]
+        return [self.encoder(conv_act(self.conv_first, frames, "leaky_relu", 0.1))]
 
     def decode(self, feats: Sequence[Sequence[torch.Tensor]], center: torch.Tensor) -> torch.Tensor:
         """Restore the centre frame from ``T`` cached encodings (each ``[F]``) and its pixels ``(B, 3, H, W)``."""
@@ -371,9 +372,10 @@ class MANA(SRModel):
                 flow: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         res, aux = self.nonloc_spatial(feats, pixels, flow, self.config.attention_fidelity_queries)
         out = self.decoder(res)
-        out = F.leaky_relu(F.pixel_shuffle(self.upconv1(out), 2), 0.1, inplace=True)
-        out = F.leaky_relu(F.pixel_shuffle(self.upconv2(out), 2), 0.1, inplace=True)
-        out = F.leaky_relu(self.conv_hr(out), 0.1, inplace=True)
+        # conv_act: the lrelu fused into the convolution during CPU inference (it commutes with the shuffle).
+        out = F.pixel_shuffle(conv_act(self.upconv1, out, "leaky_relu", 0.1), 2)
+        out = F.pixel_shuffle(conv_act(self.upconv2, out, "leaky_relu", 0.1), 2)
+        out = conv_act(self.conv_hr, out, "leaky_relu", 0.1)
         out = self.conv_last(out)
         return out + F.interpolate(center, scale_factor=4, mode="bilinear", align_corners=False), aux
 
