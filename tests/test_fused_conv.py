@@ -167,3 +167,22 @@ def test_traced_graphs_keep_the_standard_ops(spy):
     assert "mkldnn" not in str(traced.graph)
     with torch.no_grad():
         torch.testing.assert_close(traced(x), F.leaky_relu(module.conv(x), 0.1))
+
+
+@pytest.mark.parametrize("trainable", ["bias", "addend"])
+def test_a_frozen_conv_in_training_keeps_every_gradient(spy, trainable):
+    """Only the bias, or only the skip input, needs a gradient: the unfused path must serve."""
+    conv = _conv()
+    conv.weight.requires_grad_(False)
+    conv.bias.requires_grad_(trainable == "bias")
+    x = torch.randn(1, 8, 9, 9).to(memory_format=CL)
+    other = torch.randn(1, 8, 9, 9).to(memory_format=CL).requires_grad_(trainable == "addend")
+    conv_add(conv, x, other).square().sum().backward()
+    if trainable == "bias":
+        grad_from_add = conv.bias.grad.clone()
+        conv.bias.grad = None
+        conv_act(conv, x).sum().backward()
+        assert grad_from_add.abs().sum() > 0 and conv.bias.grad.abs().sum() > 0
+    else:
+        torch.testing.assert_close(other.grad, 2 * (conv(x) + other).detach())
+    assert spy == []

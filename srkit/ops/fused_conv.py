@@ -39,12 +39,13 @@ def _pointwise_op():
         return None
 
 
-def _fusable(conv: nn.Conv2d, x: Tensor) -> torch.dtype | None:
+def _fusable(conv: nn.Conv2d, x: Tensor, *others: Tensor) -> torch.dtype | None:
     """The dtype the fused op runs in, or None when this call must take the unfused path."""
     if x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous(memory_format=torch.channels_last):
         return None  # CPU channels_last only: the inference engine's layout, which the op keeps
-    if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
-        return None  # the fused op has no backward
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (x, conv.weight, conv.bias, *others)):
+        return None  # the fused op has no backward (a frozen conv inside a trained network stays unfused too)
     if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
         return None
     if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling():
@@ -107,7 +108,7 @@ def conv_add(conv: nn.Conv2d, x: Tensor, other: Tensor) -> Tensor:
     def unfused() -> Tensor:
         return conv(x) + other
 
-    dtype = _fusable(conv, x)
+    dtype = _fusable(conv, x, other)
     if (dtype is None or other.dtype != dtype or other.device != x.device
             or other.shape != (x.shape[0], conv.out_channels, *_conv_out_size(conv, x))
             or not other.is_contiguous(memory_format=torch.channels_last)):
