@@ -14,17 +14,25 @@ motion is exact and uniform -- for a model that fuses well, the upper end of wha
     python benchmarks/temporal_probe.py --model mana-s
     python benchmarks/temporal_probe.py --model edvr-s --weights runs/x/model_final.safetensors
 
-Measured on a 2-core AMD EPYC (Zen 4), default frames and crop (speeds in GT px/frame; window | centre
-repeated | gain, PSNR-Y dB):
+Default frames and crop (speeds in GT px/frame; window | centre repeated | gain, PSNR-Y dB). The shipped
+edvr-s (session 15: 14,000 iterations with the train split's DAVIS and Vimeo clips), 2-core Intel Xeon
+(AVX512-BF16 + AMX):
 
 | model | frame | 0,0 | 2,1 | 5,3 | 10,7 |
 |---|---|---|---|---|---|
-| edvr-s (shipped) | Set8 snowboard 00031 | +0.000 | +0.043 | 25.807 / 25.734 / **+0.073** | +0.076 |
-| edvr-s (shipped) | DAVIS bus 00020 | +0.000 | +0.301 | 27.368 / 26.731 / **+0.637** | +0.680 |
+| edvr-s (shipped) | Set8 snowboard 00031 | +0.000 | +0.214 | 25.862 / 25.729 / **+0.133** | +0.129 |
+| edvr-s (shipped) | DAVIS bus 00020 | +0.000 | +0.667 | 27.930 / 27.384 / **+0.546** | +0.332 |
+
+Earlier weights, 2-core AMD EPYC (Zen 4):
+
+| model | frame | 0,0 | 2,1 | 5,3 | 10,7 |
+|---|---|---|---|---|---|
+| edvr-s (first shipped weights, 5000 iterations) | Set8 snowboard 00031 | +0.000 | +0.043 | 25.807 / 25.734 / **+0.073** | +0.076 |
+| edvr-s (first shipped weights, 5000 iterations) | DAVIS bus 00020 | +0.000 | +0.301 | 27.368 / 26.731 / **+0.637** | +0.680 |
 | mana-s (shipped) | snowboard / bus | | | +0.011 / +0.020 | |
 | edvr-s, offset-fidelity run (not shipped) | snowboard / bus | | | +0.006 / -0.006 | |
 
-edvr-s takes 0.6 dB from exact neighbours on the bus crop but under 0.1 dB on this snowboard crop (+0.071,
+The first edvr-s weights took 0.6 dB from exact neighbours on the bus crop but under 0.1 dB on this snowboard crop (+0.071,
 +0.146, +0.042, +0.075 on four others: ``--frames .../snowboard/00011.png .../snowboard/00046.png --speeds 5,3
 --at 20,40``, then ``--at 260,520``): on real snowboard (0.058 dB over the whole clip) it is close to what this model's fusion
 gets even from perfect motion. Its PCD offsets on such pans stay near 0 (-0.1 px for a 3 LR px/frame pan):
@@ -32,7 +40,8 @@ it fuses the unaligned neighbours in its later layers. The run trained with EDVR
 (``runs/edvr-s-synthetic-motion-tried``) aligns -- its offsets follow the pan -- yet takes nothing from the
 aligned neighbours; mana-s, whose cross-frame attention is nearly flat, takes 0.01-0.02 dB, and the
 mana-s run whose attention was trained onto the flow's correspondences (``attention_fidelity``) +0.002 /
-+0.018 dB.
++0.018 dB. The current edvr-s weights take about twice the first weights' share from the snowboard crop's
+exact neighbours (+0.133 / +0.214 dB) and 0.166 dB from the real clip's (``srkit eval --repeat-centre``).
 """
 
 from __future__ import annotations
