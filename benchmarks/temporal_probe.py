@@ -15,13 +15,15 @@ motion is exact and uniform -- for a model that fuses well, the upper end of wha
     python benchmarks/temporal_probe.py --model edvr-s --weights runs/x/model_final.safetensors
 
 Default frames and crop (speeds in GT px/frame; window | centre repeated | gain, PSNR-Y dB). The shipped
-edvr-s (session 15: 14,000 iterations with the train split's DAVIS and Vimeo clips), 2-core Intel Xeon
-(AVX512-BF16 + AMX):
+edvr-s (session 15: 14,000 iterations with the train split's DAVIS and Vimeo clips) and mana-s (session 16),
+2-core Intel Xeon (AVX512-BF16 + AMX):
 
 | model | frame | 0,0 | 2,1 | 5,3 | 10,7 |
 |---|---|---|---|---|---|
 | edvr-s (shipped) | Set8 snowboard 00031 | +0.000 | +0.214 | 25.862 / 25.729 / **+0.133** | +0.129 |
 | edvr-s (shipped) | DAVIS bus 00020 | +0.000 | +0.667 | 27.930 / 27.384 / **+0.546** | +0.332 |
+| mana-s (shipped, session 16: sigma starting at 1) | Set8 snowboard 00031 | +0.000 | +0.146 | 25.884 / 25.792 / **+0.092** | +0.073 |
+| mana-s (shipped, session 16: sigma starting at 1) | DAVIS bus 00020 | +0.000 | +0.065 | 28.705 / 28.605 / **+0.100** | +0.062 |
 
 Earlier weights, 2-core AMD EPYC (Zen 4):
 
@@ -29,7 +31,7 @@ Earlier weights, 2-core AMD EPYC (Zen 4):
 |---|---|---|---|---|---|
 | edvr-s (first shipped weights, 5000 iterations) | Set8 snowboard 00031 | +0.000 | +0.043 | 25.807 / 25.734 / **+0.073** | +0.076 |
 | edvr-s (first shipped weights, 5000 iterations) | DAVIS bus 00020 | +0.000 | +0.301 | 27.368 / 26.731 / **+0.637** | +0.680 |
-| mana-s (shipped) | snowboard / bus | | | +0.011 / +0.020 | |
+| mana-s (first shipped weights, sigma starting at 4) | snowboard / bus | | | +0.011 / +0.020 | |
 | edvr-s, offset-fidelity run (not shipped) | snowboard / bus | | | +0.006 / -0.006 | |
 
 The first edvr-s weights took 0.6 dB from exact neighbours on the bus crop but under 0.1 dB on this snowboard crop (+0.071,
@@ -42,6 +44,8 @@ aligned neighbours; mana-s, whose cross-frame attention is nearly flat, takes 0.
 mana-s run whose attention was trained onto the flow's correspondences (``attention_fidelity``) +0.002 /
 +0.018 dB. The current edvr-s weights take about twice the first weights' share from the snowboard crop's
 exact neighbours (+0.133 / +0.214 dB) and 0.166 dB from the real clip's (``srkit eval --repeat-centre``).
+The current mana-s weights (the Gaussian started at sigma 1 instead of 4) take +0.07-0.15 dB from exact
+neighbours on both crops, against 0.01-0.02 for the first; on the real clips 0.078 (snowboard) and 0.113 dB (bus).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ CARDS = {
     ("edvr-s", "davis", "bus", 3, None): (27.450, 30.641),
     ("udvd-s-x4", "set8", "snowboard", 3, (1.6, 15.0)): (24.486, 25.333),
     ("udvd-s-x4", "davis", "bus", 3, (1.6, 15.0)): (25.256, 27.318),
-    ("mana-s", "set8", "snowboard", 3, None): (26.114, 26.931),
-    ("mana-s", "davis", "bus", 3, None): (27.450, 30.351),
+    ("mana-s", "set8", "snowboard", 3, None): (26.114, 27.037),
+    ("mana-s", "davis", "bus", 3, None): (27.450, 31.169),
 }
 
 
