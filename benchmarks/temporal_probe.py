@@ -40,8 +40,8 @@ The first edvr-s weights took 0.6 dB from exact neighbours on the bus crop but u
 gets even from perfect motion. Its PCD offsets on such pans stay near 0 (-0.1 px for a 3 LR px/frame pan):
 it fuses the unaligned neighbours in its later layers. The run trained with EDVR's offset-fidelity loss
 (``runs/edvr-s-synthetic-motion-tried``) aligns -- its offsets follow the pan -- yet takes nothing from the
-aligned neighbours; mana-s, whose cross-frame attention is nearly flat, takes 0.01-0.02 dB, and the
-mana-s run whose attention was trained onto the flow's correspondences (``attention_fidelity``) +0.002 /
+aligned neighbours; the first mana-s weights, whose cross-frame attention is nearly flat, take 0.01-0.02 dB,
+and the mana-s run whose attention was trained onto the flow's correspondences (``attention_fidelity``) +0.002 /
 +0.018 dB. The current edvr-s weights take about twice the first weights' share from the snowboard crop's
 exact neighbours (+0.133 / +0.214 dB) and 0.166 dB from the real clip's (``srkit eval --repeat-centre``).
 The current mana-s weights (the Gaussian started at sigma 1 instead of 4) take +0.07-0.15 dB from exact
