@@ -12,6 +12,7 @@ from srkit.errors import ConfigError
 from srkit.train.config import (
     ExperimentConfig,
     config_from_data,
+    dump_yaml,
     list_shipped_configs,
     load_config,
     shipped_config_dir,
@@ -46,6 +47,31 @@ def test_bad_types_and_ranges_name_the_key() -> None:
     assert _err({"train": {"stages": [{"start_iter": 5}]}}) == (
         "train.stages[0].start_iter: the first stage must start at iteration 1, got 5")
     assert "unknown loss term; did you mean 'pixel'" in _err({"train": {"stages": [{"loss_weights": {"pixl": 0}}]}})
+
+
+def test_stage_start_frac_follows_total_iters() -> None:
+    """A stage may start at a fraction of the run, so lengthening it keeps the stages' shares; the
+    run's saved config.yaml (which lists both keys) loads again, and a disagreement is an error."""
+    stages = [{}, {"start_frac": 0.7}, {"start_frac": 0.7667}]
+    for total, starts in ((3000, [1, 2101, 2301]), (14000, [1, 9801, 10735]), (18000, [1, 12601, 13802])):
+        cfg = config_from_data({"train": {"total_iters": total, "schedule": {"periods": [total]}, "stages": stages}})
+        assert [s.start_iter for s in cfg.train.stages] == starts
+    saved = yaml.safe_load(dump_yaml(cfg))
+    assert (saved["train"]["stages"][1]["start_iter"], saved["train"]["stages"][1]["start_frac"]) == (12601, 0.7)
+    assert [s.start_iter for s in config_from_data(saved).train.stages] == [1, 12601, 13802]
+    assert _err(saved, ["train.total_iters=20000", "train.schedule.periods=[20000]"]) == (
+        "train.stages[1]: start_iter 12601 and start_frac 0.7 (iteration 14001 of train.total_iters 20000) "
+        "disagree; give one of them")
+    # mana-s.yaml's fractions give the iterations its shipped weights were trained with
+    assert [s.start_iter for s in load_config("mana-s").train.stages] == [1, 9801, 10735]
+    assert _err({"train": {"stages": [{}, {}]}}) == (
+        "train.stages[1]: expected start_iter or start_frac (only the first stage starts at iteration 1 by default)")
+    assert _err({"train": {"stages": [{"start_frac": 0.5}]}}) == (
+        "train.stages[0].start_iter: the first stage must start at iteration 1, got 300001")
+    assert _err({"train": {"stages": [{}, {"start_frac": 1.0}]}}) == (
+        "train.stages[1].start_frac: expected a float in [0, 1), got 1.0")
+    assert _err({"train": {"total_iters": 10, "schedule": {"periods": [10]}, "stages": [{}, {"start_frac": 0.5}, {"start_frac": 0.5}]}}) == (
+        "train.stages[2].start_iter: stages must start at increasing iterations")
 
 
 def test_yaml_numbers_and_set_overrides() -> None:

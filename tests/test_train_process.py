@@ -182,7 +182,7 @@ def test_shipped_small_configs_run_on_shared_data(tmp_path, shared_data, name) -
     if cfg0.train.schedule.type == "cosine_restart":
         sets += ["train.schedule.periods=[2]", "train.schedule.restart_weights=[1]"]
     if len(cfg0.train.stages) > 1:  # visit every stage: one iteration each where possible
-        sets += [f"train.stages.{i}.start_iter={i + 1}" for i in range(1, len(cfg0.train.stages))]
+        sets += [f"train.stages.{i}.{k}" for i in range(1, len(cfg0.train.stages)) for k in (f"start_iter={i + 1}", "start_frac=null")]
         sets[1] = f"train.total_iters={len(cfg0.train.stages)}"
     summary = train(load_config(name, sets))
     state = _last(tmp_path / name)

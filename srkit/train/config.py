@@ -179,14 +179,22 @@ class ScheduleConfig:
 
 @dataclass
 class StageConfig:
-    """A training stage, active from ``start_iter`` (1-based) until the next stage starts."""
+    """A training stage, active from its first iteration until the next stage starts.
+
+    The first iteration is ``start_iter`` (1-based) or ``start_frac``, a fraction of ``train.total_iters``
+    (iteration ``round(start_frac * total_iters) + 1``), so that stages keep their shares when the run is
+    lengthened or shortened. The first stage starts at iteration 1 and may give neither.
+    """
 
     name: str = _f("all")
-    start_iter: int = _f(1, check="ge1")
+    start_iter: int | None = _f(None, check="ge1", help="first iteration of the stage, 1-based (or give start_frac)")
     trainable: list[str] = _f(factory=lambda: ["*"], help="glob patterns of trained parameters")
     frozen: list[str] = _f(factory=list, help="glob patterns excluded from training (wins over trainable)")
     loss_weights: dict[str, float] = _f(factory=dict, help="per-loss-term weight overrides in this stage")
     reset_optimizer: bool = _f(False, help="start the stage with fresh optimiser moments (MANA's code does)")
+    start_frac: float | None = _f(
+        None, check="unit_open", help="start at this fraction of train.total_iters instead of at start_iter "
+                                      "(0.7: iteration 0.7 * total_iters + 1)")
 
 
 @dataclass
@@ -321,6 +329,8 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         raise ConfigError(f"train.schedule.milestones: expected increasing iterations, got {s.milestones!r}")
     if not t.stages:
         raise ConfigError("train.stages: expected at least one stage")
+    for i, st in enumerate(t.stages):
+        _resolve_stage_start(i, st, t.total_iters)
     if t.stages[0].start_iter != 1:
         raise ConfigError(f"train.stages[0].start_iter: the first stage must start at iteration 1, got {t.stages[0].start_iter}")
     for i in range(1, len(t.stages)):
@@ -364,6 +374,23 @@ def validate(cfg: ExperimentConfig) -> ExperimentConfig:
         if not isinstance(path, str) or not path:
             raise ConfigError(f"model.init_from_parts.{part}: expected a checkpoint path, got {path!r}")
     return cfg
+
+
+def _resolve_stage_start(i: int, st: StageConfig, total_iters: int) -> None:
+    """Fill ``start_iter`` from ``start_frac``. Both may be given only when they agree (a run's saved
+    config.yaml lists both), so a start_frac never silently overrides a start_iter."""
+    if st.start_frac is not None:
+        derived = round(st.start_frac * total_iters) + 1
+        if st.start_iter is not None and st.start_iter != derived:
+            raise ConfigError(
+                f"train.stages[{i}]: start_iter {st.start_iter} and start_frac {st.start_frac} (iteration {derived} of "
+                f"train.total_iters {total_iters}) disagree; give one of them")
+        st.start_iter = derived
+    elif st.start_iter is None:
+        if i:
+            raise ConfigError(f"train.stages[{i}]: expected start_iter or start_frac (only the first stage starts "
+                              "at iteration 1 by default)")
+        st.start_iter = 1
 
 
 # --------------------------------------------------------------------------------------------------
