@@ -409,9 +409,9 @@ def test_presets_and_official_sizes():
     # Nothing of size (H*W)^2 anywhere: no D.
     assert not any(k.endswith(".D") for k in sd)
     # The official Gaussian starts at sigma 4; mana-s's at 1 (a 3-sigma window of 7x7 keys, see its preset).
-    assert float(create_model("mana", **TINY).nonloc_spatial.std) == 4.0
+    assert create_model("mana", **TINY).nonloc_spatial.std.item() == 4.0
     small = create_model("mana-s")
-    assert float(small.nonloc_spatial.std) == 1.0 and small.nonloc_spatial.window == 3.0
+    assert small.nonloc_spatial.std.item() == 1.0 and small.nonloc_spatial.window == 3.0
 
 
 def test_memory_param_patterns_name_the_memory_branch():
